@@ -1,0 +1,192 @@
+"""Configuration: built-in defaults, overridden by a TOML file, overridden by
+command-line options.  Every problem is reported as a ConfigError naming the
+setting, so startup can fail with one line instead of a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+BOOT_POLICIES = ("on-demand", "always")
+ARCHITECTURES = ("x86_64", "arm64")
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """What the management OS is made of for one architecture.
+
+    kernel and initrd are paths under the static dir (served at /static/) or
+    absolute http(s) URLs."""
+
+    kernel: str
+    initrd: tuple[str, ...]
+    cmdline: str = ""
+
+
+def _default_boot() -> dict[str, BootFiles]:
+    return {
+        arch: BootFiles(
+            kernel=f"mgmtos/{arch}/vmlinuz",
+            initrd=(f"mgmtos/{arch}/initramfs",),
+            cmdline="console=ttyS0,115200 console=tty0" if arch == "x86_64" else "console=ttyAMA0",
+        )
+        for arch in ARCHITECTURES
+    }
+
+
+@dataclass(frozen=True)
+class Config:
+    port: str = "tcp:4848"
+    data_dir: Path = Path("var")
+    database: str = ""
+    base_url: str = ""
+    boot_policy: str = "on-demand"
+    static_dir: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    migrate: bool = True
+    mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
+
+    @property
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return f"sqlite:///{(self.data_dir / 'pxed.sqlite').resolve()}"
+
+    @property
+    def static_path(self) -> Path:
+        return self.static_dir if self.static_dir is not None else self.data_dir / "static"
+
+
+# setting name -> (type check description, converter)
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _path(name: str, value: Any) -> Path:
+    return Path(_str(name, value)).expanduser()
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    return value
+
+
+def _str_list(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}: expected a list of strings")
+    return tuple(value)
+
+
+_CONVERTERS = {
+    "port": _str,
+    "data_dir": _path,
+    "database": _str,
+    "base_url": _str,
+    "boot_policy": _str,
+    "static_dir": _path,
+    "cors_origins": _str_list,
+    "migrate": _bool,
+}
+
+
+def _boot_files(arch: str, table: Any, default: BootFiles | None) -> BootFiles:
+    prefix = f"mgmtos.{arch}"
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"{prefix}: unknown architecture (known: {', '.join(ARCHITECTURES)})")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix}: expected a table")
+    unknown = set(table) - {"kernel", "initrd", "cmdline"}
+    if unknown:
+        raise ConfigError(f"{prefix}.{sorted(unknown)[0]}: unknown setting")
+    base = default or BootFiles(kernel="", initrd=())
+    kernel = _str(f"{prefix}.kernel", table.get("kernel", base.kernel))
+    initrd_value = table.get("initrd", list(base.initrd))
+    if isinstance(initrd_value, str):
+        initrd_value = [initrd_value]
+    initrd = _str_list(f"{prefix}.initrd", initrd_value)
+    cmdline = _str(f"{prefix}.cmdline", table.get("cmdline", base.cmdline))
+    if not kernel:
+        raise ConfigError(f"{prefix}.kernel: must not be empty")
+    return BootFiles(kernel=kernel, initrd=initrd, cmdline=cmdline)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Build a Config from the defaults, the TOML file at *path* (if any) and
+    *overrides* (command-line options; None values are ignored)."""
+    values: dict[str, Any] = {}
+    mgmtos = _default_boot()
+    if path is not None:
+        data = _read_file(Path(path))
+        for key, value in data.items():
+            if key == "mgmtos":
+                if not isinstance(value, dict):
+                    raise ConfigError("mgmtos: expected a table of architectures")
+                for arch, table in value.items():
+                    mgmtos[arch] = _boot_files(arch, table, mgmtos.get(arch))
+            elif key in _CONVERTERS:
+                values[key] = _CONVERTERS[key](key, value)
+            else:
+                raise ConfigError(f"{key}: unknown setting in {path}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _CONVERTERS:
+            raise ConfigError(f"{key}: unknown setting")
+        values[key] = _CONVERTERS[key](key, value)
+    config = Config(**values, mgmtos=mgmtos)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    if config.boot_policy not in BOOT_POLICIES:
+        raise ConfigError(
+            f"boot_policy: must be one of {', '.join(BOOT_POLICIES)}, got {config.boot_policy!r}"
+        )
+    if config.base_url:
+        parts = urlsplit(config.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"base_url: must be an http:// or https:// URL, got {config.base_url!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError("base_url: must not have a query or fragment")
+    if not config.port:
+        raise ConfigError("port: must not be empty")
+    for origin in config.cors_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
+    if config.database:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(config.database)
+        except ArgumentError:
+            raise ConfigError(f"database: not an SQLAlchemy URL: {config.database!r}") from None
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    return dataclasses.replace(config, **changes)

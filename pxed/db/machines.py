@@ -1,0 +1,188 @@
+"""Machines and their MAC addresses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from pxed.db import events
+from pxed.db.schema import images, machine_macs, machines, utcnow
+from pxed.errors import Conflict, NotFound
+
+MACHINE_IMAGE_SIZE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: int
+    name: str
+    architecture: str
+    managed: bool
+    state: str
+    last_seen: dt.datetime | None
+    image_uuid: str
+    created_at: dt.datetime
+    macs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MachineFields:
+    """What a client may set; None means "leave as it is" (or default on create)."""
+
+    name: str | None = None
+    architecture: str | None = None
+    managed: bool | None = None
+    macs: tuple[str, ...] | None = None
+
+
+def _load(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> list[Machine]:
+    q = sa.select(machines).order_by(machines.c.id)
+    if where is not None:
+        q = q.where(where)
+    rows = conn.execute(q).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    macs: dict[int, list[str]] = {i: [] for i in ids}
+    for m in conn.execute(
+        sa.select(machine_macs.c.machine_id, machine_macs.c.mac)
+        .where(machine_macs.c.machine_id.in_(ids))
+        .order_by(machine_macs.c.position)
+    ):
+        macs[m.machine_id].append(m.mac)
+    return [Machine(**r._mapping, macs=tuple(macs[r.id])) for r in rows]
+
+
+def _id_for_mac(conn: sa.Connection, mac: str) -> int | None:
+    return conn.execute(
+        sa.select(machine_macs.c.machine_id).where(machine_macs.c.mac == mac)
+    ).scalar()
+
+
+def thd_list(conn: sa.Connection) -> list[Machine]:
+    return _load(conn)
+
+
+def thd_get(conn: sa.Connection, mac: str) -> Machine | None:
+    found = _load(conn, machines.c.id == sa.select(machine_macs.c.machine_id).where(
+        machine_macs.c.mac == mac
+    ).scalar_subquery())
+    return found[0] if found else None
+
+
+def _check_free(conn: sa.Connection, fields: MachineFields, machine_id: int | None) -> None:
+    """Raise Conflict if a MAC or the name already belongs to another machine."""
+    for mac in fields.macs or ():
+        owner = _id_for_mac(conn, mac)
+        if owner is not None and owner != machine_id:
+            other = conn.execute(sa.select(machines.c.name).where(machines.c.id == owner)).scalar()
+            raise Conflict(f"MAC {mac} already belongs to machine {other!r}")
+    if fields.name is not None:
+        owner = conn.execute(sa.select(machines.c.id).where(machines.c.name == fields.name)).scalar()
+        if owner is not None and owner != machine_id:
+            raise Conflict(f"a machine named {fields.name!r} already exists")
+
+
+def _set_macs(conn: sa.Connection, machine_id: int, macs: tuple[str, ...]) -> None:
+    conn.execute(machine_macs.delete().where(machine_macs.c.machine_id == machine_id))
+    conn.execute(
+        machine_macs.insert(),
+        [{"mac": mac, "machine_id": machine_id, "position": i} for i, mac in enumerate(macs)],
+    )
+
+
+def thd_create(conn: sa.Connection, fields: MachineFields, actor: str) -> Machine:
+    assert fields.macs, "a machine needs at least one MAC"
+    name = fields.name or fields.macs[0]
+    fields = MachineFields(name, fields.architecture, fields.managed, fields.macs)
+    _check_free(conn, fields, None)
+    now = utcnow()
+    image_uuid = str(uuid.uuid4())
+    # Every machine gets a private image the management OS keeps state on.
+    conn.execute(
+        images.insert().values(
+            uuid=image_uuid,
+            name=f"machine-{name}",
+            owner=None,
+            type="machine",
+            filesystem="ext4",
+            size=MACHINE_IMAGE_SIZE,
+            created_at=now,
+        )
+    )
+    machine_id = conn.execute(
+        machines.insert().values(
+            name=name,
+            architecture=fields.architecture or "x86_64",
+            managed=True if fields.managed is None else fields.managed,
+            state="new",
+            image_uuid=image_uuid,
+            created_at=now,
+        )
+    ).inserted_primary_key[0]
+    _set_macs(conn, machine_id, fields.macs)
+    events.thd_record(conn, actor, "machine.create", "machine", str(machine_id),
+                      f"name={name} macs={','.join(fields.macs)}")
+    return _load(conn, machines.c.id == machine_id)[0]
+
+
+def _update(conn: sa.Connection, machine_id: int, fields: MachineFields, actor: str) -> Machine:
+    _check_free(conn, fields, machine_id)
+    values = {
+        k: v
+        for k, v in (
+            ("name", fields.name),
+            ("architecture", fields.architecture),
+            ("managed", fields.managed),
+        )
+        if v is not None
+    }
+    if values:
+        conn.execute(machines.update().where(machines.c.id == machine_id).values(**values))
+    if fields.macs is not None:
+        _set_macs(conn, machine_id, fields.macs)
+    changed = " ".join(f"{k}={v}" for k, v in values.items())
+    if fields.macs is not None:
+        changed += f" macs={','.join(fields.macs)}"
+    events.thd_record(conn, actor, "machine.update", "machine", str(machine_id), changed.strip())
+    return _load(conn, machines.c.id == machine_id)[0]
+
+
+def thd_update(conn: sa.Connection, mac: str, fields: MachineFields, actor: str) -> Machine:
+    machine_id = _id_for_mac(conn, mac)
+    if machine_id is None:
+        raise NotFound(f"no machine with MAC {mac}")
+    return _update(conn, machine_id, fields, actor)
+
+
+def thd_upsert(conn: sa.Connection, fields: MachineFields, actor: str) -> tuple[Machine, bool]:
+    """The original's UpdateMachine: update the machine owning the given MACs,
+    or create it.  MACs spread over two machines are a conflict."""
+    assert fields.macs
+    owners = {_id_for_mac(conn, mac) for mac in fields.macs} - {None}
+    if len(owners) > 1:
+        raise Conflict("the MAC addresses belong to more than one machine")
+    if owners:
+        return _update(conn, owners.pop(), fields, actor), False
+    return thd_create(conn, fields, actor), True
+
+
+def thd_delete(conn: sa.Connection, mac: str, actor: str) -> Machine:
+    machine = thd_get(conn, mac)
+    if machine is None:
+        raise NotFound(f"no machine with MAC {mac}")
+    conn.execute(machines.delete().where(machines.c.id == machine.id))
+    conn.execute(images.delete().where(images.c.uuid == machine.image_uuid))
+    events.thd_record(conn, actor, "machine.delete", "machine", str(machine.id),
+                      f"name={machine.name}")
+    return machine
+
+
+def thd_touch(conn: sa.Connection, machine_id: int, state: str | None = None) -> None:
+    values: dict[str, object] = {"last_seen": utcnow()}
+    if state is not None:
+        values["state"] = state
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(**values))

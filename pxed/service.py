@@ -1,0 +1,123 @@
+"""Builds the service tree.  Start order, written down once:
+
+1. ``prepare``: data dir, database schema (create / upgrade / refuse) —
+   synchronously, before anything listens, so a bad start is one clear line.
+2. DB pool service (its thread pool).
+3. Web service (the listening port).
+
+MultiService stops its children in reverse: the port closes first, then the
+database threads finish their queries and drop their connections."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pxed.config import Config
+from pxed.db import migrate
+from pxed.db.pool import DBPool, make_engine
+from pxed.web.app import PxedApp
+from pxed.web.site import PxedSite
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """pxed cannot start; the message is the one line to show the operator."""
+
+
+def _ensure_writable_dir(setting: str, path: os.PathLike | str) -> None:
+    try:
+        os.makedirs(path, mode=0o750, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise StartupError(f"{setting}: {path} is not a writable directory ({e.strerror})") from None
+
+
+def prepare(config: Config) -> sa.Engine:
+    """Everything that must hold before pxed serves; raises StartupError."""
+    _ensure_writable_dir("data_dir", config.data_dir)
+    try:
+        engine = make_engine(config.database_url)
+    except Exception as e:  # a driver that is not installed, a bad URL
+        raise StartupError(f"database: {e}") from None
+    try:
+        log.info("{what}", what=migrate.prepare(engine, migrate=config.migrate))
+    except migrate.SchemaError as e:
+        engine.dispose()
+        raise StartupError(f"database: {e}") from None
+    return engine
+
+
+class WebService(Service):
+    name = "web"
+
+    def __init__(self, description: str, site: PxedSite, reactor) -> None:
+        self._description = description
+        self._site = site
+        self._reactor = reactor
+        self._port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.listening = serverFromString(self._reactor, self._description).listen(self._site)
+        self.listening.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self._port = port
+        log.info("pxed listening on {address}", address=port.getHost())
+        return port
+
+    def _failed(self, failure: Failure) -> Failure:
+        log.critical("port: cannot listen on {port}: {error}",
+                     port=self._description, error=failure.getErrorMessage())
+        if self._reactor.running:
+            self._reactor.stop()
+        return failure
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is not None:
+            return self._port.stopListening()
+        return None
+
+
+@dataclass
+class Pxed:
+    """The running parts, for the plugin and for tests."""
+
+    service: MultiService
+    db: DBPool
+    app: PxedApp
+    web: WebService
+
+
+def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
+    engine = engine if engine is not None else prepare(config)
+    top = MultiService()
+    top.setName("pxed")
+    db = DBPool(engine, reactor)
+    db.setServiceParent(top)
+    app = PxedApp(config, db)
+    web = WebService(config.port, PxedSite(app.resource()), reactor)
+    web.setServiceParent(top)
+    return Pxed(top, db, app, web)
+
+
+def makeService(config: Config, reactor=None) -> MultiService:  # noqa: N802 (twistd's name)
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    return build(config, reactor).service

@@ -1,0 +1,49 @@
+"""The netboot answer, for pixiecore (/v1/boot/{mac}) and iPXE (/ipxe)."""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from pxed import bootconfig, macaddr
+from pxed.db import machines
+from pxed.errors import BadRequest, NotFound
+from pxed.web.router import route
+
+
+class BootRoutes:
+    async def _answer(self, request: IRequest, mac: str) -> tuple[bootconfig.Decision,
+                                                                    bootconfig.BootParams | None]:
+        try:
+            mac = macaddr.normalise(mac)
+        except BadRequest:
+            return bootconfig.Decision(False, "not a MAC address"), None
+        machine = await self.db.run(machines.thd_get, mac)
+        has_work = False if machine is None else await self.has_work(machine)
+        decision = bootconfig.decide(machine, self.config.boot_policy, has_work)
+        if not decision.serve:
+            return decision, None
+        files = self.config.mgmtos.get(machine.architecture)
+        if files is None:
+            return bootconfig.Decision(False, f"no management OS for {machine.architecture}"), None
+        base = self.base_url(request)
+        token = await self.boot_token(machine)
+        return decision, bootconfig.params(files, base, mac, token)
+
+    @route("/v1/boot/<mac>", ["GET"], access="public")
+    async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:
+        decision, params = await self._answer(request, mac)
+        if params is None:
+            # pixiecore reads a 404 as "ignore this machine": it boots locally.
+            raise NotFound(decision.reason)
+        return bootconfig.pixiecore(params, f"pxed: {decision.reason}")
+
+    @route("/ipxe/<mac>", ["GET"], access="public")
+    async def ipxe_boot(self, request: IRequest, mac: str) -> str:
+        decision, params = await self._answer(request, mac)
+        if params is None:
+            return bootconfig.ipxe_exit(decision.reason)
+        return bootconfig.ipxe_boot(params, decision.reason)
+
+    @route("/ipxe", ["GET"], access="public")
+    async def ipxe_chain(self, request: IRequest) -> str:
+        return bootconfig.ipxe_chain(self.base_url(request))

@@ -1,0 +1,99 @@
+"""Machines: /machines, /machine, /machine/{mac}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from pxed import macaddr
+from pxed.db import machines
+from pxed.errors import BadRequest
+from pxed.web import render
+from pxed.web.body import Fields, read_json
+from pxed.web.router import route
+
+ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
+
+
+def _mac_list(body: Fields) -> tuple[str, ...] | None:
+    """Both input forms of the seed: ``"MacAddresses": [{"Mac": …}, …]`` and
+    ``"MacAddress": {"Address": …}``; plain strings are accepted in either."""
+    found: list[Any] = []
+    if body.has("MacAddresses") and body.raw("MacAddresses") is not None:
+        for item in body.list("MacAddresses") or []:
+            if isinstance(item, dict):
+                item = Fields(item).raw("Mac", Fields(item).raw("Address"))
+            found.append(item)
+        if not found:
+            raise BadRequest("MacAddresses: must not be empty")
+    if body.has("MacAddress") and body.raw("MacAddress") is not None:
+        item = body.raw("MacAddress")
+        if isinstance(item, dict):
+            item = Fields(item).raw("Address", Fields(item).raw("Mac"))
+        found.append(item)
+    if not found:
+        return None
+    macs: list[str] = []
+    for item in found:
+        mac = macaddr.normalise(item)
+        if mac not in macs:
+            macs.append(mac)
+    return tuple(macs)
+
+
+def machine_fields(body: Fields) -> machines.MachineFields:
+    name = body.str("Name")
+    if name is not None and not name.strip():
+        raise BadRequest("Name: must not be empty")
+    arch = body.str("Architecture")
+    if arch is not None:
+        if arch.lower() not in ARCHITECTURES:
+            raise BadRequest(f"Architecture: must be one of x86_64, arm64 (got {arch[:20]!r})")
+        arch = ARCHITECTURES[arch.lower()]
+    return machines.MachineFields(
+        name=name.strip() if name else None,
+        architecture=arch,
+        managed=body.bool("Managed"),
+        macs=_mac_list(body),
+    )
+
+
+class MachinesRoutes:
+    @route("/machines", ["GET"], access="signed-in")
+    async def list_machines(self, request: IRequest) -> list:
+        return [render.machine(m) for m in await self.db.run(machines.thd_list)]
+
+    @route("/machine/<mac>", ["GET"], access="signed-in")
+    async def get_machine(self, request: IRequest, mac: str) -> dict:
+        return render.machine(await self.machine_or_404(mac))
+
+    @route("/machine", ["POST"], access="admin")
+    async def create_machine(self, request: IRequest) -> dict:
+        fields = machine_fields(read_json(request))
+        if not fields.macs:
+            raise BadRequest("MacAddresses: at least one MAC address is required")
+        m = await self.db.run(machines.thd_create, fields, self.actor(request))
+        return render.machine(m)
+
+    @route("/machine", ["PUT"], access="admin")
+    async def put_machine(self, request: IRequest) -> dict:
+        fields = machine_fields(read_json(request))
+        if not fields.macs:
+            raise BadRequest("MacAddresses: at least one MAC address is required")
+        # 200 whether created or updated, as the original answered.
+        m, _created = await self.db.run(machines.thd_upsert, fields, self.actor(request))
+        return render.machine(m)
+
+    @route("/machine/<mac>", ["PUT"], access="admin")
+    async def update_machine(self, request: IRequest, mac: str) -> dict:
+        mac = macaddr.normalise(mac)
+        fields = machine_fields(read_json(request))
+        m = await self.db.run(machines.thd_update, mac, fields, self.actor(request))
+        return render.machine(m)
+
+    @route("/machine/<mac>", ["DELETE"], access="admin")
+    async def delete_machine(self, request: IRequest, mac: str) -> str:
+        mac = macaddr.normalise(mac)
+        await self.db.run(machines.thd_delete, mac, self.actor(request))
+        return "Successfully deleted"

@@ -1,0 +1,34 @@
+"""Static files (the management OS kernel and initramfs) under /static/."""
+
+from __future__ import annotations
+
+from twisted.web import http, resource, static
+from twisted.web.iweb import IRequest
+
+# 1 MiB reads instead of Twisted's 64 KiB: 1.5–1.9 GB/s instead of 1.0–1.1
+# GB/s over loopback on this machine kind (DESIGN.md).
+READ_SIZE = 1024 * 1024
+
+
+class StaticFiles(static.File):
+    """static.File without directory listings, with large reads, and with
+    If-Range honoured (a stale validator means the whole file, not a range
+    of a changed one)."""
+
+    def directoryListing(self) -> resource.Resource:
+        return self.childNotFound
+
+    def makeProducer(self, request: IRequest, fileForReading):  # noqa: N802, N803
+        producer = super().makeProducer(request, fileForReading)
+        producer.bufferSize = READ_SIZE
+        return producer
+
+    def render_GET(self, request: IRequest):  # noqa: N802
+        if_range = request.getHeader(b"if-range")
+        if if_range is not None and request.getHeader(b"range") is not None:
+            self.restat(False)
+            if self.exists() and if_range != http.datetimeToString(self.getModificationTime()):
+                request.requestHeaders.removeHeader(b"range")
+        return super().render_GET(request)
+
+    render_HEAD = render_GET

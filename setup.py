@@ -1,0 +1,48 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="pxed",
+    version="0.1.0",
+    description="Bare-metal provisioning control server (netboot, disk images, boot queues)",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    # twisted.plugins is a namespace-style drop-in directory (no __init__.py
+    # of ours); it must be listed explicitly so `pip install .` copies the
+    # plugin next to Twisted's own.
+    # An explicit root lets `pip install -e .` use a plain .pth entry for the
+    # project directory, which is what Twisted's plugin scan looks through;
+    # setuptools' import-hook editable mode would hide twisted/plugins/.
+    package_dir={"": "."},
+    packages=find_packages(include=["pxed", "pxed.*"]) + ["twisted.plugins"],
+    package_data={
+        "pxed.db": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
+        "twisted.plugins": ["pxed_plugin.py"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "twisted[tls]>=24.3,<27",
+        "klein>=24.8,<25",
+        "treq>=24.9,<27",
+        "sqlalchemy>=2.0.30,<2.2",
+        "alembic>=1.13,<2",
+    ],
+    extras_require={
+        "postgres": ["psycopg[binary]>=3.1,<4"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-twisted>=1.14,<2",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["pxed-admin=pxed.admin:main"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Installation/Setup",
+    ],
+)
