@@ -169,7 +169,9 @@ def validate(config: Config) -> None:
     if config.base_url:
         parts = urlsplit(config.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"base_url: must be an http:// or https:// URL, got {config.base_url!r}")
+            raise ConfigError(
+                f"base_url: must be an http:// or https:// URL, got {config.base_url!r}"
+            )
         if parts.query or parts.fragment:
             raise ConfigError("base_url: must not have a query or fragment")
     if not config.port:

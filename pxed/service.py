@@ -41,7 +41,9 @@ def _ensure_writable_dir(setting: str, path: os.PathLike | str) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise StartupError(f"{setting}: {path} is not a writable directory ({e.strerror})") from None
+        raise StartupError(
+            f"{setting}: {path} is not a writable directory ({e.strerror})"
+        ) from None
 
 
 def prepare(config: Config) -> sa.Engine:
@@ -80,8 +82,11 @@ class WebService(Service):
         return port
 
     def _failed(self, failure: Failure) -> Failure:
-        log.critical("port: cannot listen on {port}: {error}",
-                     port=self._description, error=failure.getErrorMessage())
+        log.critical(
+            "port: cannot listen on {port}: {error}",
+            port=self._description,
+            error=failure.getErrorMessage(),
+        )
         if self._reactor.running:
             self._reactor.stop()
         return failure
@@ -115,7 +120,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     return Pxed(top, db, app, web)
 
 
-def makeService(config: Config, reactor=None) -> MultiService:  # noqa: N802 (twistd's name)
+def makeService(config: Config, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 

@@ -67,9 +67,11 @@ def thd_list(conn: sa.Connection) -> list[Machine]:
 
 
 def thd_get(conn: sa.Connection, mac: str) -> Machine | None:
-    found = _load(conn, machines.c.id == sa.select(machine_macs.c.machine_id).where(
-        machine_macs.c.mac == mac
-    ).scalar_subquery())
+    found = _load(
+        conn,
+        machines.c.id
+        == sa.select(machine_macs.c.machine_id).where(machine_macs.c.mac == mac).scalar_subquery(),
+    )
     return found[0] if found else None
 
 
@@ -81,7 +83,9 @@ def _check_free(conn: sa.Connection, fields: MachineFields, machine_id: int | No
             other = conn.execute(sa.select(machines.c.name).where(machines.c.id == owner)).scalar()
             raise Conflict(f"MAC {mac} already belongs to machine {other!r}")
     if fields.name is not None:
-        owner = conn.execute(sa.select(machines.c.id).where(machines.c.name == fields.name)).scalar()
+        owner = conn.execute(
+            sa.select(machines.c.id).where(machines.c.name == fields.name)
+        ).scalar()
         if owner is not None and owner != machine_id:
             raise Conflict(f"a machine named {fields.name!r} already exists")
 
@@ -124,8 +128,14 @@ def thd_create(conn: sa.Connection, fields: MachineFields, actor: str) -> Machin
         )
     ).inserted_primary_key[0]
     _set_macs(conn, machine_id, fields.macs)
-    events.thd_record(conn, actor, "machine.create", "machine", str(machine_id),
-                      f"name={name} macs={','.join(fields.macs)}")
+    events.thd_record(
+        conn,
+        actor,
+        "machine.create",
+        "machine",
+        str(machine_id),
+        f"name={name} macs={','.join(fields.macs)}",
+    )
     return _load(conn, machines.c.id == machine_id)[0]
 
 
@@ -176,8 +186,9 @@ def thd_delete(conn: sa.Connection, mac: str, actor: str) -> Machine:
         raise NotFound(f"no machine with MAC {mac}")
     conn.execute(machines.delete().where(machines.c.id == machine.id))
     conn.execute(images.delete().where(images.c.uuid == machine.image_uuid))
-    events.thd_record(conn, actor, "machine.delete", "machine", str(machine.id),
-                      f"name={machine.name}")
+    events.thd_record(
+        conn, actor, "machine.delete", "machine", str(machine.id), f"name={machine.name}"
+    )
     return machine
 
 

@@ -11,8 +11,9 @@ from pxed.web.router import route
 
 
 class BootRoutes:
-    async def _answer(self, request: IRequest, mac: str) -> tuple[bootconfig.Decision,
-                                                                    bootconfig.BootParams | None]:
+    async def _answer(
+        self, request: IRequest, mac: str
+    ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
         try:
             mac = macaddr.normalise(mac)
         except BadRequest:

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import RequestRedirect
 
 from pxed.errors import ApiError
 
@@ -45,7 +46,7 @@ def render(request: IRequest, result: Any) -> Any:
         return json.dumps(result).encode() + b"\n"
     if isinstance(result, str):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return result.encode() + b"\n"
+        return (result if result.endswith("\n") else result + "\n").encode()
     return result
 
 
@@ -99,9 +100,20 @@ def _method_not_allowed(self: Any, request: IRequest, failure: Any) -> bytes:
     return error_body(request, 405, "method not allowed")
 
 
+@app.handle_errors(RequestRedirect)
+def _redirect(self: Any, request: IRequest, failure: Any) -> bytes:
+    # werkzeug's canonical form of a path (trailing slash, merged slashes).
+    request.setHeader(b"location", failure.value.new_url.encode())
+    return error_body(request, failure.value.code, "moved")
+
+
 @app.handle_errors(Exception)
 def _unexpected(self: Any, request: IRequest, failure: Any) -> bytes:
     # The traceback goes to the log, never to the client.
-    log.failure("unhandled error in {method} {path}", failure,
-                method=request.method.decode(), path=request.path.decode(errors="replace"))
+    log.failure(
+        "unhandled error in {method} {path}",
+        failure,
+        method=request.method.decode(),
+        path=request.path.decode(errors="replace"),
+    )
     return error_body(request, 500, "internal error")

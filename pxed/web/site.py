@@ -35,7 +35,8 @@ class PxedSite(Site):
         access_log.info(
             '{client} "{method} {path}" {status} {size} {ms:.1f}ms',
             client=request.getClientAddress().host
-            if hasattr(request.getClientAddress(), "host") else "-",
+            if hasattr(request.getClientAddress(), "host")
+            else "-",
             method=request.method.decode("ascii", "replace"),
             path=request.path.decode("utf-8", "replace"),
             status=request.code,

@@ -33,7 +33,7 @@ class PxedServiceMaker:
     description = "Bare-metal provisioning control server"
     options = Options
 
-    def makeService(self, options: Options):  # noqa: N802
+    def makeService(self, options: Options):
         from pxed import config as pxed_config
         from pxed import service
 

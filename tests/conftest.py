@@ -1,0 +1,159 @@
+"""Shared fixtures: a real pxed on an ephemeral loopback port, driven over
+HTTP, with a fresh SQLite file per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+
+from pxed import config as pxed_config
+from pxed import service
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of *tool*; in CI a missing tool fails the test, elsewhere it
+    skips with the Debian package to install."""
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} not found: apt-get install {package}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Response:
+    code: int
+    headers: Headers
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Client:
+    """HTTP against a running server; *headers* go with every request."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        all_headers = {**self.headers, **(headers or {})}
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        response = await treq.request(
+            method,
+            self.url + path,
+            data=data,
+            headers={k: [v] for k, v in all_headers.items()},
+            persistent=False,
+        )
+        body = await treq.content(response)
+        return Response(response.code, response.headers, body)
+
+    async def raw(
+        self, method: bytes, path: bytes, headers: dict[bytes, bytes] | None = None
+    ) -> Response:
+        """A request whose path goes on the wire byte for byte (treq would
+        normalise ``..`` and percent-escapes)."""
+        agent = Agent(reactor)
+        h = Headers({k: [v] for k, v in (headers or {}).items()})
+        response = await agent.request(method, self.url.encode() + path, h)
+        body = await readBody(response)
+        return Response(response.code, response.headers, body)
+
+    def get(self, path: str, **kw: Any):
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, json_body: Any = None, **kw: Any):
+        return self.request("POST", path, json_body=json_body, **kw)
+
+    def put(self, path: str, json_body: Any = None, **kw: Any):
+        return self.request("PUT", path, json_body=json_body, **kw)
+
+    def delete(self, path: str, **kw: Any):
+        return self.request("DELETE", path, **kw)
+
+    def with_headers(self, **headers: str) -> Client:
+        return Client(self.url, {**self.headers, **headers})
+
+
+@dataclass
+class Server:
+    pxed: service.Pxed
+    config: pxed_config.Config
+    url: str
+    client: Client
+
+    @property
+    def db(self):
+        return self.pxed.db
+
+
+ServerFactory = Callable[..., Any]
+
+
+@pytest_twisted.async_yield_fixture
+async def start_server(tmp_path: Path):
+    """A factory: ``await start_server(boot_policy="always", …)`` starts pxed
+    with those settings in a fresh data dir; all are stopped afterwards."""
+    running: list[Server] = []
+
+    async def start(**settings: Any) -> Server:
+        data_dir = tmp_path / f"data{len(running)}"
+        settings.setdefault("data_dir", str(data_dir))
+        settings.setdefault("port", "tcp:0:interface=127.0.0.1")
+        cfg = pxed_config.load(None, settings)
+        px = service.build(cfg, reactor)
+        px.service.startService()
+        port = await px.web.listening
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        server = Server(px, cfg, url, Client(url))
+        running.append(server)
+        return server
+
+    yield start
+    for server in reversed(running):
+        await server.pxed.service.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def server(start_server):
+    yield await start_server()
+
+
+@pytest.fixture
+def client(server: Server) -> Client:
+    return server.client

@@ -1,0 +1,141 @@
+"""The installed daemon: `twistd -n pxed` is found and serves; bad settings
+stop it with one line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# The twistd script of the interpreter running the tests: the one pip installed.
+TWISTD = [str(Path(sys.executable).with_name("twistd"))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"twistd exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+                return r.read()
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer")
+
+
+def test_twistd_finds_the_plugin_and_serves(tmp_path: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *TWISTD,
+            "--pidfile=",
+            "-n",
+            "pxed",
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--data-dir",
+            str(tmp_path / "var"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert b'"ok"' in wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        assert (tmp_path / "var" / "pxed.sqlite").exists()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "created database schema" in out
+    assert "Traceback" not in out
+
+
+def test_plain_twistd_lists_pxed():
+    out = subprocess.run([*TWISTD, "--help"], capture_output=True, text=True).stdout
+    assert "pxed" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--boot-policy", "sometimes"], "boot_policy"),
+        (["--base-url", "example.com"], "base_url"),
+        (["--config", "/nonexistent/pxed.toml"], "not found"),
+        (["--data-dir", "/proc/pxed"], "data_dir"),
+    ],
+)
+def test_bad_settings_stop_startup_with_one_line(tmp_path, args, message):
+    proc = subprocess.run(
+        [*TWISTD, "--pidfile=", "-n", "pxed", "--port", f"tcp:{free_port()}", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pxed: error: ")
+    assert message in lines[0]
+
+
+def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path):
+    from pxed.db import migrate
+    from pxed.db.pool import make_engine
+
+    revisions = [
+        r.revision
+        for r in migrate.ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()
+    ]
+    if len(revisions) < 2:
+        pytest.skip("only one schema revision so far")
+    data = tmp_path / "var"
+    data.mkdir()
+    engine = make_engine(f"sqlite:///{data / 'pxed.sqlite'}")
+    migrate.upgrade(engine, revisions[-1])
+    engine.dispose()
+
+    proc = subprocess.run(
+        [
+            *TWISTD,
+            "--pidfile=",
+            "-n",
+            "pxed",
+            "--no-migrate",
+            "--data-dir",
+            str(data),
+            "--port",
+            f"tcp:{free_port()}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "pxed-admin db upgrade" in proc.stderr
+    admin = subprocess.run(
+        ["pxed-admin", "--data-dir", str(data), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert admin.returncode == 0, admin.stderr
+    assert f"-> {migrate.head()}" in admin.stdout
