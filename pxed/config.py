@@ -5,6 +5,7 @@ setting, so startup can fail with one line instead of a traceback."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,26 @@ def _default_boot() -> dict[str, BootFiles]:
 
 
 @dataclass(frozen=True)
+class GitHub:
+    """GitHub (or GitHub Enterprise) OAuth app for browser sign-in."""
+
+    client_id: str = ""
+    # Never printed: repr=False keeps it out of any log of the config.
+    client_secret: str = field(default="", repr=False)
+    url: str = "https://github.com"
+    api_url: str = "https://api.github.com"
+    # Where the browser goes after signing in.
+    redirect: str = "/"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.client_id and self.client_secret)
+
+
+GITHUB_SECRET_ENV = "PXED_GITHUB_CLIENT_SECRET"
+
+
+@dataclass(frozen=True)
 class Config:
     port: str = "tcp:4848"
     data_dir: Path = Path("var")
@@ -52,7 +73,10 @@ class Config:
     static_dir: Path | None = None
     cors_origins: tuple[str, ...] = ()
     migrate: bool = True
+    session_hours: float = 8.0
+    machine_token_hours: float = 4.0
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
+    github: GitHub = field(default_factory=GitHub)
 
     @property
     def database_url(self) -> str:
@@ -88,7 +112,15 @@ def _str_list(name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _hours(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive number of hours, got {value!r}")
+    return float(value)
+
+
 _CONVERTERS = {
+    "session_hours": _hours,
+    "machine_token_hours": _hours,
     "port": _str,
     "data_dir": _path,
     "database": _str,
@@ -121,6 +153,28 @@ def _boot_files(arch: str, table: Any, default: BootFiles | None) -> BootFiles:
     return BootFiles(kernel=kernel, initrd=initrd, cmdline=cmdline)
 
 
+def _github(table: Any, env: dict[str, str]) -> GitHub:
+    if not isinstance(table, dict):
+        raise ConfigError("github: expected a table")
+    known = {f.name for f in dataclasses.fields(GitHub)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"github.{sorted(unknown)[0]}: unknown setting")
+    values = {k: _str(f"github.{k}", v) for k, v in table.items()}
+    if env.get(GITHUB_SECRET_ENV):
+        values["client_secret"] = env[GITHUB_SECRET_ENV]
+    github = GitHub(**values)
+    for key in ("url", "api_url"):
+        parts = urlsplit(getattr(github, key))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"github.{key}: must be an http(s) URL")
+    if bool(github.client_id) != bool(github.client_secret):
+        raise ConfigError(
+            f"github: client_id and client_secret (or ${GITHUB_SECRET_ENV}) go together"
+        )
+    return github
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
@@ -133,15 +187,24 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
 
 
-def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
     """Build a Config from the defaults, the TOML file at *path* (if any) and
-    *overrides* (command-line options; None values are ignored)."""
+    *overrides* (command-line options; None values are ignored).  *env*
+    (default: os.environ) may carry the GitHub client secret."""
+    env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
     mgmtos = _default_boot()
+    github_table: dict[str, Any] = {}
     if path is not None:
         data = _read_file(Path(path))
         for key, value in data.items():
-            if key == "mgmtos":
+            if key == "github":
+                github_table = value
+            elif key == "mgmtos":
                 if not isinstance(value, dict):
                     raise ConfigError("mgmtos: expected a table of architectures")
                 for arch, table in value.items():
@@ -156,7 +219,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
         if key not in _CONVERTERS:
             raise ConfigError(f"{key}: unknown setting")
         values[key] = _CONVERTERS[key](key, value)
-    config = Config(**values, mgmtos=mgmtos)
+    config = Config(**values, mgmtos=mgmtos, github=_github(github_table, env))
     validate(config)
     return config
 

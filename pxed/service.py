@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pxed.bootstrap import bootstrap_admin
 from pxed.config import Config
 from pxed.db import migrate
 from pxed.db.pool import DBPool, make_engine
@@ -58,6 +59,17 @@ def prepare(config: Config) -> sa.Engine:
     except migrate.SchemaError as e:
         engine.dispose()
         raise StartupError(f"database: {e}") from None
+    try:
+        created = bootstrap_admin(engine, config.data_dir)
+    except OSError as e:
+        raise StartupError(f"data_dir: cannot write the admin token: {e.strerror}") from None
+    if created is not None:
+        username, path = created
+        log.warn(
+            "created admin user {username!r}; its API token is in {path} (mode 0600)",
+            username=username,
+            path=str(path.resolve()),
+        )
     return engine
 
 

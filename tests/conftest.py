@@ -109,17 +109,35 @@ class Client:
     def with_headers(self, **headers: str) -> Client:
         return Client(self.url, {**self.headers, **headers})
 
+    def bearer(self, token: str) -> Client:
+        return Client(self.url, {"Authorization": f"Bearer {token}"})
+
 
 @dataclass
 class Server:
     pxed: service.Pxed
     config: pxed_config.Config
     url: str
-    client: Client
+    anonymous: Client
+    admin: Client
 
     @property
     def db(self):
         return self.pxed.db
+
+    @property
+    def client(self) -> Client:
+        return self.admin
+
+    async def user(self, username: str, role: str = "user") -> Client:
+        """A new user with that role, and a client carrying its API token."""
+        r = await self.admin.post(
+            "/user", {"Username": username, "Role": role, "Email": f"{username}@example.org"}
+        )
+        assert r.code == 201, r.text
+        r = await self.admin.post(f"/user/{username}/tokens", {"Name": "test"})
+        assert r.code == 201, r.text
+        return self.anonymous.bearer(r.json()["Token"])
 
 
 ServerFactory = Callable[..., Any]
@@ -140,7 +158,9 @@ async def start_server(tmp_path: Path):
         px.service.startService()
         port = await px.web.listening
         url = f"http://127.0.0.1:{port.getHost().port}"
-        server = Server(px, cfg, url, Client(url))
+        token = (Path(cfg.data_dir) / "admin.token").read_text().strip()
+        anonymous = Client(url)
+        server = Server(px, cfg, url, anonymous, anonymous.bearer(token))
         running.append(server)
         return server
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pxed.db.events import Event
 from pxed.db.machines import Machine
+from pxed.db.users import Token, User
 
 
 def iso(when: dt.datetime | None) -> str | None:
@@ -39,3 +40,28 @@ def event(e: Event) -> dict[str, Any]:
         "Target": e.target,
         "Detail": e.detail,
     }
+
+
+def user(u: User) -> dict[str, Any]:
+    return {
+        "Username": u.username,
+        "Name": u.name,
+        "Email": u.email,
+        "Role": u.role,
+        "GitHub": u.github_id is not None,
+        "CreatedAt": iso(u.created_at),
+    }
+
+
+def token(t: Token, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ID": t.id,
+        "Name": t.name,
+        "Prefix": t.prefix,
+        "CreatedAt": iso(t.created_at),
+        "ExpiresAt": iso(t.expires_at),
+        "LastUsedAt": iso(t.last_used_at),
+    }
+    if secret is not None:
+        out["Token"] = secret
+    return out

@@ -1,0 +1,167 @@
+"""Who is calling, and whether the route's access rule lets them.
+
+Credentials: ``Authorization: Bearer`` with a user API token (``pxu_…``) or
+a machine credential (``pxm_…``), or the ``session-name`` cookie of a
+browser session.  No header grants anything by itself: the original's
+``type: system`` is ignored like any other unknown header."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from pxed import macaddr, secret
+from pxed.db import credentials, machines, users
+from pxed.db.credentials import MachineCredential
+from pxed.db.users import User
+from pxed.errors import Forbidden, Unauthorized
+
+SESSION_COOKIE = b"session-name"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: User | None = None
+    machine: MachineCredential | None = None
+    session_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        if self.user is not None:
+            return self.user.username
+        if self.machine is not None:
+            return f"machine:{self.machine.machine_id}"
+        return "anonymous"
+
+
+ANONYMOUS = Identity()
+
+
+def _user(identity: Identity) -> User:
+    if identity.user is None:
+        raise Forbidden("this route is for users; a machine credential does not grant it")
+    return identity.user
+
+
+def _signed_in(identity: Identity, args: dict[str, Any]) -> None:
+    _user(identity)
+
+
+def _moderator(identity: Identity, args: dict[str, Any]) -> None:
+    if not _user(identity).is_staff:
+        raise Forbidden("moderators and admins only")
+
+
+def _admin(identity: Identity, args: dict[str, Any]) -> None:
+    if not _user(identity).is_admin:
+        raise Forbidden("admins only")
+
+
+def _self_or_staff(identity: Identity, args: dict[str, Any]) -> None:
+    user = _user(identity)
+    if user.username != args["name"] and not user.is_staff:
+        raise Forbidden("only that user, moderators and admins")
+
+
+def _self_or_admin(identity: Identity, args: dict[str, Any]) -> None:
+    user = _user(identity)
+    if user.username != args["name"] and not user.is_admin:
+        raise Forbidden("only that user and admins")
+
+
+def _machine(identity: Identity, args: dict[str, Any]) -> None:
+    # Which machine the path names is checked against the credential by
+    # AuthMixin.authorise (it needs the database); users must be admins.
+    if identity.machine is None:
+        _admin(identity, args)
+
+
+# Access rule name -> check.  "owner" routes need a signed-in user here and
+# compare the resource's owner in the handler (pxed.web.auth.check_owner).
+RULES: dict[str, Callable[[Identity, dict[str, Any]], None] | None] = {
+    "public": None,
+    "signed-in": _signed_in,
+    "moderator": _moderator,
+    "admin": _admin,
+    "self-or-staff": _self_or_staff,
+    "self-or-admin": _self_or_admin,
+    "owner": _signed_in,
+    "machine": _machine,
+}
+
+
+def check_owner(identity: Identity, owner: str | None) -> User:
+    """The caller owns the resource, or is a moderator or admin."""
+    user = _user(identity)
+    if user.username != owner and not user.is_staff:
+        raise Forbidden("only the owner, moderators and admins")
+    return user
+
+
+class AuthMixin:
+    """Authentication and authorisation for PxedApp (the router calls
+    ``authorise`` before every handler)."""
+
+    async def authenticate(self, request: IRequest) -> Identity:
+        header = request.getHeader("authorization")
+        if header is not None:
+            scheme, _, token = header.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthorized("Authorization: expected 'Bearer <token>'")
+            if token.startswith(secret.MACHINE_TOKEN):
+                cred = await self.db.run(credentials.thd_lookup, token)
+                if cred is None:
+                    raise Unauthorized("machine credential is invalid, expired or revoked")
+                return Identity(machine=cred)
+            user = await self.db.run(users.thd_user_for_token, token)
+            if user is None:
+                raise Unauthorized("API token is invalid, expired or revoked")
+            return Identity(user=user)
+        session_id = request.getCookie(SESSION_COOKIE)
+        if session_id:
+            sid = session_id.decode("ascii", "replace")
+            user = await self.db.run(users.thd_user_for_session, sid)
+            if user is None:
+                raise Unauthorized("session expired; sign in again")
+            return Identity(user=user, session_id=sid)
+        return ANONYMOUS
+
+    async def authorise(self, request: IRequest, access: str, args: dict[str, Any]) -> None:
+        rule = RULES[access]
+        if rule is None:
+            request.identity = ANONYMOUS
+            return
+        identity = await self.authenticate(request)
+        request.identity = identity
+        if identity is ANONYMOUS:
+            raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")
+        rule(identity, args)
+        if identity.machine is not None and "mac" in args:
+            machine = await self.db.run(machines.thd_get, macaddr.normalise(args["mac"]))
+            if machine is None or machine.id != identity.machine.machine_id:
+                raise Forbidden("this machine credential is for another machine")
+
+    async def start_session(self, request: IRequest, user: User) -> None:
+        """Sign the browser in: a server-side session and its cookie."""
+        lifetime = dt.timedelta(hours=self.config.session_hours)
+        session_id = await self.db.run(users.thd_create_session, user.username, lifetime)
+        request.addCookie(
+            SESSION_COOKIE,
+            session_id.encode(),
+            path=b"/",
+            max_age=int(lifetime.total_seconds()),
+            httpOnly=True,
+            secure=self.secure(request),
+            sameSite="lax",
+        )
+
+    def identity(self, request: IRequest) -> Identity:
+        return getattr(request, "identity", ANONYMOUS)
+
+    def actor(self, request: IRequest) -> str:
+        return self.identity(request).actor

@@ -1,0 +1,7 @@
+"""Sign-in with GitHub (OAuth web flow)."""
+
+from __future__ import annotations
+
+
+class GitHubRoutes:
+    pass
