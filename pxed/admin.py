@@ -7,8 +7,9 @@ import argparse
 import sys
 
 from pxed import config as pxed_config
-from pxed.db import migrate
+from pxed.db import migrate, users
 from pxed.db.pool import make_engine
+from pxed.errors import ApiError
 
 
 def _config(args: argparse.Namespace) -> pxed_config.Config:
@@ -35,6 +36,50 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_at_head(args: argparse.Namespace):
+    engine = make_engine(_config(args).database_url)
+    rev = migrate.current(engine)
+    if rev != migrate.head():
+        raise SystemExit(
+            f"pxed-admin: error: database schema is {rev or 'empty'}, expected "
+            f"{migrate.head()}; run `pxed-admin db upgrade` (or start pxed once)"
+        )
+    return engine
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    engine = _engine_at_head(args)
+    fields = users.UserFields(name=args.name or "", email=args.email or "", role=args.role)
+    try:
+        with engine.begin() as conn:
+            users.thd_create(conn, args.username, fields, actor="pxed-admin")
+            token = None
+            if args.token:
+                _, token = users.thd_create_token(
+                    conn, args.username, "pxed-admin", actor="pxed-admin"
+                )
+    except ApiError as e:
+        print(f"pxed-admin: error: {e.message}", file=sys.stderr)
+        return 1
+    print(f"created {args.role} {args.username}", file=sys.stderr)
+    if token is not None:
+        # The token alone on stdout, so `TOKEN=$(pxed-admin create-user …)` works.
+        print(token)
+    return 0
+
+
+def cmd_create_token(args: argparse.Namespace) -> int:
+    engine = _engine_at_head(args)
+    try:
+        with engine.begin() as conn:
+            _, token = users.thd_create_token(conn, args.username, args.label, actor="pxed-admin")
+    except ApiError as e:
+        print(f"pxed-admin: error: {e.message}", file=sys.stderr)
+        return 1
+    print(token)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pxed-admin", description=__doc__)
     p.add_argument("-c", "--config", help="TOML configuration file (as for twistd -n pxed)")
@@ -49,6 +94,19 @@ def parser() -> argparse.ArgumentParser:
         func=cmd_db_upgrade
     )
     db.add_parser("current", help="show the schema revision").set_defaults(func=cmd_db_current)
+
+    cu = sub.add_parser("create-user", help="create a user (and print an API token)")
+    cu.add_argument("username")
+    cu.add_argument("--name", help="full name")
+    cu.add_argument("--email", help="e-mail address")
+    cu.add_argument("--role", choices=users.ROLES, default="user")
+    cu.add_argument("--token", action="store_true", help="also create an API token and print it")
+    cu.set_defaults(func=cmd_create_user)
+
+    ct = sub.add_parser("create-token", help="print a new API token for an existing user")
+    ct.add_argument("username")
+    ct.add_argument("--label", default="pxed-admin", help="a name to recognise the token by")
+    ct.set_defaults(func=cmd_create_token)
     return p
 
 

@@ -127,7 +127,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     db = DBPool(engine, reactor)
     db.setServiceParent(top)
     app = PxedApp(config, db)
-    web = WebService(config.port, PxedSite(app.resource()), reactor)
+    web = WebService(config.port, PxedSite(app.resource(), config.cors_origins), reactor)
     web.setServiceParent(top)
     return Pxed(top, db, app, web)
 

@@ -154,7 +154,7 @@ class AuthMixin:
             SESSION_COOKIE,
             session_id.encode(),
             path=b"/",
-            max_age=int(lifetime.total_seconds()),
+            max_age=str(int(lifetime.total_seconds())).encode(),
             httpOnly=True,
             secure=self.secure(request),
             sameSite="lax",

@@ -9,6 +9,8 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from pxed.web.cors import CORS
+
 access_log = Logger(namespace="pxed.access")
 
 
@@ -17,6 +19,9 @@ class PxedRequest(Request):
 
     def process(self) -> None:
         self.started = time.monotonic()
+        # self.site is only set inside Request.process.
+        if self.channel.site.cors.apply(self):
+            return
         super().process()
 
 
@@ -24,10 +29,11 @@ class PxedSite(Site):
     displayTracebacks = False
     requestFactory = PxedRequest
 
-    def __init__(self, root: IResource) -> None:
+    def __init__(self, root: IResource, cors_origins: tuple[str, ...] = ()) -> None:
         # parsePOSTFormSubmission=False: Twisted would otherwise parse whole
         # multipart bodies into memory.
         super().__init__(root, requestFactory=PxedRequest, parsePOSTFormSubmission=False)
+        self.cors = CORS(cors_origins)
 
     def log(self, request: Request) -> None:
         # The path only: query strings may carry secrets (OAuth codes).

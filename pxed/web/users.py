@@ -132,7 +132,7 @@ class UsersRoutes:
             SESSION_COOKIE,
             b"",
             path=b"/",
-            max_age=0,
+            max_age=b"0",
             httpOnly=True,
             secure=self.secure(request),
             sameSite="lax",

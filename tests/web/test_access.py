@@ -1,0 +1,110 @@
+"""Every route in the app's route table, called as anonymous, a user, another
+user, a moderator, an admin and a management OS, gets what its access rule
+promises.  A route added without a rule, or with a path parameter this test
+has no sample for, fails here."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from pxed.web import router
+from pxed.web.app import PxedApp
+
+MAC = "52:54:00:12:34:56"
+OK = "allowed"
+
+# access rule -> identity -> expected outcome (a status, or OK = neither 401 nor 403)
+EXPECT: dict[str, dict[str, object]] = {
+    "public": dict(anonymous=OK, alice=OK, bob=OK, mod=OK, admin=OK, machine=OK),
+    "signed-in": dict(anonymous=401, alice=OK, bob=OK, mod=OK, admin=OK, machine=403),
+    "owner": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
+    "moderator": dict(anonymous=401, alice=403, bob=403, mod=OK, admin=OK, machine=403),
+    "admin": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403),
+    "self-or-staff": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
+    "self-or-admin": dict(anonymous=401, alice=OK, bob=403, mod=403, admin=OK, machine=403),
+    "machine": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=OK),
+}
+# Refusals first, so an allowed DELETE cannot hide a later refusal.
+ORDER = ("anonymous", "machine", "bob", "alice", "mod", "admin")
+
+
+def test_every_route_has_a_known_rule_and_goes_through_the_table():
+    rules = {r.endpoint.removesuffix("_branch") for r in PxedApp.app.url_map.iter_rules()}
+    assert rules == set(router.ROUTES), "a route was registered without @route(..., access=)"
+    for info in router.ROUTES.values():
+        assert info.access in EXPECT, f"{info.endpoint}: no expectations for {info.access!r}"
+
+
+def concrete(path: str, samples: dict[str, str]) -> str:
+    import re
+
+    def fill(m: re.Match) -> str:
+        name = m.group(1).split(":")[-1]
+        assert name in samples, f"{path}: no sample value for <{name}>"
+        return samples[name]
+
+    return re.sub(r"<([^>]+)>", fill, path)
+
+
+@pytest.mark.parametrize("endpoint", sorted(router.ROUTES))
+@pytest_twisted.ensureDeferred
+async def test_route_access(start_server, endpoint):
+    info = router.ROUTES[endpoint]
+    server = await start_server(boot_policy="always", base_url="http://pxed.test")
+    admin = server.admin
+    clients = {
+        "anonymous": server.anonymous,
+        "alice": await server.user("alice"),
+        "bob": await server.user("bob"),
+        "mod": await server.user("mod", "moderator"),
+        "admin": admin,
+    }
+    r = await admin.post("/machine", {"Name": "m", "MacAddresses": [{"Mac": MAC}]})
+    assert r.code == 200
+    cmdline = (await server.anonymous.get(f"/v1/boot/{MAC}")).json()["cmdline"]
+    token = cmdline.split("pxed.token=")[1].split()[0]
+    clients["machine"] = server.anonymous.bearer(token)
+    alice_token = (await clients["alice"].get("/user/alice/tokens")).json()[0]["ID"]
+    samples = {"mac": MAC, "name": "alice", "token_id": str(alice_token)}
+
+    path = concrete(info.path, samples)
+    for method in info.methods:
+        for who in ORDER:
+            r = await clients[who].request(method, path, data=b"{}")
+            expected = EXPECT[info.access][who]
+            if expected == OK:
+                assert r.code not in (401, 403), (method, path, who, r.code, r.body)
+            else:
+                assert r.code == expected, (method, path, who, r.code, r.body)
+            assert b"Traceback" not in r.body
+
+
+@pytest_twisted.ensureDeferred
+async def test_type_system_header_grants_nothing(server):
+    await server.admin.post("/machine", {"Name": "m", "MacAddresses": [{"Mac": MAC}]})
+    system = server.anonymous.with_headers(type="system")
+    for method, path in [
+        ("GET", "/machines"),
+        ("GET", f"/machine/{MAC}"),
+        ("DELETE", f"/machine/{MAC}"),
+        ("GET", "/users"),
+        ("POST", "/user"),
+    ]:
+        r = await system.request(method, path, data=b'{"Username": "x"}')
+        assert r.code == 401, (method, path, r.code)
+    assert (await server.admin.get(f"/machine/{MAC}")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_authorization_is_401(server):
+    for value in (
+        "Basic YWRtaW46YWRtaW4=",
+        "Bearer",
+        "Bearer pxu_nope",
+        "Bearer pxm_nope",
+        "token",
+    ):
+        r = await server.anonymous.with_headers(Authorization=value).get("/machines")
+        assert r.code == 401, value
+        assert "error" in r.json()
