@@ -15,7 +15,11 @@ setup(
     # project directory, which is what Twisted's plugin scan looks through;
     # setuptools' import-hook editable mode would hide twisted/plugins/.
     package_dir={"": "."},
-    packages=[*find_packages(include=["pxed", "pxed.*"]), "twisted.plugins"],
+    packages=[
+        *find_packages(include=["pxed", "pxed.*"]),
+        "pxed.db.migrations.versions",
+        "twisted.plugins",
+    ],
     package_data={
         "pxed.db": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
         "twisted.plugins": ["pxed_plugin.py"],

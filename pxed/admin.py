@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import sqlalchemy as sa
+
 from pxed import config as pxed_config
 from pxed.db import migrate, users
 from pxed.db.pool import make_engine
@@ -117,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except pxed_config.ConfigError as e:
         print(f"pxed-admin: error: {e}", file=sys.stderr)
         return 2
+    except sa.exc.OperationalError as e:
+        print(f"pxed-admin: error: cannot open database: {e.orig}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
