@@ -31,6 +31,8 @@ setup(
         "treq>=24.9,<27",
         "sqlalchemy>=2.0.30,<2.2",
         "alembic>=1.13,<2",
+        "python-multipart>=0.0.20,<0.1",
+        "zstandard>=0.22,<1",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],

@@ -44,5 +44,11 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class BadGateway(ApiError):
+    """A service we depend on (GitHub, say) failed or gave an unusable answer."""
+
+    status = 502
+
+
 class ServiceUnavailable(ApiError):
     status = 503

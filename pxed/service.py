@@ -3,7 +3,8 @@
 1. ``prepare``: data dir, database schema (create / upgrade / refuse) —
    synchronously, before anything listens, so a bad start is one clear line.
 2. DB pool service (its thread pool).
-3. Web service (the listening port).
+3. IO pool (file work: hashing, fsync, mkfs).
+4. Web service (the listening port).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -26,8 +27,10 @@ from pxed.bootstrap import bootstrap_admin
 from pxed.config import Config
 from pxed.db import migrate
 from pxed.db.pool import DBPool, make_engine
+from pxed.storage import Storage
 from pxed.web.app import PxedApp
 from pxed.web.site import PxedSite
+from pxed.workers import IOPool
 
 log = Logger()
 
@@ -59,6 +62,12 @@ def prepare(config: Config) -> sa.Engine:
     except migrate.SchemaError as e:
         engine.dispose()
         raise StartupError(f"database: {e}") from None
+    try:
+        removed = Storage(config.data_dir).prepare()
+    except OSError as e:
+        raise StartupError(f"data_dir: cannot prepare the images directory: {e.strerror}") from None
+    if removed:
+        log.info("removed {n} unfinished upload(s) from staging", n=removed)
     try:
         created = bootstrap_admin(engine, config.data_dir)
     except OSError as e:
@@ -126,8 +135,12 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     top.setName("pxed")
     db = DBPool(engine, reactor)
     db.setServiceParent(top)
-    app = PxedApp(config, db)
-    web = WebService(config.port, PxedSite(app.resource(), config.cors_origins), reactor)
+    io = IOPool(reactor)
+    io.setServiceParent(top)
+    storage = Storage(config.data_dir)
+    app = PxedApp(config, db, io, storage)
+    site = PxedSite(app.resource(), config.cors_origins, storage, reactor)
+    web = WebService(config.port, site, reactor)
     web.setServiceParent(top)
     return Pxed(top, db, app, web)
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events
+from pxed.db import images as images_db
 from pxed.db.schema import images, machine_macs, machines, utcnow
 from pxed.errors import Conflict, NotFound
+from pxed.storage import Storage
 
 MACHINE_IMAGE_SIZE = 64 * 1024 * 1024
 
@@ -98,7 +100,11 @@ def _set_macs(conn: sa.Connection, machine_id: int, macs: tuple[str, ...]) -> No
     )
 
 
-def thd_create(conn: sa.Connection, fields: MachineFields, actor: str) -> Machine:
+def thd_create(
+    conn: sa.Connection, fields: MachineFields, actor: str, storage: Storage, blank: tuple
+) -> Machine:
+    """A new machine; *blank* (path, size, sha256 of a formatted disk in
+    staging) becomes version 0 of its machine image."""
     assert fields.macs, "a machine needs at least one MAC"
     name = fields.name or fields.macs[0]
     fields = MachineFields(name, fields.architecture, fields.managed, fields.macs)
@@ -117,6 +123,8 @@ def thd_create(conn: sa.Connection, fields: MachineFields, actor: str) -> Machin
             created_at=now,
         )
     )
+    path, size, sha256 = blank
+    images_db._add_version(conn, storage, image_uuid, 0, path, size, sha256, "created")
     machine_id = conn.execute(
         machines.insert().values(
             name=name,
@@ -168,7 +176,9 @@ def thd_update(conn: sa.Connection, mac: str, fields: MachineFields, actor: str)
     return _update(conn, machine_id, fields, actor)
 
 
-def thd_upsert(conn: sa.Connection, fields: MachineFields, actor: str) -> tuple[Machine, bool]:
+def thd_upsert(
+    conn: sa.Connection, fields: MachineFields, actor: str, storage: Storage, blank: tuple
+) -> tuple[Machine, bool]:
     """The original's UpdateMachine: update the machine owning the given MACs,
     or create it.  MACs spread over two machines are a conflict."""
     assert fields.macs
@@ -177,7 +187,7 @@ def thd_upsert(conn: sa.Connection, fields: MachineFields, actor: str) -> tuple[
         raise Conflict("the MAC addresses belong to more than one machine")
     if owners:
         return _update(conn, owners.pop(), fields, actor), False
-    return thd_create(conn, fields, actor), True
+    return thd_create(conn, fields, actor, storage, blank), True
 
 
 def thd_delete(conn: sa.Connection, mac: str, actor: str) -> Machine:

@@ -172,3 +172,118 @@ machine_credentials = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+image_versions = sa.Table(
+    "image_versions",
+    metadata,
+    sa.Column(
+        "image_uuid",
+        sa.String(36),
+        sa.ForeignKey("images.uuid", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    # created, upload, capture or build
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+image_setups = sa.Table(
+    "image_setups",
+    metadata,
+    sa.Column("uuid", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Frozen entries of a setup: an image at one existing version.
+setup_images = sa.Table(
+    "setup_images",
+    metadata,
+    sa.Column(
+        "setup_uuid",
+        sa.String(36),
+        sa.ForeignKey("image_setups.uuid", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("image_uuid", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    # Capture this image back from the machine after use.
+    sa.Column("update", sa.Boolean, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["image_uuid", "version"],
+        ["image_versions.image_uuid", "image_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+# The boot queue.  Each entry keeps a snapshot of its setup's images, so
+# editing the setup later does not change work already queued.
+boot_setups = sa.Table(
+    "boot_setups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "machine_id",
+        sa.Integer,
+        sa.ForeignKey("machines.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "setup_uuid",
+        sa.String(36),
+        sa.ForeignKey("image_setups.uuid", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("setup_name", sa.String(255), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("update", sa.Boolean, nullable=False),
+    # queued -> in-progress -> done | failed; queued -> cancelled
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Index("ix_boot_setups_machine_state", "machine_id", "state"),
+)
+
+boot_setup_images = sa.Table(
+    "boot_setup_images",
+    metadata,
+    sa.Column(
+        "boot_setup_id",
+        sa.Integer,
+        sa.ForeignKey("boot_setups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("image_uuid", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("update", sa.Boolean, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["image_uuid", "version"],
+        ["image_versions.image_uuid", "image_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+machine_logs = sa.Table(
+    "machine_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "machine_id",
+        sa.Integer,
+        sa.ForeignKey("machines.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("origin", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)

@@ -3,33 +3,54 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from pxed import macaddr
 from pxed.config import Config
-from pxed.db import credentials, machines
+from pxed.db import credentials, machines, queue
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
-from pxed.errors import NotFound
+from pxed.errors import BadRequest, NotFound
+from pxed.storage import FormatError, Storage
 from pxed.web import router
+from pxed.web.agent import AgentRoutes
 from pxed.web.auth import AuthMixin
 from pxed.web.boot import BootRoutes
 from pxed.web.github import GitHubRoutes
 from pxed.web.health import HealthRoutes
+from pxed.web.images import ImagesRoutes
 from pxed.web.machines import MachinesRoutes
+from pxed.web.queue import QueueRoutes
 from pxed.web.router import route
+from pxed.web.setups import SetupsRoutes
 from pxed.web.static import StaticFiles
 from pxed.web.users import UsersRoutes
+from pxed.workers import IOPool
 
 
-class PxedApp(AuthMixin, HealthRoutes, UsersRoutes, GitHubRoutes, MachinesRoutes, BootRoutes):
+class PxedApp(
+    AuthMixin,
+    HealthRoutes,
+    UsersRoutes,
+    GitHubRoutes,
+    MachinesRoutes,
+    BootRoutes,
+    ImagesRoutes,
+    SetupsRoutes,
+    QueueRoutes,
+    AgentRoutes,
+):
     app = router.app
 
-    def __init__(self, config: Config, db: DBPool) -> None:
+    def __init__(self, config: Config, db: DBPool, io: IOPool, storage: Storage) -> None:
         self.config = config
         self.db = db
+        self.io = io
+        self.storage = storage
         self.static = StaticFiles(str(config.static_path))
 
     def resource(self) -> IResource:
@@ -61,7 +82,22 @@ class PxedApp(AuthMixin, HealthRoutes, UsersRoutes, GitHubRoutes, MachinesRoutes
 
     async def has_work(self, machine: Machine) -> bool:
         """Whether the machine has queued or in-progress boot work."""
-        return False
+        return await self.db.run(queue.thd_current, machine.id) is not None
+
+    @asynccontextmanager
+    async def blank_disk(
+        self, size: int, filesystem: str, compression: str = "none"
+    ) -> AsyncIterator[tuple]:
+        """A formatted disk in staging, (path, size, sha256), for the block
+        to commit; whatever it did not commit is removed afterwards."""
+        try:
+            blank = await self.io.run(self.storage.make_blank, size, filesystem, compression)
+        except FormatError as e:
+            raise BadRequest(f"Filesystem: {e}") from None
+        try:
+            yield blank
+        finally:
+            await self.io.run(self.storage.discard, blank[0])
 
     async def boot_token(self, machine: Machine) -> str | None:
         """A fresh credential for the management OS, minted into the cmdline
@@ -73,8 +109,13 @@ class PxedApp(AuthMixin, HealthRoutes, UsersRoutes, GitHubRoutes, MachinesRoutes
         )
 
     async def work_images(self, machine: Machine) -> frozenset[str]:
-        """The images the machine's current work may read or write."""
-        return frozenset({machine.image_uuid})
+        """The images the machine's current work may read or write: those of
+        the entry a boot now would run, and the machine's own image."""
+        work = await self.db.run(queue.thd_current, machine.id)
+        scope = {machine.image_uuid}
+        if work is not None:
+            scope |= {i.image_uuid for i in work.images}
+        return frozenset(scope)
 
     @route("/static/", ["GET", "HEAD"], access="public", branch=True)
     async def static_files(self, request: IRequest) -> IResource:

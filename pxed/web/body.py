@@ -9,7 +9,8 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from pxed.errors import BadRequest, PayloadTooLarge
+from pxed.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from pxed.web.upload import BoundedBody
 
 MAX_JSON_BODY = 1024 * 1024
 
@@ -66,9 +67,11 @@ def read_json(request: IRequest) -> Fields:
     length = request.getHeader("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
         raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY} bytes")
+    if not isinstance(request.content, BoundedBody):
+        raise UnsupportedMediaType("expected a JSON body, not an upload")
     request.content.seek(0)
-    raw = request.content.read(MAX_JSON_BODY + 1)
-    if len(raw) > MAX_JSON_BODY:
+    raw = request.content.read()
+    if request.content.overflow:
         raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY} bytes")
     if not raw.strip():
         raise BadRequest("request body is empty; expected a JSON object")

@@ -73,7 +73,10 @@ class MachinesRoutes:
         fields = machine_fields(read_json(request))
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
-        m = await self.db.run(machines.thd_create, fields, self.actor(request))
+        async with self.blank_disk(machines.MACHINE_IMAGE_SIZE, "ext4") as blank:
+            m = await self.db.run(
+                machines.thd_create, fields, self.actor(request), self.storage, blank
+            )
         return render.machine(m)
 
     @route("/machine", ["PUT"], access="admin")
@@ -82,7 +85,10 @@ class MachinesRoutes:
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         # 200 whether created or updated, as the original answered.
-        m, _created = await self.db.run(machines.thd_upsert, fields, self.actor(request))
+        async with self.blank_disk(machines.MACHINE_IMAGE_SIZE, "ext4") as blank:
+            m, _created = await self.db.run(
+                machines.thd_upsert, fields, self.actor(request), self.storage, blank
+            )
         return render.machine(m)
 
     @route("/machine/<mac>", ["PUT"], access="admin")
@@ -95,5 +101,6 @@ class MachinesRoutes:
     @route("/machine/<mac>", ["DELETE"], access="admin")
     async def delete_machine(self, request: IRequest, mac: str) -> str:
         mac = macaddr.normalise(mac)
-        await self.db.run(machines.thd_delete, mac, self.actor(request))
+        machine = await self.db.run(machines.thd_delete, mac, self.actor(request))
+        await self.io.run(self.storage.remove_image, machine.image_uuid)
         return "Successfully deleted"

@@ -6,7 +6,10 @@ import datetime as dt
 from typing import Any
 
 from pxed.db.events import Event
+from pxed.db.images import Image, Version
 from pxed.db.machines import Machine
+from pxed.db.queue import LogLine, Work
+from pxed.db.setups import Setup
 from pxed.db.users import Token, User
 
 
@@ -65,3 +68,75 @@ def token(t: Token, secret: str | None = None) -> dict[str, Any]:
     if secret is not None:
         out["Token"] = secret
     return out
+
+
+def version(v: Version) -> dict[str, Any]:
+    return {
+        "Version": v.version,
+        "Size": v.size,
+        "Sha256": v.sha256,
+        "CreatedAt": iso(v.created_at),
+        "Origin": v.origin,
+    }
+
+
+def image(i: Image) -> dict[str, Any]:
+    return {
+        "UUID": i.uuid,
+        "Name": i.name,
+        "Username": i.owner,
+        "Type": i.type,
+        "DiskUUID": i.disk_uuid,
+        "DiskCompressionStrategy": i.compression,
+        "ImageFileType": i.file_type,
+        "Filesystem": i.filesystem,
+        "Size": i.size,
+        "CreatedAt": iso(i.created_at),
+        "Versions": [version(v) for v in i.versions],
+    }
+
+
+def setup(s: Setup) -> dict[str, Any]:
+    return {
+        "UUID": s.uuid,
+        "Name": s.name,
+        "Username": s.owner,
+        "CreatedAt": iso(s.created_at),
+        "Images": [
+            {"UUID": e.image_uuid, "Version": e.version, "Update": e.update} for e in s.entries
+        ],
+    }
+
+
+def work(w: Work, mac: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ID": w.id,
+        "Mac": mac,
+        "SetupUUID": w.setup_uuid,
+        "Name": w.setup_name,
+        "Username": w.owner,
+        "Update": w.update,
+        "State": w.state,
+        "Message": w.message,
+        "CreatedAt": iso(w.created_at),
+        "StartedAt": iso(w.started_at),
+        "FinishedAt": iso(w.finished_at),
+        "Images": [
+            {"UUID": i.image_uuid, "Version": i.version, "Update": i.update} for i in w.images
+        ],
+    }
+    if len(w.images) == 1:
+        # The seed's single-image SetBootSetup answer had these at the top.
+        out["ImageUUID"] = w.images[0].image_uuid
+        out["Version"] = w.images[0].version
+    return out
+
+
+def log_line(line: LogLine) -> dict[str, Any]:
+    return {
+        "ID": line.id,
+        "At": iso(line.at),
+        "Level": line.level,
+        "Origin": line.origin,
+        "Message": line.message,
+    }

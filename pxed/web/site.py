@@ -9,13 +9,29 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from pxed.storage import READ_SIZE, Storage
+from pxed.web.body import MAX_JSON_BODY
 from pxed.web.cors import CORS
+from pxed.web.upload import BoundedBody, UploadBody, is_upload
 
 access_log = Logger(namespace="pxed.access")
 
 
 class PxedRequest(Request):
     started: float
+
+    def gotLength(self, length: int | None) -> None:
+        # Only the headers are known here, not yet the method or path.
+        site = self.channel.site
+        ctype = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
+        if is_upload(ctype) and site.storage is not None:
+            # 1 MiB socket reads: 0.40-0.45 GB/s instead of 0.27-0.37 with
+            # 64 KiB on this machine kind (DESIGN.md).
+            if hasattr(self.channel.transport, "bufferSize"):
+                self.channel.transport.bufferSize = READ_SIZE
+            self.content = UploadBody(site.storage, site.reactor, ctype, self.channel.transport)
+        else:
+            self.content = BoundedBody(MAX_JSON_BODY)
 
     def process(self) -> None:
         self.started = time.monotonic()
@@ -29,11 +45,19 @@ class PxedSite(Site):
     displayTracebacks = False
     requestFactory = PxedRequest
 
-    def __init__(self, root: IResource, cors_origins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        root: IResource,
+        cors_origins: tuple[str, ...] = (),
+        storage: Storage | None = None,
+        reactor=None,
+    ) -> None:
         # parsePOSTFormSubmission=False: Twisted would otherwise parse whole
         # multipart bodies into memory.
         super().__init__(root, requestFactory=PxedRequest, parsePOSTFormSubmission=False)
         self.cors = CORS(cors_origins)
+        self.storage = storage
+        self.reactor = reactor
 
     def log(self, request: Request) -> None:
         # The path only: query strings may carry secrets (OAuth codes).

@@ -17,6 +17,18 @@ class StaticFiles(static.File):
     If-Range honoured (a stale validator means the whole file, not a range
     of a changed one)."""
 
+    def __init__(
+        self,
+        path: str,
+        defaultType: str = "application/octet-stream",
+        ignoredExts: tuple = (),
+        registry=None,
+        allowExt: int = 0,
+        etag: str | None = None,
+    ) -> None:
+        super().__init__(path, defaultType, ignoredExts, registry, allowExt)
+        self.etag = etag.encode() if etag else None
+
     def directoryListing(self) -> resource.Resource:
         return self.childNotFound
 

@@ -24,6 +24,8 @@ EXPECT: dict[str, dict[str, object]] = {
     "self-or-staff": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
     "self-or-admin": dict(anonymous=401, alice=OK, bob=403, mod=403, admin=OK, machine=403),
     "machine": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=OK),
+    # The sample image is alice's and not in the machine's current work.
+    "owner-or-machine": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
 }
 # Refusals first, so an allowed DELETE cannot hide a later refusal.
 ORDER = ("anonymous", "machine", "bob", "alice", "mod", "admin")
@@ -62,11 +64,32 @@ async def test_route_access(start_server, endpoint):
     }
     r = await admin.post("/machine", {"Name": "m", "MacAddresses": [{"Mac": MAC}]})
     assert r.code == 200
+    machine_image = r.json()["ImageUUID"]
     cmdline = (await server.anonymous.get(f"/v1/boot/{MAC}")).json()["cmdline"]
     token = cmdline.split("pxed.token=")[1].split()[0]
     clients["machine"] = server.anonymous.bearer(token)
-    alice_token = (await clients["alice"].get("/user/alice/tokens")).json()[0]["ID"]
-    samples = {"mac": MAC, "name": "alice", "token_id": str(alice_token)}
+    alice = clients["alice"]
+    alice_token = (await alice.get("/user/alice/tokens")).json()[0]["ID"]
+    image = (await alice.post("/image", {"Name": "disk", "Size": 1 << 20})).json()
+    setup = (
+        await alice.post(
+            "/user/alice/image_setup", {"Name": "s", "Images": [{"UUID": image["UUID"]}]}
+        )
+    ).json()
+    work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
+    samples = {
+        "mac": MAC,
+        "name": "alice",
+        "token_id": str(alice_token),
+        "uuid": image["UUID"],
+        "image_name": "disk",
+        "version": "0",
+        "setup_uuid": setup["UUID"],
+        "work_id": str(work["ID"]),
+    }
+    if endpoint == "images.upload_machine_disk":
+        # The route for a machine's own disk: the sample is the machine image.
+        samples["uuid"] = machine_image
 
     path = concrete(info.path, samples)
     for method in info.methods:

@@ -1,0 +1,268 @@
+"""The boot queue: work queued for machines, taken by the management OS
+(BootInform), completed, plus the machines' log lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from pxed.db import credentials, events
+from pxed.db.schema import boot_setup_images, boot_setups, machine_logs, machines, utcnow
+from pxed.db.setups import Setup
+from pxed.errors import BadRequest, Conflict, NotFound
+
+QUEUED, IN_PROGRESS, DONE, FAILED, CANCELLED = (
+    "queued",
+    "in-progress",
+    "done",
+    "failed",
+    "cancelled",
+)
+
+
+@dataclass(frozen=True)
+class WorkImage:
+    image_uuid: str
+    version: int
+    update: bool
+
+
+@dataclass(frozen=True)
+class Work:
+    id: int
+    machine_id: int
+    setup_uuid: str | None
+    setup_name: str
+    owner: str
+    update: bool
+    state: str
+    message: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    images: tuple[WorkImage, ...]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    id: int
+    at: dt.datetime
+    level: str
+    origin: str
+    message: str
+
+
+def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Work]:
+    rows = conn.execute(sa.select(boot_setups).where(where).order_by(boot_setups.c.id)).all()
+    found: dict[int, list[WorkImage]] = {r.id: [] for r in rows}
+    if rows:
+        for i in conn.execute(
+            sa.select(boot_setup_images)
+            .where(boot_setup_images.c.boot_setup_id.in_(list(found)))
+            .order_by(boot_setup_images.c.position)
+        ):
+            found[i.boot_setup_id].append(WorkImage(i.image_uuid, i.version, i.update))
+    return [Work(**r._mapping, images=tuple(found[r.id])) for r in rows]
+
+
+def _one(conn: sa.Connection, where: sa.ColumnElement[bool]) -> Work | None:
+    found = _load(conn, where)
+    return found[0] if found else None
+
+
+def thd_enqueue(
+    conn: sa.Connection, machine_id: int, setup: Setup, update: bool, owner: str, actor: str
+) -> Work:
+    if not setup.entries:
+        raise BadRequest("SetupUUID: the setup has no images")
+    work_id = conn.execute(
+        boot_setups.insert().values(
+            machine_id=machine_id,
+            setup_uuid=setup.uuid,
+            setup_name=setup.name,
+            owner=owner,
+            update=update,
+            state=QUEUED,
+            created_at=utcnow(),
+        )
+    ).inserted_primary_key[0]
+    conn.execute(
+        boot_setup_images.insert(),
+        [
+            {
+                "boot_setup_id": work_id,
+                "image_uuid": e.image_uuid,
+                "version": e.version,
+                # The queue's Update switches capturing off for the whole run.
+                "update": e.update and update,
+                "position": i,
+            }
+            for i, e in enumerate(setup.entries)
+        ],
+    )
+    events.thd_record(
+        conn,
+        actor,
+        "queue.add",
+        "machine",
+        str(machine_id),
+        f"work={work_id} setup={setup.uuid} update={update}",
+    )
+    work = _one(conn, boot_setups.c.id == work_id)
+    assert work is not None
+    return work
+
+
+def thd_list(conn: sa.Connection, machine_id: int, owner: str | None = None) -> list[Work]:
+    """Queued and in-progress work, oldest first (of *owner* only, if given)."""
+    where = sa.and_(
+        boot_setups.c.machine_id == machine_id, boot_setups.c.state.in_((QUEUED, IN_PROGRESS))
+    )
+    if owner is not None:
+        where = sa.and_(where, boot_setups.c.owner == owner)
+    return _load(conn, where)
+
+
+def thd_get(conn: sa.Connection, machine_id: int, work_id: int) -> Work | None:
+    return _one(conn, sa.and_(boot_setups.c.id == work_id, boot_setups.c.machine_id == machine_id))
+
+
+def thd_cancel(conn: sa.Connection, machine_id: int, work_id: int, actor: str) -> Work:
+    cancelled = conn.execute(
+        boot_setups.update()
+        .where(
+            boot_setups.c.id == work_id,
+            boot_setups.c.machine_id == machine_id,
+            boot_setups.c.state == QUEUED,
+        )
+        .values(state=CANCELLED, finished_at=utcnow(), message=f"cancelled by {actor}")
+    ).rowcount
+    work = thd_get(conn, machine_id, work_id)
+    if work is None:
+        raise NotFound(f"no queue entry {work_id} for this machine")
+    if not cancelled:
+        raise Conflict(f"queue entry {work_id} is {work.state}; only queued work can be cancelled")
+    events.thd_record(conn, actor, "queue.cancel", "machine", str(machine_id), f"work={work_id}")
+    return work
+
+
+def thd_current(conn: sa.Connection, machine_id: int) -> Work | None:
+    """The work a netboot now would do: the in-progress entry, else the
+    oldest queued one."""
+    for state in (IN_PROGRESS, QUEUED):
+        work = _one_first(conn, machine_id, state)
+        if work is not None:
+            return work
+    return None
+
+
+def _one_first(conn: sa.Connection, machine_id: int, state: str) -> Work | None:
+    first = conn.execute(
+        sa.select(sa.func.min(boot_setups.c.id)).where(
+            boot_setups.c.machine_id == machine_id, boot_setups.c.state == state
+        )
+    ).scalar()
+    return None if first is None else _one(conn, boot_setups.c.id == first)
+
+
+def thd_take(conn: sa.Connection, machine_id: int, actor: str) -> Work | None:
+    """BootInform: the in-progress entry if there is one (the management OS
+    may have restarted), else the oldest queued entry, now in progress."""
+    # Lock the machine row: two concurrent calls (PostgreSQL) serialise here,
+    # so they never take two entries, nor the same one twice.
+    conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
+    running = _one_first(conn, machine_id, IN_PROGRESS)
+    if running is not None:
+        return running
+    queued = _one_first(conn, machine_id, QUEUED)
+    if queued is None:
+        return None
+    taken = conn.execute(
+        boot_setups.update()
+        .where(boot_setups.c.id == queued.id, boot_setups.c.state == QUEUED)
+        .values(state=IN_PROGRESS, started_at=utcnow())
+    ).rowcount
+    if not taken:
+        return None
+    conn.execute(
+        machines.update()
+        .where(machines.c.id == machine_id)
+        .values(state="provisioning", last_seen=utcnow())
+    )
+    events.thd_record(conn, actor, "queue.start", "machine", str(machine_id), f"work={queued.id}")
+    return _one(conn, boot_setups.c.id == queued.id)
+
+
+def thd_complete(
+    conn: sa.Connection, machine_id: int, success: bool, message: str, actor: str
+) -> Work:
+    running = _one_first(conn, machine_id, IN_PROGRESS)
+    if running is None:
+        raise Conflict("the machine has no work in progress")
+    now = utcnow()
+    state = DONE if success else FAILED
+    conn.execute(
+        boot_setups.update()
+        .where(boot_setups.c.id == running.id)
+        .values(state=state, message=message, finished_at=now)
+    )
+    conn.execute(
+        machines.update()
+        .where(machines.c.id == machine_id)
+        .values(state="deployed" if success else "failed", last_seen=now)
+    )
+    # The setup ended: its credentials go with it.
+    credentials.thd_revoke_all(conn, machine_id)
+    events.thd_record(
+        conn,
+        actor,
+        f"queue.{state}",
+        "machine",
+        str(machine_id),
+        f"work={running.id} {message}".strip(),
+    )
+    work = _one(conn, boot_setups.c.id == running.id)
+    assert work is not None
+    return work
+
+
+def thd_capturable(conn: sa.Connection, machine_id: int) -> set[str]:
+    """Images the machine may upload now: those flagged Update in its
+    in-progress work, and its own machine image."""
+    running = _one_first(conn, machine_id, IN_PROGRESS)
+    if running is None:
+        return set()
+    own = conn.execute(sa.select(machines.c.image_uuid).where(machines.c.id == machine_id)).scalar()
+    return {i.image_uuid for i in running.images if i.update} | {own}
+
+
+# -- log lines from the management OS ----------------------------------------
+
+
+def thd_add_log(
+    conn: sa.Connection, machine_id: int, level: str, origin: str, message: str
+) -> None:
+    conn.execute(
+        machine_logs.insert().values(
+            machine_id=machine_id, at=utcnow(), level=level, origin=origin, message=message
+        )
+    )
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(last_seen=utcnow()))
+
+
+def thd_logs(conn: sa.Connection, machine_id: int, limit: int = 1000) -> list[LogLine]:
+    rows = conn.execute(
+        sa.select(
+            machine_logs.c.id,
+            machine_logs.c.at,
+            machine_logs.c.level,
+            machine_logs.c.origin,
+            machine_logs.c.message,
+        )
+        .where(machine_logs.c.machine_id == machine_id)
+        .order_by(machine_logs.c.id.desc())
+        .limit(limit)
+    )
+    return [LogLine(**r._mapping) for r in reversed(rows.all())]

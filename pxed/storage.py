@@ -1,0 +1,155 @@
+"""Image files on disk.
+
+Layout under the data dir: ``images/<uuid>/<version>.img`` for committed
+versions, ``images/.staging/`` for files being written.  Staging is on the
+same filesystem, so a commit is an fsync and a rename: a version file is
+either complete or absent.  Everything here blocks; call it through the IO
+pool."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import zstandard
+
+from pxed.errors import ApiError
+
+READ_SIZE = 1024 * 1024
+
+
+class InsufficientStorage(ApiError):
+    status = 507
+
+
+class Storage:
+    def __init__(self, data_dir: Path) -> None:
+        self.images = Path(data_dir) / "images"
+        self.staging = self.images / ".staging"
+
+    def prepare(self) -> int:
+        """Create the directories and remove what an earlier run left in
+        staging (uploads cut off by a crash).  Returns how many were removed."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for leftover in self.staging.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def path(self, image_uuid: str, version: int) -> Path:
+        return self.images / image_uuid / f"{version}.img"
+
+    def new_staging(self, prefix: str = "upload-") -> tuple[Path, int]:
+        fd, name = tempfile.mkstemp(dir=self.staging, prefix=prefix)
+        return Path(name), fd
+
+    def commit(self, staged: Path, image_uuid: str, version: int) -> Path:
+        """Durably move a fully written staging file into place."""
+        final = self.path(image_uuid, version)
+        with open(staged, "rb+") as f:
+            os.fsync(f.fileno())
+        final.parent.mkdir(exist_ok=True)
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+        return final
+
+    def remove_image(self, image_uuid: str) -> None:
+        shutil.rmtree(self.images / image_uuid, ignore_errors=True)
+
+    def discard(self, staged: Path) -> None:
+        staged.unlink(missing_ok=True)
+
+    def make_blank(self, size: int, filesystem: str, compression: str) -> tuple[Path, int, str]:
+        """A new disk of *size* bytes (sparse), formatted with *filesystem*,
+        compressed as the image says, in staging.  Returns (path, size, sha256)."""
+        raw, fd = self.new_staging("blank-")
+        try:
+            os.ftruncate(fd, size)
+            os.close(fd)
+            fd = -1
+            _mkfs(raw, filesystem)
+            if compression == "none":
+                return (raw, *file_digest(raw))
+            packed, pfd = self.new_staging("blank-packed-")
+            os.close(pfd)
+            try:
+                compress(raw, packed, compression)
+            except BaseException:
+                packed.unlink(missing_ok=True)
+                raise
+            raw.unlink()
+            return (packed, *file_digest(packed))
+        except OSError as e:
+            raw.unlink(missing_ok=True)
+            if e.errno == errno.ENOSPC:
+                raise InsufficientStorage("not enough space for the image") from None
+            raise
+        except BaseException:
+            raw.unlink(missing_ok=True)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FormatError(Exception):
+    """mkfs refused (the size is too small for the filesystem, say)."""
+
+
+MKFS = {
+    "ext4": ["mkfs.ext4", "-q", "-F"],
+    "fat32": ["mkfs.fat", "-F", "32"],
+}
+
+
+def _mkfs(path: Path, filesystem: str) -> None:
+    if filesystem == "raw":
+        return
+    cmd = [*MKFS[filesystem], str(path)]
+    tool = shutil.which(cmd[0]) or shutil.which(cmd[0], path="/usr/sbin:/sbin")
+    if tool is None:
+        raise FormatError(f"{cmd[0]} is not installed on the server")
+    proc = subprocess.run([tool, *cmd[1:]], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise FormatError(f"{cmd[0]} failed: {detail[-1] if detail else proc.returncode}")
+
+
+def compress(src: Path, dst: Path, compression: str) -> None:
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        if compression == "gzip":
+            with gzip.GzipFile(fileobj=fout, mode="wb", compresslevel=1, mtime=0) as gz:
+                shutil.copyfileobj(fin, gz, READ_SIZE)
+        elif compression == "zstd":
+            zstandard.ZstdCompressor(level=3).copy_stream(fin, fout, read_size=READ_SIZE)
+        else:
+            raise ValueError(compression)
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_SIZE):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()

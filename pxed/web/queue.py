@@ -1,0 +1,75 @@
+"""The boot queue as users see it: /machine/{mac}/boot, …/boot/queue."""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from pxed.db import images, queue, setups
+from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
+from pxed.web import render
+from pxed.web.auth import check_owner
+from pxed.web.body import read_json
+from pxed.web.router import route
+
+
+class QueueRoutes:
+    @route("/machine/<mac>/boot", ["POST"], access="signed-in")
+    async def enqueue(self, request: IRequest, mac: str) -> dict:
+        body = read_json(request)
+        machine = await self.machine_or_404(mac)
+        user = self.identity(request).user
+        setup_uuid = body.str("SetupUUID", max_length=36)
+        if setup_uuid is not None:
+            setup = await self.db.run(setups.thd_get, setup_uuid)
+            if setup is None:
+                raise BadRequest(f"SetupUUID: no image setup {setup_uuid}")
+            check_owner(self.identity(request), setup.owner)
+            update = body.bool("Update")
+            update = True if update is None else update
+        else:
+            # The seed's form: one image at a version, wrapped into a setup.
+            image_uuid = body.str("ImageUUID", max_length=36)
+            if image_uuid is None:
+                raise BadRequest("SetupUUID: required (or ImageUUID and Version)")
+            image = await self.db.run(images.thd_get, image_uuid)
+            if image is None:
+                raise BadRequest(f"ImageUUID: no image {image_uuid}")
+            check_owner(self.identity(request), image.owner)
+            update = bool(body.bool("Update"))
+            version = body.int("Version")
+            setup = await self.db.run(
+                setups.thd_create,
+                user.username,
+                f"{image.name} for {machine.name}",
+                [(image_uuid, version, update)],
+                user.is_staff,
+                self.actor(request),
+            )
+        if not machine.managed:
+            raise Conflict("the machine is not managed, so it will not netboot into pxed")
+        work = await self.db.run(
+            queue.thd_enqueue, machine.id, setup, update, user.username, self.actor(request)
+        )
+        return render.work(work, machine.macs[0])
+
+    @route("/machine/<mac>/boot/queue", ["GET"], access="signed-in")
+    async def list_queue(self, request: IRequest, mac: str) -> list:
+        machine = await self.machine_or_404(mac)
+        user = self.identity(request).user
+        found = await self.db.run(
+            queue.thd_list, machine.id, None if user.is_staff else user.username
+        )
+        return [render.work(w, machine.macs[0]) for w in found]
+
+    @route("/machine/<mac>/boot/queue/<int:work_id>", ["DELETE"], access="owner")
+    async def cancel(self, request: IRequest, mac: str, work_id: int) -> dict:
+        machine = await self.machine_or_404(mac)
+        work = await self.db.run(queue.thd_get, machine.id, work_id)
+        if work is None:
+            raise NotFound(f"no queue entry {work_id} for this machine")
+        try:
+            check_owner(self.identity(request), work.owner)
+        except Forbidden:
+            raise Forbidden("only who queued it, moderators and admins cancel it") from None
+        work = await self.db.run(queue.thd_cancel, machine.id, work_id, self.actor(request))
+        return render.work(work, machine.macs[0])
