@@ -120,9 +120,16 @@ MKFS = {
 }
 
 
+# FAT32 needs at least 65525 clusters; mkfs.fat only warns below that and
+# writes a volume that firmware and kernels may refuse.
+FAT32_MIN = 33 * 1024 * 1024
+
+
 def _mkfs(path: Path, filesystem: str) -> None:
     if filesystem == "raw":
         return
+    if filesystem == "fat32" and path.stat().st_size < FAT32_MIN:
+        raise FormatError("fat32 needs a size of at least 33 MiB")
     cmd = [*MKFS[filesystem], str(path)]
     tool = shutil.which(cmd[0]) or shutil.which(cmd[0], path="/usr/sbin:/sbin")
     if tool is None:

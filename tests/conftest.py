@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
-from twisted.internet import reactor
-from twisted.web.client import Agent, readBody
+from twisted.internet import reactor, threads
+from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from pxed import config as pxed_config
@@ -41,6 +42,8 @@ class Response:
     code: int
     headers: Headers
     body: bytes
+    # Twisted's client takes Content-Length out of the headers.
+    length: int | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -73,26 +76,47 @@ class Client:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             all_headers.setdefault("Content-Type", "application/json")
-        response = await treq.request(
-            method,
-            self.url + path,
-            data=data,
-            headers={k: [v] for k, v in all_headers.items()},
-            persistent=False,
+        return await self.raw(
+            method.encode(),
+            path.encode(),
+            {k.encode(): v.encode() for k, v in all_headers.items()},
+            data,
         )
-        body = await treq.content(response)
-        return Response(response.code, response.headers, body)
 
     async def raw(
-        self, method: bytes, path: bytes, headers: dict[bytes, bytes] | None = None
+        self,
+        method: bytes,
+        path: bytes,
+        headers: dict[bytes, bytes] | None = None,
+        data: bytes | None = None,
     ) -> Response:
-        """A request whose path goes on the wire byte for byte (treq would
-        normalise ``..`` and percent-escapes)."""
+        """A request whose path goes on the wire byte for byte, answered
+        as sent (no redirects followed, no content decoding)."""
         agent = Agent(reactor)
         h = Headers({k: [v] for k, v in (headers or {}).items()})
-        response = await agent.request(method, self.url.encode() + path, h)
+        producer = None if data is None else FileBodyProducer(BytesIO(data))
+        response = await agent.request(method, self.url.encode() + path, h, producer)
         body = await readBody(response)
-        return Response(response.code, response.headers, body)
+        length = response.length if isinstance(response.length, int) else None
+        return Response(response.code, response.headers, body, length)
+
+    async def head_headers(self, path: str) -> dict[str, str]:
+        """The headers of a HEAD answer as sent; Twisted's client hides
+        Content-Length on HEAD, so curl asks."""
+        curl = require_tool("curl", "curl")
+        args = [curl, "-sS", "-I", self.url + path]
+        for k, v in self.headers.items():
+            args += ["-H", f"{k}: {v}"]
+        done = await threads.deferToThread(
+            subprocess.run, args, capture_output=True, text=True, timeout=30
+        )
+        lines = done.stdout.splitlines()
+        out = {"status": lines[0].split()[1]}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                out[k.strip().lower()] = v.strip()
+        return out
 
     def get(self, path: str, **kw: Any):
         return self.request("GET", path, **kw)

@@ -23,6 +23,13 @@ DEFAULT_SIZE = 512 * 1024 * 1024
 MAX_SIZE = 16 * 1024**4
 
 
+class VersionFile(StaticFiles):
+    """A version file; POST reads it too (the original's /latest was POST)."""
+
+    def render_POST(self, request: IRequest):
+        return self.render_GET(request)
+
+
 def _choice(body: Fields, name: str, allowed: tuple[str, ...]) -> str | None:
     value = body.str(name)
     if value is not None and value not in allowed:
@@ -145,9 +152,7 @@ class ImagesRoutes:
         )
         request.setHeader(b"x-checksum-sha256", version.sha256.encode())
         path = self.storage.path(image.uuid, version.version)
-        return StaticFiles(
-            str(path), defaultType="application/octet-stream", etag=f'"{version.sha256}"'
-        )
+        return VersionFile(str(path), etag=f'"{version.sha256}"')
 
     async def _create(self, request: IRequest, owner: str) -> dict:
         fields = image_fields(read_json(request), creating=True)

@@ -38,12 +38,19 @@ class StaticFiles(static.File):
         return producer
 
     def render_GET(self, request: IRequest):
+        if self.etag is not None:
+            if request.setETag(self.etag) is http.CACHED:
+                return b""
         if_range = request.getHeader(b"if-range")
         if if_range is not None and request.getHeader(b"range") is not None:
-            self.restat(False)
-            # Last-Modified is sent rounded up to the second (Request.setLastModified).
-            sent = http.datetimeToString(math.ceil(self.getModificationTime()))
-            if self.exists() and if_range != sent:
+            if if_range.startswith((b'"', b"W/")):
+                current = self.etag
+            else:
+                # Last-Modified goes out rounded up to the second
+                # (Request.setLastModified), so compare with that.
+                self.restat(False)
+                current = http.datetimeToString(math.ceil(self.getModificationTime()))
+            if if_range != current:
                 request.requestHeaders.removeHeader(b"range")
         return super().render_GET(request)
 

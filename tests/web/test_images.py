@@ -1,0 +1,144 @@
+"""Images: creation with version 0, metadata, listing, deletion."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+
+import pytest_twisted
+
+from tests.conftest import require_tool
+
+MIB = 1024 * 1024
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_with_defaults_makes_sparse_version_0(server):
+    r = await server.admin.post("/image", {"Name": "debian"})
+    assert r.code == 200, r.text
+    image = r.json()
+    assert (image["Name"], image["Type"], image["Username"]) == ("debian", "base", "admin")
+    assert (image["DiskCompressionStrategy"], image["ImageFileType"], image["Filesystem"]) == (
+        "none",
+        "raw",
+        "raw",
+    )
+    assert image["Size"] == 512 * MIB
+    [v0] = image["Versions"]
+    assert (v0["Version"], v0["Size"], v0["Origin"]) == (0, 512 * MIB, "created")
+    path = server.config.data_dir / "images" / image["UUID"] / "0.img"
+    assert os.stat(path).st_blocks == 0, "version 0 is sparse"
+    assert v0["Sha256"] == sha256_of(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_filesystems_are_made(server):
+    require_tool("mkfs.ext4", "e2fsprogs")
+    require_tool("mkfs.fat", "dosfstools")
+    r = await server.admin.post("/image", {"Name": "e", "Size": 16 * MIB, "Filesystem": "ext4"})
+    assert r.code == 200, r.text
+    with open(server.config.data_dir / "images" / r.json()["UUID"] / "0.img", "rb") as f:
+        f.seek(1024 + 56)
+        assert f.read(2) == b"\x53\xef", "ext4 superblock magic"
+
+    r = await server.admin.post("/image", {"Name": "f", "Size": 64 * MIB, "Filesystem": "fat32"})
+    assert r.code == 200, r.text
+    with open(server.config.data_dir / "images" / r.json()["UUID"] / "0.img", "rb") as f:
+        boot = f.read(512)
+    assert boot[82:90] == b"FAT32   " and boot[510:512] == b"\x55\xaa"
+
+    r = await server.admin.post("/image", {"Name": "tiny", "Size": MIB, "Filesystem": "fat32"})
+    assert r.code == 400
+    assert r.json()["error"].startswith("Filesystem")
+    names = [i["Name"] for i in (await server.admin.get("/user/admin/images")).json()]
+    assert names == ["e", "f"]
+    assert os.listdir(server.config.data_dir / "images" / ".staging") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_compressed_version_0(server):
+    r = await server.admin.post(
+        "/image", {"Name": "z", "Size": 4 * MIB, "DiskCompressionStrategy": "gzip"}
+    )
+    image = r.json()
+    path = server.config.data_dir / "images" / image["UUID"] / "0.img"
+    with gzip.open(path) as f:
+        assert f.read() == b"\0" * (4 * MIB)
+    assert image["Versions"][0]["Size"] == os.path.getsize(path) < MIB
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_input_is_400_and_creates_nothing(server):
+    for body, field in [
+        ({}, "Name"),
+        ({"Name": ""}, "Name"),
+        ({"Name": "x", "Type": "machine"}, "Type"),
+        ({"Name": "x", "DiskCompressionStrategy": "xz"}, "DiskCompressionStrategy"),
+        ({"Name": "x", "ImageFileType": "vmdk"}, "ImageFileType"),
+        ({"Name": "x", "Filesystem": "ntfs"}, "Filesystem"),
+        ({"Name": "x", "Size": 10}, "Size"),
+        ({"Name": "x", "Size": "big"}, "Size"),
+    ]:
+        r = await server.admin.post("/image", body)
+        assert r.code == 400, body
+        assert r.json()["error"].startswith(field), (body, r.json())
+    assert (await server.admin.get("/user/admin/images")).json() == []
+    assert os.listdir(server.config.data_dir / "images") == [".staging"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_owner_and_listing(server):
+    alice = await server.user("alice")
+    mod = await server.user("mod", "moderator")
+    mine = (await alice.post("/image", {"Name": "a", "Size": MIB})).json()
+    assert mine["Username"] == "alice"
+    r = await alice.post("/image", {"Name": "b", "Size": MIB, "Owner": "mod"})
+    assert r.code == 403
+    r = await mod.post("/image", {"Name": "for-alice", "Size": MIB, "Owner": "alice"})
+    assert r.code == 200 and r.json()["Username"] == "alice"
+    r = await mod.post("/user/alice/image", {"Name": "a", "Size": MIB})
+    assert r.code == 200
+    listed = (await alice.get("/user/alice/images")).json()
+    assert sorted(i["Name"] for i in listed) == ["a", "a", "for-alice"]
+    by_name = (await alice.get("/user/alice/images/a")).json()
+    assert len(by_name) == 2 and all(i["Name"] == "a" for i in by_name)
+    bob = await server.user("bob")
+    assert (await bob.get(f"/image/{mine['UUID']}")).code == 403
+    assert (await bob.get("/user/alice/images")).code == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_and_delete_removes_files(server):
+    image = (await server.admin.post("/image", {"Name": "a", "Size": MIB})).json()
+    r = await server.admin.put(f"/image/{image['UUID']}", {"Name": "renamed", "Type": "system"})
+    assert (r.json()["Name"], r.json()["Type"]) == ("renamed", "system")
+    r = await server.admin.put(f"/image/{image['UUID']}", {"Filesystem": "ext4"})
+    assert r.code == 400
+    r = await server.admin.delete(f"/image/{image['UUID']}")
+    assert r.code == 200 and r.text.strip() == "Successfully deleted image"
+    assert not (server.config.data_dir / "images" / image["UUID"]).exists()
+    assert (await server.admin.get(f"/image/{image['UUID']}")).code == 404
+    assert (await server.admin.delete(f"/image/{image['UUID']}")).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_machine_gets_an_ext4_machine_image(server):
+    require_tool("mkfs.ext4", "e2fsprogs")
+    m = (
+        await server.admin.post("/machine", {"Name": "m", "MacAddresses": ["52:54:00:00:00:01"]})
+    ).json()
+    image = (await server.admin.get(f"/image/{m['ImageUUID']}")).json()
+    assert image["Type"] == "machine" and image["Filesystem"] == "ext4"
+    assert image["Versions"][0]["Version"] == 0
+    assert (await server.admin.delete(f"/image/{m['ImageUUID']}")).code == 409
+    await server.admin.delete("/machine/52:54:00:00:00:01")
+    assert not (server.config.data_dir / "images" / m["ImageUUID"]).exists()

@@ -1,0 +1,293 @@
+"""Streaming uploads and downloads of image versions."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+from tests.conftest import IN_CI
+
+MIB = 1024 * 1024
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def payload(size: int = 8 * MIB, seed: int = 1) -> bytes:
+    return hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+
+
+async def new_image(client, **extra) -> dict:
+    r = await client.post("/image", {"Name": "img", "Size": MIB, **extra})
+    assert r.code == 200, r.text
+    return r.json()
+
+
+def staging(server) -> list[str]:
+    return os.listdir(server.config.data_dir / "images" / ".staging")
+
+
+async def eventually(check, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    assert check()
+
+
+@pytest_twisted.ensureDeferred
+async def test_raw_upload_then_download_byte_for_byte(server):
+    image = await new_image(server.admin)
+    data = payload()
+    r = await server.admin.request("POST", f"/image/{image['UUID']}", data=data, headers=OCTETS)
+    assert r.code == 200, r.text
+    assert r.text.strip() == "Successfully uploaded image: 1"
+    v1 = (await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"][1]
+    assert (v1["Version"], v1["Size"], v1["Origin"]) == (1, len(data), "upload")
+    assert v1["Sha256"] == hashlib.sha256(data).hexdigest()
+
+    r = await server.admin.get(f"/image/{image['UUID']}/1")
+    assert r.code == 200
+    assert r.body == data
+    assert r.length == len(data)
+    assert r.header("content-disposition") == f"attachment; filename={image['UUID']}-1.img"
+    assert r.header("etag") == f'"{v1["Sha256"]}"'
+    for method in ("GET", "POST"):  # the original registered latest as POST
+        r = await server.admin.request(method, f"/image/{image['UUID']}/latest")
+        assert r.code == 200 and r.body == data
+    assert staging(server) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_multipart_upload_as_in_the_seed(server):
+    image = await new_image(server.admin)
+    data = payload(3 * MIB + 17, seed=2)
+    boundary = "----pxedtestboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.img"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = await server.admin.request(
+        "POST",
+        f"/image/{image['UUID']}",
+        data=body,
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Accept": "application/json",
+        },
+    )
+    assert r.code == 200, r.text
+    assert r.json()["Version"] == 1
+    assert r.json()["Sha256"] == hashlib.sha256(data).hexdigest()
+    assert (await server.admin.get(f"/image/{image['UUID']}/1")).body == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_multipart_upload_with_curl_as_in_the_seed(server, tmp_path):
+    image = await new_image(server.admin)
+    data = payload(6 * MIB, seed=3)
+    src = tmp_path / "disk.img"
+    src.write_bytes(data)
+    token = server.admin.headers["Authorization"]
+    out = await threads.deferToThread(
+        subprocess.run,
+        [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            "-H",
+            f"Authorization: {token}",
+            "-H",
+            "Content-Type: multipart/form-data",
+            "-F",
+            f"file=@{src}",
+            f"{server.url}/image/{image['UUID']}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Successfully uploaded image: 1"
+    assert (await server.admin.get(f"/image/{image['UUID']}/1")).body == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_digest_mismatch_is_400_and_stores_nothing(server):
+    image = await new_image(server.admin)
+    data = payload(2 * MIB)
+    wrong = hashlib.sha256(b"something else").digest()
+    for headers in (
+        {"X-Checksum-Sha256": wrong.hex()},
+        {"Content-Digest": f"sha-256=:{base64.b64encode(wrong).decode()}:"},
+    ):
+        r = await server.admin.request(
+            "POST", f"/image/{image['UUID']}", data=data, headers={**OCTETS, **headers}
+        )
+        assert r.code == 400, r.text
+        assert "sha256 mismatch" in r.json()["error"]
+    right = hashlib.sha256(data).digest()
+    r = await server.admin.request(
+        "POST",
+        f"/image/{image['UUID']}",
+        data=data,
+        headers={**OCTETS, "Content-Digest": f"sha-256=:{base64.b64encode(right).decode()}:"},
+    )
+    assert r.code == 200
+    versions = (await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"]
+    assert [v["Version"] for v in versions] == [0, 1]
+    await eventually(lambda: staging(server) == [])
+    assert sorted(os.listdir(server.config.data_dir / "images" / image["UUID"])) == [
+        "0.img",
+        "1.img",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_replace_latest_with_baas_header(server):
+    image = await new_image(server.admin)
+    url = f"/image/{image['UUID']}"
+    await server.admin.request("POST", url, data=payload(MIB, 1), headers=OCTETS)
+    second = payload(MIB, 2)
+    r = await server.admin.request(
+        "POST", url, data=second, headers={**OCTETS, "X-BAAS-NewVersion": "false"}
+    )
+    assert r.text.strip() == "Successfully uploaded image: 1"
+    versions = (await server.admin.get(url)).json()["Versions"]
+    assert [v["Version"] for v in versions] == [0, 1]
+    assert versions[1]["Sha256"] == hashlib.sha256(second).hexdigest()
+    assert (await server.admin.get(f"{url}/1")).body == second
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_an_upload(server):
+    image = await new_image(server.admin)
+    r = await server.admin.post(f"/image/{image['UUID']}", {"not": "a file"})
+    assert r.code == 415
+    r = await server.admin.request(
+        "POST",
+        f"/image/{image['UUID']}",
+        data=b"--x\r\n\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert r.code == 400
+    r = await server.admin.request("POST", "/image/no-such-image", data=b"x", headers=OCTETS)
+    assert r.code == 404
+    assert len((await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"]) == 1
+    await eventually(lambda: staging(server) == [])
+
+
+@pytest_twisted.ensureDeferred
+async def test_range_head_and_conditionals(server):
+    image = await new_image(server.admin)
+    data = payload(2 * MIB)
+    await server.admin.request("POST", f"/image/{image['UUID']}", data=data, headers=OCTETS)
+    url = f"/image/{image['UUID']}/1"
+    etag = f'"{hashlib.sha256(data).hexdigest()}"'
+
+    r = await server.admin.get(url, headers={"Range": "bytes=1048576-"})
+    assert r.code == 206 and r.body == data[MIB:]
+    r = await server.admin.get(url, headers={"Range": "bytes=0-99", "If-Range": etag})
+    assert r.code == 206 and r.body == data[:100]
+    r = await server.admin.get(url, headers={"Range": "bytes=0-99", "If-Range": '"stale"'})
+    assert r.code == 200 and r.body == data
+    r = await server.admin.get(url, headers={"If-None-Match": etag})
+    assert r.code == 304 and r.body == b""
+    r = await server.admin.request("HEAD", url)
+    assert r.code == 200 and r.body == b""
+    head = await server.admin.head_headers(url)
+    assert head["status"] == "200"
+    assert head["content-length"] == str(len(data))
+    assert head["etag"] == etag
+    assert (await server.admin.get(f"/image/{image['UUID']}/7")).code == 404
+    assert (await server.admin.get(f"/image/{image['UUID']}/x")).code == 404
+
+
+class _Partial(Protocol):
+    def __init__(self, head: bytes, body: bytes) -> None:
+        self.head, self.body = head, body
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.head + self.body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_aborted_upload_leaves_no_version_and_no_file(server):
+    image = await new_image(server.admin)
+    token = server.admin.headers["Authorization"]
+    port = int(server.url.rsplit(":", 1)[1])
+    head = (
+        f"POST /image/{image['UUID']} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {64 * MIB}\r\n\r\n"
+    ).encode()
+    proto = await connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port), _Partial(head, payload(5 * MIB))
+    )
+    await eventually(lambda: len(staging(server)) == 1)
+    proto.transport.abortConnection()
+    await eventually(lambda: staging(server) == [])
+    versions = (await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"]
+    assert [v["Version"] for v in versions] == [0]
+    assert os.listdir(server.config.data_dir / "images" / image["UUID"]) == ["0.img"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_staging_leftovers_removed_at_start(start_server, tmp_path):
+    data_dir = tmp_path / "d"
+    (data_dir / "images" / ".staging").mkdir(parents=True)
+    (data_dir / "images" / ".staging" / "upload-crashed").write_bytes(b"half")
+    server = await start_server(data_dir=str(data_dir))
+    assert staging(server) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 MiB tmpfs, so the disk fills up during an upload."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        message = f"cannot mount a tmpfs (needs root): {done.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_disk_is_507_and_leaves_nothing(start_server, small_disk, tmp_path):
+    # The images fill the small disk; the database lives elsewhere.
+    server = await start_server(
+        data_dir=str(small_disk), database=f"sqlite:///{tmp_path / 'db.sqlite'}"
+    )
+    image = await new_image(server.admin)
+    r = await server.admin.request(
+        "POST", f"/image/{image['UUID']}", data=payload(64 * MIB), headers=OCTETS
+    )
+    assert r.code == 507, r.text
+    assert "space" in r.json()["error"]
+    await eventually(lambda: staging(server) == [])
+    versions = (await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"]
+    assert [v["Version"] for v in versions] == [0]
+    # Once the upload is gone there is room again.
+    r = await server.admin.request(
+        "POST", f"/image/{image['UUID']}", data=payload(MIB), headers=OCTETS
+    )
+    assert r.code == 200
