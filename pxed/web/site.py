@@ -24,7 +24,12 @@ class PxedRequest(Request):
         # Only the headers are known here, not yet the method or path.
         site = self.channel.site
         ctype = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
-        if is_upload(ctype) and site.storage is not None:
+        # Nobody uploads without a credential; such a body is not written to
+        # disk at all (the request gets its 401 once it has arrived).
+        has_credential = self.requestHeaders.hasHeader(b"authorization") or (
+            b"session-name=" in b";".join(self.requestHeaders.getRawHeaders(b"cookie", []))
+        )
+        if is_upload(ctype) and site.storage is not None and has_credential:
             # 1 MiB socket reads: 0.40-0.45 GB/s instead of 0.27-0.37 with
             # 64 KiB on this machine kind (DESIGN.md).
             if hasattr(self.channel.transport, "bufferSize"):

@@ -291,3 +291,14 @@ async def test_full_disk_is_507_and_leaves_nothing(start_server, small_disk, tmp
         "POST", f"/image/{image['UUID']}", data=payload(MIB), headers=OCTETS
     )
     assert r.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_anonymous_upload_is_401_and_never_reaches_the_disk(server):
+    image = await new_image(server.admin)
+    r = await server.anonymous.request(
+        "POST", f"/image/{image['UUID']}", data=payload(4 * MIB), headers=OCTETS
+    )
+    assert r.code == 401
+    assert staging(server) == []
+    assert len((await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"]) == 1
