@@ -33,6 +33,7 @@ setup(
         "alembic>=1.13,<2",
         "python-multipart>=0.0.20,<0.1",
         "zstandard>=0.22,<1",
+        "docker>=7,<8",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],

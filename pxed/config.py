@@ -75,6 +75,13 @@ class Config:
     migrate: bool = True
     session_hours: float = 8.0
     machine_token_hours: float = 4.0
+    # Image builds: the Docker engine ("" = $DOCKER_HOST, else the local
+    # socket), how many run at once, when one is killed, and room left free
+    # on a built disk's root filesystem.
+    docker_host: str = ""
+    build_concurrency: int = 1
+    build_timeout: float = 3600.0
+    build_headroom_mib: int = 256
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 
@@ -118,7 +125,23 @@ def _hours(name: str, value: Any) -> float:
     return float(value)
 
 
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
 _CONVERTERS = {
+    "docker_host": _str,
+    "build_concurrency": _positive_int,
+    "build_timeout": _seconds,
+    "build_headroom_mib": _positive_int,
     "session_hours": _hours,
     "machine_token_hours": _hours,
     "port": _str,

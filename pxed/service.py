@@ -4,7 +4,9 @@
    synchronously, before anything listens, so a bad start is one clear line.
 2. DB pool service (its thread pool).
 3. IO pool (file work: hashing, fsync, mkfs).
-4. Web service (the listening port).
+4. Docker engine pool, then the build worker (fails builds a stopped
+   daemon left unfinished, then starts queued ones).
+5. Web service (the listening port).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -17,13 +19,15 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pxed.bootstrap import bootstrap_admin
+from pxed.builder.engine import DockerEngine
+from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db import migrate
 from pxed.db.pool import DBPool, make_engine
@@ -33,6 +37,24 @@ from pxed.web.site import PxedSite
 from pxed.workers import IOPool
 
 log = Logger()
+
+
+class OrderedServices(MultiService):
+    """MultiService starts children in order but stops them all at once;
+    pxed's must stop one after another in reverse, each finished before the
+    next goes (the build worker still needs the engine, IO and DB pools to
+    wind its builds down)."""
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_in_reverse())
+
+    async def _stop_in_reverse(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("stopping {service}", service=child.name)
 
 
 class StartupError(Exception):
@@ -127,22 +149,29 @@ class Pxed:
     db: DBPool
     app: PxedApp
     web: WebService
+    builder: BuildWorker | None = None
 
 
 def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     engine = engine if engine is not None else prepare(config)
-    top = MultiService()
+    top = OrderedServices()
     top.setName("pxed")
     db = DBPool(engine, reactor)
     db.setServiceParent(top)
     io = IOPool(reactor)
     io.setServiceParent(top)
     storage = Storage(config.data_dir)
-    app = PxedApp(config, db, io, storage)
+    engine = DockerEngine(
+        config.docker_host, reactor, config.build_concurrency, config.build_timeout
+    )
+    engine.setServiceParent(top)
+    builder = BuildWorker(config, db, engine, io, storage, reactor)
+    builder.setServiceParent(top)
+    app = PxedApp(config, db, io, storage, builder, reactor)
     site = PxedSite(app.resource(), config.cors_origins, storage, reactor)
     web = WebService(config.port, site, reactor)
     web.setServiceParent(top)
-    return Pxed(top, db, app, web)
+    return Pxed(top, db, app, web, builder)
 
 
 def makeService(config: Config, reactor=None) -> MultiService:

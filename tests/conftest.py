@@ -190,7 +190,8 @@ async def start_server(tmp_path: Path):
 
     yield start
     for server in reversed(running):
-        await server.pxed.service.stopService()
+        if server.pxed.service.running:
+            await server.pxed.service.stopService()
 
 
 @pytest_twisted.async_yield_fixture

@@ -175,6 +175,10 @@ def thd_take(conn: sa.Connection, machine_id: int, actor: str) -> Work | None:
     conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
     running = _one_first(conn, machine_id, IN_PROGRESS)
     if running is not None:
+        # The management OS restarted and asked again: it was seen now.
+        conn.execute(
+            machines.update().where(machines.c.id == machine_id).values(last_seen=utcnow())
+        )
         return running
     queued = _one_first(conn, machine_id, QUEUED)
     if queued is None:

@@ -287,3 +287,44 @@ machine_logs = sa.Table(
     sa.Column("origin", sa.String(64), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
 )
+
+builds = sa.Table(
+    "builds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "image_uuid",
+        sa.String(36),
+        sa.ForeignKey("images.uuid", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("owner", sa.String(64), nullable=False),
+    # queued -> running -> succeeded | failed; queued | running -> cancelled
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    # disk, tar or initramfs
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("dockerfile", sa.Text, nullable=False),
+    sa.Column("has_context", sa.Boolean, nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("version", sa.Integer, nullable=True),
+    # Seconds spent building, exporting and assembling, as JSON.
+    sa.Column("timings", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+)
+
+build_logs = sa.Table(
+    "build_logs",
+    metadata,
+    sa.Column(
+        "build_id",
+        sa.Integer,
+        sa.ForeignKey("builds.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from pxed.db import events
 from pxed.db.images import new_uuid
-from pxed.db.schema import image_setups, image_versions, images, setup_images, utcnow
+from pxed.db.schema import image_setups, image_versions, images, setup_images, users, utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 
 
@@ -110,6 +110,9 @@ def thd_create(
     staff: bool,
     actor: str,
 ) -> Setup:
+    if conn.execute(sa.select(users.c.username).where(users.c.username == owner)).first() is None:
+        # Staff may create setups for others, but only for users that exist.
+        raise NotFound(f"no user {owner!r}")
     setup_uuid = new_uuid()
     conn.execute(
         image_setups.insert().values(uuid=setup_uuid, name=name, owner=owner, created_at=utcnow())

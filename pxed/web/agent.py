@@ -68,6 +68,8 @@ class AgentRoutes:
         work = await self.db.run(queue.thd_take, machine.id, self.actor(request))
         if work is None:
             raise NotFound("no queued work for this machine")
+        # Taking the work changed the machine (state, last seen): show it now.
+        machine = await self.machine_or_404(mac)
         return await self._boot_inform_answer(request, machine, machine.macs[0], work)
 
     @route("/machine/<mac>/boot/complete", ["POST"], access="machine")

@@ -10,6 +10,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from pxed import macaddr
+from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db import credentials, machines, queue
 from pxed.db.machines import Machine
@@ -20,6 +21,7 @@ from pxed.web import router
 from pxed.web.agent import AgentRoutes
 from pxed.web.auth import AuthMixin
 from pxed.web.boot import BootRoutes
+from pxed.web.builds import BuildsRoutes
 from pxed.web.github import GitHubRoutes
 from pxed.web.health import HealthRoutes
 from pxed.web.images import ImagesRoutes
@@ -43,14 +45,25 @@ class PxedApp(
     SetupsRoutes,
     QueueRoutes,
     AgentRoutes,
+    BuildsRoutes,
 ):
     app = router.app
 
-    def __init__(self, config: Config, db: DBPool, io: IOPool, storage: Storage) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: DBPool,
+        io: IOPool,
+        storage: Storage,
+        builder: BuildWorker,
+        reactor,
+    ) -> None:
         self.config = config
         self.db = db
         self.io = io
         self.storage = storage
+        self.builder = builder
+        self.reactor = reactor
         self.static = StaticFiles(str(config.static_path))
 
     def resource(self) -> IResource:

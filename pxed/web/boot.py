@@ -5,20 +5,38 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr
-from pxed.db import machines
+from pxed.db import events, machines
 from pxed.errors import BadRequest, NotFound
 from pxed.web.router import route
 
 
 class BootRoutes:
     async def _answer(
-        self, request: IRequest, mac: str
+        self, request: IRequest, mac: str, via: str
     ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
         try:
             mac = macaddr.normalise(mac)
         except BadRequest:
             return bootconfig.Decision(False, "not a MAC address"), None
         machine = await self.db.run(machines.thd_get, mac)
+        decision, params = await self._decide(request, machine, mac)
+        if machine is not None:
+            # "Why did this MAC get this answer": every answer to a known
+            # machine goes to its event log with the reason.
+            served = "management OS" if params is not None else "local disk"
+            await self.db.run(
+                events.thd_record,
+                self.actor(request),
+                "boot.answer",
+                "machine",
+                str(machine.id),
+                f"{via} for {mac}: {served}: {decision.reason}",
+            )
+        return decision, params
+
+    async def _decide(
+        self, request: IRequest, machine: machines.Machine | None, mac: str
+    ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
         has_work = False if machine is None else await self.has_work(machine)
         decision = bootconfig.decide(machine, self.config.boot_policy, has_work)
         if not decision.serve:
@@ -32,7 +50,7 @@ class BootRoutes:
 
     @route("/v1/boot/<mac>", ["GET"], access="public")
     async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:
-        decision, params = await self._answer(request, mac)
+        decision, params = await self._answer(request, mac, "pixiecore")
         if params is None:
             # pixiecore reads a 404 as "ignore this machine": it boots locally.
             raise NotFound(decision.reason)
@@ -40,7 +58,7 @@ class BootRoutes:
 
     @route("/ipxe/<mac>", ["GET"], access="public")
     async def ipxe_boot(self, request: IRequest, mac: str) -> str:
-        decision, params = await self._answer(request, mac)
+        decision, params = await self._answer(request, mac, "ipxe")
         if params is None:
             return bootconfig.ipxe_exit(decision.reason)
         return bootconfig.ipxe_boot(params, decision.reason)

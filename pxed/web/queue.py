@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from twisted.web.iweb import IRequest
 
 from pxed.db import images, queue, setups
+from pxed.db.machines import Machine
 from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
 from pxed.web import render
 from pxed.web.auth import check_owner
 from pxed.web.body import read_json
 from pxed.web.router import route
+
+
+def _check_managed(machine: Machine) -> None:
+    if not machine.managed:
+        raise Conflict("the machine is not managed, so it will not netboot into pxed")
+
+
+def _thd_enqueue_image(
+    conn: sa.Connection,
+    machine_id: int,
+    owner: str,
+    name: str,
+    entry: tuple[str, int | None, bool],
+    staff: bool,
+    actor: str,
+) -> queue.Work:
+    """The one-image setup and its queue entry, in one transaction."""
+    setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
+    return queue.thd_enqueue(conn, machine_id, setup, entry[2], owner, actor)
 
 
 class QueueRoutes:
@@ -26,29 +47,33 @@ class QueueRoutes:
             check_owner(self.identity(request), setup.owner)
             update = body.bool("Update")
             update = True if update is None else update
-        else:
-            # The seed's form: one image at a version, wrapped into a setup.
-            image_uuid = body.str("ImageUUID", max_length=36)
-            if image_uuid is None:
-                raise BadRequest("SetupUUID: required (or ImageUUID and Version)")
-            image = await self.db.run(images.thd_get, image_uuid)
-            if image is None:
-                raise BadRequest(f"ImageUUID: no image {image_uuid}")
-            check_owner(self.identity(request), image.owner)
-            update = bool(body.bool("Update"))
-            version = body.int("Version")
-            setup = await self.db.run(
-                setups.thd_create,
-                user.username,
-                f"{image.name} for {machine.name}",
-                [(image_uuid, version, update)],
-                user.is_staff,
-                self.actor(request),
+            _check_managed(machine)
+            # The work belongs to the setup's owner (a moderator may queue
+            # it for them); the event log says who queued it.
+            work = await self.db.run(
+                queue.thd_enqueue, machine.id, setup, update, setup.owner, self.actor(request)
             )
-        if not machine.managed:
-            raise Conflict("the machine is not managed, so it will not netboot into pxed")
+            return render.work(work, machine.macs[0])
+        # The seed's form: one image at a version, wrapped into a setup.
+        image_uuid = body.str("ImageUUID", max_length=36)
+        if image_uuid is None:
+            raise BadRequest("SetupUUID: required (or ImageUUID and Version)")
+        image = await self.db.run(images.thd_get, image_uuid)
+        if image is None:
+            raise BadRequest(f"ImageUUID: no image {image_uuid}")
+        check_owner(self.identity(request), image.owner)
+        update = bool(body.bool("Update"))
+        version = body.int("Version")
+        # Checked before the setup is made: a refused request leaves nothing.
+        _check_managed(machine)
         work = await self.db.run(
-            queue.thd_enqueue, machine.id, setup, update, user.username, self.actor(request)
+            _thd_enqueue_image,
+            machine.id,
+            user.username,
+            f"{image.name} for {machine.name}",
+            (image_uuid, version, update),
+            user.is_staff,
+            self.actor(request),
         )
         return render.work(work, machine.macs[0])
 

@@ -28,6 +28,13 @@ def entries(body: Fields) -> list[tuple[str, int | None, bool]] | None:
     return [entry(Fields(i)) for i in items]
 
 
+def setup_name(body: Fields, required: bool) -> str | None:
+    name = body.str("Name", required=required)
+    if name is not None and not name.strip():
+        raise BadRequest("Name: must not be empty")
+    return name
+
+
 class SetupsRoutes:
     def _staff(self, request: IRequest) -> bool:
         return self.identity(request).user.is_staff
@@ -35,11 +42,10 @@ class SetupsRoutes:
     @route("/user/<name>/image_setup", ["POST"], access="self-or-staff")
     async def create_setup(self, request: IRequest, name: str) -> dict:
         body = read_json(request)
-        setup_name = body.str("Name", required=True)
         setup = await self.db.run(
             setups.thd_create,
             name,
-            setup_name,
+            setup_name(body, required=True),
             entries(body) or [],
             self._staff(request),
             self.actor(request),
@@ -69,7 +75,7 @@ class SetupsRoutes:
             setups.thd_update,
             name,
             setup_uuid,
-            body.str("Name"),
+            setup_name(body, required=False),
             entries(body),
             self._staff(request),
             self.actor(request),

@@ -77,7 +77,15 @@ async def test_route_access(start_server, endpoint):
         )
     ).json()
     work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
+    from pxed.db import builds
+
+    build = await server.db.run(
+        builds.thd_create, image["UUID"], "alice", "disk", "FROM scratch\n", False, "alice"
+    )
+    # Finished, so its log answers at once instead of following.
+    await server.db.run(builds.thd_finish, build.id, builds.FAILED, "sample")
     samples = {
+        "build_id": str(build.id),
         "mac": MAC,
         "name": "alice",
         "token_id": str(alice_token),

@@ -1,0 +1,1 @@
+"""Dockerfile -> root filesystem -> bootable disk image, without root."""
