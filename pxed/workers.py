@@ -1,5 +1,5 @@
-"""A thread pool for blocking file work (hashing, fsync, rename, mkfs,
-removing trees), so none of it runs on the reactor thread."""
+"""Thread pools as services: blocking work (file I/O, the Docker SDK) runs
+on a pool of its own and comes back as a Deferred, never on the reactor."""
 
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ from twisted.python.threadpool import ThreadPool
 T = TypeVar("T")
 
 
-class IOPool(Service):
-    name = "io"
-
-    def __init__(self, reactor, threads: int = 4) -> None:
+class ThreadPoolService(Service):
+    def __init__(self, reactor, threads: int, thread_name: str) -> None:
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="pxed-io")
+        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=thread_name)
 
     def startService(self) -> None:
         super().startService()
@@ -31,3 +29,12 @@ class IOPool(Service):
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+
+class IOPool(ThreadPoolService):
+    """Hashing, fsync, rename, mkfs, removing trees."""
+
+    name = "io"
+
+    def __init__(self, reactor, threads: int = 4) -> None:
+        super().__init__(reactor, threads, "pxed-io")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, task, threads
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
@@ -165,6 +165,37 @@ class Server:
 
 
 ServerFactory = Callable[..., Any]
+
+MAC = "52:54:00:12:34:56"
+MIB = 1024 * 1024
+
+
+async def add_machine(
+    server: Server, mac: str = MAC, name: str = "m", managed: bool = True
+) -> dict:
+    """A machine created by the admin; its JSON."""
+    r = await server.admin.post(
+        "/machine", {"Name": name, "Managed": managed, "MacAddresses": [{"Mac": mac}]}
+    )
+    assert r.code == 200, r.text
+    return r.json()
+
+
+async def new_image(client: Client, name: str = "disk", size: int = MIB) -> str:
+    """A small raw image owned by the client's user; its UUID."""
+    r = await client.post("/image", {"Name": name, "Size": size})
+    assert r.code == 200, r.text
+    return r.json()["UUID"]
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until *check()* holds (work the server finishes just after it
+    answers, such as removing files)."""
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    assert check()
 
 
 @pytest_twisted.async_yield_fixture

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import docker
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
+
+from pxed.workers import ThreadPoolService
 
 T = TypeVar("T")
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -23,26 +22,20 @@ class EngineUnavailable(Exception):
     """The Docker engine cannot be reached."""
 
 
-class DockerEngine(Service):
+class DockerEngine(ThreadPoolService):
     name = "docker"
 
     def __init__(self, host: str, reactor, builds: int, timeout: float = 3600) -> None:
-        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
-        self._reactor = reactor
-        # A socket read may wait as long as a silent build step runs.
-        self._timeout = int(timeout) + 60
         # Each running build holds a thread for its whole length; two more
         # keep control calls (ping, kill, cleanup) from waiting behind them.
-        self._pool = ThreadPool(minthreads=0, maxthreads=builds + 2, name="pxed-docker")
+        super().__init__(reactor, builds + 2, "pxed-docker")
+        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        # A socket read may wait as long as a silent build step runs.
+        self._timeout = int(timeout) + 60
         self._client: docker.DockerClient | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._pool.start()
 
     def stopService(self) -> None:
         super().stopService()
-        self._pool.stop()
         if self._client is not None:
             self._client.close()
 
@@ -59,7 +52,7 @@ class DockerEngine(Service):
 
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run ``fn(api, *args)`` on the builder's pool."""
-        return deferToThreadPool(self._reactor, self._pool, self._call, fn, args)
+        return super().run(self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
         return fn(self._api(), *args)

@@ -10,22 +10,12 @@ import hashlib
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
+from tests.conftest import add_machine, new_image
+
 MAC = "52:54:00:12:34:56"
 OTHER_MAC = "52:54:00:ab:cd:ef"
 MiB = 1024 * 1024
 RAW = {"Content-Type": "application/octet-stream"}
-
-
-async def add_machine(server, mac: str = MAC, name: str = "m") -> dict:
-    r = await server.admin.post("/machine", {"Name": name, "MacAddresses": [{"Mac": mac}]})
-    assert r.code == 200, r.text
-    return r.json()
-
-
-async def new_image(client, name: str = "disk") -> str:
-    r = await client.post("/image", {"Name": name, "Size": MiB})
-    assert r.code in (200, 201), r.text
-    return r.json()["UUID"]
 
 
 async def upload(client, path: str, data: bytes):

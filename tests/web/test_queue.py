@@ -5,23 +5,11 @@ from __future__ import annotations
 
 import pytest_twisted
 
+from tests.conftest import add_machine, new_image
+
 MAC = "52:54:00:12:34:56"
 MiB = 1024 * 1024
 RAW = {"Content-Type": "application/octet-stream"}
-
-
-async def add_machine(server, managed: bool = True, mac: str = MAC, name: str = "m") -> dict:
-    r = await server.admin.post(
-        "/machine", {"Name": name, "Managed": managed, "MacAddresses": [{"Mac": mac}]}
-    )
-    assert r.code == 200, r.text
-    return r.json()
-
-
-async def new_image(client, name: str = "disk") -> str:
-    r = await client.post("/image", {"Name": name, "Size": MiB})
-    assert r.code in (200, 201), r.text
-    return r.json()["UUID"]
 
 
 async def new_setup(client, user: str, images: list[dict], name: str = "s") -> dict:

@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task, threads
+from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, eventually
 
 MIB = 1024 * 1024
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -31,14 +31,6 @@ async def new_image(client, **extra) -> dict:
 
 def staging(server) -> list[str]:
     return os.listdir(server.config.data_dir / "images" / ".staging")
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    assert check()
 
 
 @pytest_twisted.ensureDeferred
