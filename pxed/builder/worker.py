@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -309,6 +308,8 @@ def _build_context(job: Job) -> Path:
 
 
 def _build(api, job: Job, storage: Storage, config: Config, say) -> tuple[Staged, dict]:
+    import docker  # on first use only, as in engine.py
+
     try:
         return _build_steps(api, job, storage, config, say)
     except docker.errors.APIError as e:
@@ -432,6 +433,8 @@ def _docker_build(api, job: Job, context: Path, say) -> str:
 
 
 def _cleanup(api, job: Job) -> None:
+    import docker
+
     for container in reversed(job.containers):
         try:
             api.remove_container(container, force=True)
@@ -450,6 +453,8 @@ def _cleanup(api, job: Job) -> None:
 def _remove_labelled(api, build_id: int | None) -> None:
     """Remove containers and images carrying the build label (of one build,
     or of any when *build_id* is None)."""
+    import docker
+
     label = LABEL if build_id is None else f"{LABEL}={build_id}"
     for c in api.containers(all=True, filters={"label": label}):
         try:

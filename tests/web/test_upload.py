@@ -294,3 +294,42 @@ async def test_anonymous_upload_is_401_and_never_reaches_the_disk(server):
     assert r.code == 401
     assert staging(server) == []
     assert len((await server.admin.get(f"/image/{image['UUID']}")).json()["Versions"]) == 1
+
+
+class _ReadSome(Protocol):
+    """Asks for a download, reads a little of it, then hangs up."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = 0
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > MIB:
+            self.transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_download_and_a_client_that_hangs_up(server):
+    image = await new_image(server.admin)
+    data = payload(48 * MIB, seed=7)
+    await server.admin.request("POST", f"/image/{image['UUID']}", data=data, headers=OCTETS)
+    token = server.admin.headers["Authorization"]
+    port = int(server.url.rsplit(":", 1)[1])
+    request = (
+        f"GET /image/{image['UUID']}/1 HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\r\n"
+    ).encode()
+    proto = await connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port), _ReadSome(request)
+    )
+    await eventually(lambda: proto.received > MIB)
+    # The server goes on serving after the hang-up, whole and in ranges.
+    r = await server.admin.get(f"/image/{image['UUID']}/1")
+    assert r.code == 200 and r.body == data
+    r = await server.admin.get(
+        f"/image/{image['UUID']}/1", headers={"Range": f"bytes={20 * MIB}-{30 * MIB - 1}"}
+    )
+    assert r.code == 206 and r.body == data[20 * MIB : 30 * MIB]
