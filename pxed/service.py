@@ -73,20 +73,25 @@ def _ensure_writable_dir(setting: str, path: os.PathLike | str) -> None:
         ) from None
 
 
-def _return_freed_memory() -> None:
-    """Serve large buffers (upload pieces) with mmap, so their memory goes
-    back to the system when freed instead of staying in the heap: peak RSS
-    during four concurrent uploads 107 MB instead of 116 (bench/)."""
+def _tune_malloc() -> None:
+    """A fixed mmap threshold of 4 MiB: glibc's sliding threshold keeps
+    raising itself as large buffers are freed, so the heap grows and stays
+    grown.  Measured with bench/ (four concurrent 2 GiB uploads): peak RSS
+    117 MB instead of 119-133, and the 1 MiB socket reads stay in the heap,
+    reused, instead of costing an mmap and page faults each (upload 0.63x dd
+    against 0.33x with a 128 KiB threshold)."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:  # the operator's choice wins
+        return
     try:
         libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
 
 def prepare(config: Config) -> sa.Engine:
     """Everything that must hold before pxed serves; raises StartupError."""
-    _return_freed_memory()
+    _tune_malloc()
     _ensure_writable_dir("data_dir", config.data_dir)
     try:
         engine = make_engine(config.database_url)

@@ -201,14 +201,19 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest_twisted.async_yield_fixture
 async def start_server(tmp_path: Path):
     """A factory: ``await start_server(boot_policy="always", …)`` starts pxed
-    with those settings in a fresh data dir; all are stopped afterwards."""
+    with those settings (and *config_text*, TOML, beneath them) in a fresh
+    data dir; all are stopped afterwards."""
     running: list[Server] = []
 
-    async def start(**settings: Any) -> Server:
+    async def start(config_text: str | None = None, **settings: Any) -> Server:
         data_dir = tmp_path / f"data{len(running)}"
         settings.setdefault("data_dir", str(data_dir))
         settings.setdefault("port", "tcp:0:interface=127.0.0.1")
-        cfg = pxed_config.load(None, settings)
+        config_file = None
+        if config_text is not None:
+            config_file = tmp_path / f"pxed{len(running)}.toml"
+            config_file.write_text(config_text)
+        cfg = pxed_config.load(config_file, settings)
         px = service.build(cfg, reactor)
         px.service.startService()
         port = await px.web.listening

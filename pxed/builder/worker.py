@@ -25,7 +25,7 @@ from pxed.db import builds, images
 from pxed.db.builds import Build
 from pxed.db.pool import DBPool
 from pxed.errors import ServiceUnavailable
-from pxed.storage import Storage, file_digest
+from pxed.storage import Storage, compress, file_digest
 from pxed.web.upload import Staged
 from pxed.workers import IOPool
 
@@ -52,6 +52,8 @@ class Job:
     step_container: str | None = None
     containers: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    # The image's DiskCompressionStrategy: disks and tars are stored so.
+    compression: str = "none"
 
 
 class BuildWorker(Service):
@@ -185,6 +187,10 @@ class BuildWorker(Service):
             build.id, f"pxed: build {build.id} of image {build.image_uuid} ({build.format}) started"
         )
         try:
+            image = await self._db.run(images.thd_get, build.image_uuid)
+            if image is None:
+                raise BuildFailed("the image was deleted")
+            job.compression = image.compression
             staged, timings = await self._engine.run(
                 _build, job, self._storage, self._config, self._line_sink(build.id)
             )
@@ -367,6 +373,18 @@ def _build_steps(api, job: Job, storage: Storage, config: Config, say) -> tuple[
             )
         if job.cancelled.is_set():
             raise Cancelled()
+        # An initramfs is gzip already, and the kernel loads it as it is.
+        if job.compression != "none" and build.format != "initramfs":
+            packed, fd = storage.new_staging("build-packed-")
+            os.close(fd)
+            try:
+                compress(staged, packed, job.compression)
+            except BaseException:
+                packed.unlink(missing_ok=True)
+                raise
+            staged.unlink()
+            staged = packed
+            say(f"pxed: compressed with {job.compression}")
         size, sha256 = file_digest(staged)
         with open(staged, "rb+") as f:
             os.fsync(f.fileno())

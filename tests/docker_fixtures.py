@@ -1,0 +1,136 @@
+"""A real Docker engine for the builder tests, and a base image imported from
+a busybox-static root filesystem (no registry is reachable)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, require_tool
+
+BASE_IMAGE = "pxed-test-busybox:latest"
+OWN_SOCKET = Path("/run/pxed-test-docker/docker.sock")
+
+
+def _reachable(host: str) -> bool:
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=5)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+def _missing(message: str):
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_host():
+    """The engine the tests use: $DOCKER_HOST or the local socket if one
+    answers, else a dockerd started here (Debian's docker.io)."""
+    for host in (
+        os.environ.get("DOCKER_HOST"),
+        "unix:///var/run/docker.sock",
+        f"unix://{OWN_SOCKET}",
+    ):
+        if host and _reachable(host):
+            yield host
+            return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        _missing("no Docker engine and no dockerd: apt-get install docker.io")
+    if os.geteuid() != 0:
+        _missing("no Docker engine reachable, and starting dockerd needs root")
+    run = OWN_SOCKET.parent
+    run.mkdir(parents=True, exist_ok=True)
+    log = open(run / "dockerd.log", "ab")
+    proc = subprocess.Popen(
+        [
+            dockerd,
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=vfs",
+            f"--host=unix://{OWN_SOCKET}",
+            "--data-root=/var/lib/pxed-test-docker",
+            f"--exec-root={run}/exec",
+            f"--pidfile={run}/docker.pid",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    host = f"unix://{OWN_SOCKET}"
+    deadline = time.monotonic() + 60
+    while not _reachable(host):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _missing(f"dockerd did not start; see {run / 'dockerd.log'}")
+        time.sleep(0.3)
+    yield host
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def busybox_rootfs_tar(path: Path) -> Path:
+    """A root filesystem with busybox-static and its applet links."""
+    busybox = require_tool("busybox", "busybox-static")
+    with tarfile.open(path, "w") as tar:
+        for d in ("bin", "etc", "tmp", "root"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        for applet in (
+            "sh",
+            "echo",
+            "cat",
+            "ls",
+            "mkdir",
+            "true",
+            "false",
+            "sleep",
+            "touch",
+            "rm",
+            "cp",
+        ):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    return path
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host, tmp_path_factory):
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, timeout=120)
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        tar = busybox_rootfs_tar(tmp_path_factory.mktemp("busybox") / "rootfs.tar")
+        repo, tag = BASE_IMAGE.split(":")
+        client.api.import_image(src=str(tar), repository=repo, tag=tag, changes=['CMD ["/bin/sh"]'])
+    client.close()
+    return BASE_IMAGE
