@@ -1,0 +1,246 @@
+"""The five scenarios: deploy, capture, single shot, failure, and a disk
+built from a Dockerfile booting under UEFI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+
+import pytest_twisted
+from twisted.logger import globalLogPublisher
+
+from tests.conftest import MIB, add_machine, new_image
+from tests.e2e.conftest import MAC, run_vm
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def data(size: int, seed: int) -> bytes:
+    return hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+
+
+async def queue_image(server, image_uuid: str, version: int, update: bool = False) -> dict:
+    r = await server.admin.post(
+        "/user/admin/image_setup",
+        {"Name": "e2e", "Images": [{"UUID": image_uuid, "Version": version, "Update": update}]},
+    )
+    assert r.code == 201, r.text
+    r = await server.admin.post(f"/machine/{MAC}/boot", {"SetupUUID": r.json()["UUID"]})
+    assert r.code == 200, r.text
+    return r.json()
+
+
+async def upload(server, image_uuid: str, payload: bytes) -> int:
+    r = await server.admin.request(
+        "POST",
+        f"/image/{image_uuid}",
+        data=payload,
+        headers={**OCTETS, "Accept": "application/json"},
+    )
+    assert r.code == 200, r.text
+    return r.json()["Version"]
+
+
+def blank_disk(tmp_path, name: str, size: int, fill: bytes = b"") -> object:
+    disk = tmp_path / name
+    with open(disk, "wb") as f:
+        f.write(fill)
+        f.truncate(size)
+    return disk
+
+
+async def work(server) -> dict:
+    return (await server.admin.get(f"/machine/{MAC}")).json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deploy_writes_the_disk_byte_for_byte(netboot_server, qemu, tmp_path):
+    server = netboot_server
+    await add_machine(server)
+    image = await new_image(server.admin, "deploy")
+    payload = data(24 * MIB, seed=1)
+    version = await upload(server, image, payload)
+    entry = await queue_image(server, image, version)
+    disk = blank_disk(tmp_path, "disk.raw", 64 * MIB)
+
+    run = await run_vm(qemu, tmp_path, [disk], port=server.port)
+    assert run.exit_code == 0, run.serial[-3000:]
+    with open(disk, "rb") as f:
+        assert f.read(len(payload)) == payload
+    machine = await work(server)
+    assert machine["State"] == "deployed", run.serial[-3000:]
+    assert (await server.admin.get(f"/machine/{MAC}/boot/queue")).json() == []
+    events = (await server.admin.get("/events?target_type=machine")).json()
+    assert any(e["Action"] == "queue.done" and f"work={entry['ID']}" in e["Detail"] for e in events)
+    logs = [line["Message"] for line in (await server.admin.get(f"/machine/{MAC}/logs")).json()]
+    deployed = [m for m in logs if m.startswith("deployed ")]
+    assert deployed, logs
+    # The deploy throughput the VM reached, for the CI log.
+    print(f"\nVM deploy under TCG: {deployed[0]} (whole VM run {run.seconds:.1f} s)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_b_capture_makes_a_new_version_of_the_disk(netboot_server, qemu, tmp_path):
+    server = netboot_server
+    await add_machine(server)
+    image = await new_image(server.admin, "captured")
+    payload = data(4 * MIB, seed=2)
+    version = await upload(server, image, payload)
+    await queue_image(server, image, version, update=True)
+    before = data(3 * MIB, seed=3)
+    disk = blank_disk(tmp_path, "disk.raw", 32 * MIB, before)
+    disk_sha = hashlib.sha256(disk.read_bytes()).hexdigest()
+
+    run = await run_vm(qemu, tmp_path, [disk], port=server.port)
+    assert run.exit_code == 0, run.serial[-3000:]
+    versions = (await server.admin.get(f"/image/{image}")).json()["Versions"]
+    captured = [v for v in versions if v["Origin"] == "capture"]
+    assert captured, (versions, run.serial[-3000:])
+    assert captured[-1]["Sha256"] == disk_sha
+    assert captured[-1]["Size"] == 32 * MIB
+    with open(disk, "rb") as f:
+        assert f.read(len(payload)) == payload
+
+
+@pytest_twisted.ensureDeferred
+async def test_c_single_shot_after_completion(netboot_server, qemu, tmp_path):
+    server = netboot_server
+    await add_machine(server)
+    image = await new_image(server.admin, "once")
+    version = await upload(server, image, data(2 * MIB, seed=4))
+    await queue_image(server, image, version)
+    disk = blank_disk(tmp_path, "disk.raw", 16 * MIB)
+    run = await run_vm(qemu, tmp_path, [disk], port=server.port)
+    assert run.exit_code == 0, run.serial[-3000:]
+    assert (await work(server))["State"] == "deployed"
+
+    fetched: list[str] = []
+
+    def watch(event):
+        if event.get("log_namespace") == "pxed.access":
+            fetched.append(event.get("path", ""))
+
+    globalLogPublisher.addObserver(watch)
+    try:
+        answered = []
+
+        async def answers() -> list[str]:
+            events = (await server.admin.get(f"/machine/{MAC}/events")).json()
+            return [e["Detail"] for e in events if e["Action"] == "boot.answer"]
+
+        before = len(await answers())
+        run = await run_vm(
+            qemu,
+            tmp_path,
+            [disk],
+            port=server.port,
+            timeout=90,
+            stop_when=lambda _: any(p.startswith("/ipxe/") for p in fetched),
+        )
+        answered = (await answers())[: len(await answers()) - before]
+    finally:
+        globalLogPublisher.removeObserver(watch)
+    assert any(p.startswith("/ipxe/") for p in fetched), fetched
+    assert not any(p.startswith("/static/") for p in fetched), "the kernel was fetched again"
+    assert answered and all("local disk" in a for a in answered), answered
+    assert (await server.admin.get(f"/ipxe/{MAC}")).text.strip().endswith("exit")
+
+
+@pytest_twisted.ensureDeferred
+async def test_d_a_damaged_version_fails_with_the_reason(netboot_server, qemu, tmp_path):
+    server = netboot_server
+    await add_machine(server)
+    image = await new_image(server.admin, "damaged")
+    version = await upload(server, image, data(4 * MIB, seed=5))
+    entry = await queue_image(server, image, version)
+    # Flip bytes in the stored file behind pxed's back.
+    path = server.config.data_dir / "images" / image / f"{version}.img"
+    with open(path, "r+b") as f:
+        f.seek(MIB)
+        f.write(b"\xff" * 4096)
+    disk = blank_disk(tmp_path, "disk.raw", 16 * MIB)
+
+    run = await run_vm(qemu, tmp_path, [disk], port=server.port)
+    assert run.exit_code == 0, run.serial[-3000:]
+    machine = await work(server)
+    assert machine["State"] == "failed", run.serial[-3000:]
+    events = (await server.admin.get(f"/machine/{MAC}/events")).json()
+    failed = [e for e in events if e["Action"] == "queue.failed"]
+    assert failed and f"work={entry['ID']}" in failed[0]["Detail"]
+    assert re.search(r"sha256|checksum", failed[0]["Detail"], re.I), failed[0]["Detail"]
+    queue = (await server.admin.get(f"/machine/{MAC}/boot/queue")).json()
+    assert queue == [], "nothing stays in progress"
+
+
+@pytest_twisted.ensureDeferred
+async def test_e_a_built_disk_boots_under_uefi(
+    netboot_server, qemu, mgmtos, tmp_path, docker_host, base_image
+):
+    from tests.builder.test_builds import submit, wait_done
+
+    server = netboot_server
+    server.pxed.app.builder._engine.host = docker_host
+    await add_machine(server)
+    marker = "PXED-BUILT-IMAGE-BOOTED"
+    # 1. An initramfs whose /init announces itself and powers off.
+    server.image = await new_image(server.admin, "initrd")
+    init = (
+        "#!/bin/sh\\n"
+        "/bin/busybox mount -t devtmpfs devtmpfs /dev\\n"
+        # The entry says console=ttyS0 console=tty0: /dev/console is the screen.
+        f"echo {marker} > /dev/ttyS0\\n"
+        "/bin/busybox poweroff -f\\n"
+    )
+    initrd = await wait_done(
+        server,
+        (
+            await submit(
+                server,
+                "FROM pxed-test-busybox:latest\n"
+                f"RUN mkdir -p /dev /proc /sys && printf '{init}' > /init && chmod 755 /init\n",
+                "initramfs",
+            )
+        )["ID"],
+    )
+    assert initrd["State"] == "succeeded", initrd
+    initrd_bytes = (await server.admin.get(f"/image/{server.image}/{initrd['Version']}")).body
+    # 2. A disk with the management OS's Debian kernel and that initramfs
+    #    in /boot: the builder puts systemd-boot and an entry on the ESP.
+    kernel = (mgmtos / "mgmtos" / "x86_64" / "vmlinuz").read_bytes()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w:gz") as tar:
+        for name, blob in (("vmlinuz", kernel), ("initrd.img", initrd_bytes)):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    # zstd: the mostly empty disk crosses the emulated network small.
+    r = await server.admin.post(
+        "/image", {"Name": "bootable", "Size": MIB, "DiskCompressionStrategy": "zstd"}
+    )
+    server.image = r.json()["UUID"]
+    built = await wait_done(
+        server,
+        (
+            await submit(
+                server,
+                "FROM pxed-test-busybox:latest\n"
+                "COPY vmlinuz /boot/vmlinuz-6.1.0-pxed\n"
+                "COPY initrd.img /boot/initrd.img-6.1.0-pxed\n",
+                "disk",
+                context=context.getvalue(),
+            )
+        )["ID"],
+    )
+    assert built["State"] == "succeeded", built
+    # 3. Deployed as in (a), then booted from its disk with OVMF.
+    await queue_image(server, server.image, built["Version"])
+    # Sparse, and larger than the built disk (its Size is the compressed one).
+    disk = blank_disk(tmp_path, "disk.raw", 512 * MIB)
+    run = await run_vm(qemu, tmp_path, [disk], port=server.port, timeout=300)
+    assert run.exit_code == 0 and (await work(server))["State"] == "deployed", run.serial[-3000:]
+    run = await run_vm(
+        qemu, tmp_path, [disk], uefi=True, timeout=240, stop_when=lambda text: marker in text
+    )
+    assert marker in run.serial, run.serial[-3000:]
