@@ -37,23 +37,26 @@ def _missing(message: str):
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def docker_host():
-    """The engine the tests use: $DOCKER_HOST or the local socket if one
-    answers, else a dockerd started here (Debian's docker.io)."""
+class NoEngine(Exception):
+    """No Docker engine answers and none can be started here."""
+
+
+def find_or_start_engine() -> tuple[str, subprocess.Popen | None]:
+    """$DOCKER_HOST or the local socket if one answers, else a dockerd
+    started here (Debian's docker.io, vfs storage, its own socket); the
+    process is returned so the caller can stop it."""
     for host in (
         os.environ.get("DOCKER_HOST"),
         "unix:///var/run/docker.sock",
         f"unix://{OWN_SOCKET}",
     ):
         if host and _reachable(host):
-            yield host
-            return
+            return host, None
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        _missing("no Docker engine and no dockerd: apt-get install docker.io")
+        raise NoEngine("no Docker engine and no dockerd: apt-get install docker.io")
     if os.geteuid() != 0:
-        _missing("no Docker engine reachable, and starting dockerd needs root")
+        raise NoEngine("no Docker engine reachable, and starting dockerd needs root")
     run = OWN_SOCKET.parent
     run.mkdir(parents=True, exist_ok=True)
     log = open(run / "dockerd.log", "ab")
@@ -77,14 +80,30 @@ def docker_host():
     while not _reachable(host):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            _missing(f"dockerd did not start; see {run / 'dockerd.log'}")
+            raise NoEngine(f"dockerd did not start; see {run / 'dockerd.log'}")
         time.sleep(0.3)
-    yield host
+    return host, proc
+
+
+def stop_engine(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
     proc.terminate()
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def docker_host():
+    """The engine the tests use (see find_or_start_engine)."""
+    try:
+        host, proc = find_or_start_engine()
+    except NoEngine as e:
+        _missing(str(e))
+    yield host
+    stop_engine(proc)
 
 
 def busybox_rootfs_tar(path: Path) -> Path:
@@ -121,16 +140,21 @@ def busybox_rootfs_tar(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def base_image(docker_host, tmp_path_factory):
+def import_base_image(host: str, work: Path) -> str:
+    """The busybox base image, imported into the engine if missing."""
     import docker
 
-    client = docker.DockerClient(base_url=docker_host, timeout=120)
+    client = docker.DockerClient(base_url=host, timeout=120)
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
-        tar = busybox_rootfs_tar(tmp_path_factory.mktemp("busybox") / "rootfs.tar")
+        tar = busybox_rootfs_tar(work / "rootfs.tar")
         repo, tag = BASE_IMAGE.split(":")
         client.api.import_image(src=str(tar), repository=repo, tag=tag, changes=['CMD ["/bin/sh"]'])
     client.close()
     return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host, tmp_path_factory):
+    return import_base_image(docker_host, tmp_path_factory.mktemp("busybox"))
