@@ -26,7 +26,8 @@
 #  3. for each image flagged Update: reads its whole disk, compresses it as
 #     the image's DiskCompressionStrategy says (none, gzip, zstd) and
 #     streams it to the image's UploadURL; the sha256 pxed computed must be
-#     the one of the bytes sent;
+#     the one of the bytes sent; a read or compression error aborts the
+#     upload mid-stream, so pxed stores nothing;
 #  4. for each image: streams URL -> sha256 of the stored bytes (a FIFO
 #     beside the pipe) -> decompress -> the disk, then fsync; the sha256 and
 #     the size must be BootInform's, or the setup fails;
@@ -324,12 +325,34 @@ sha_wait() {
 
 # --- 3. captures ---------------------------------------------------------------
 
+# A capture must never store a partial disk: when reading or compressing
+# fails, curl is killed before the stream ends, so pxed sees an aborted
+# upload (and keeps nothing) instead of a short but complete body.  The
+# failing stage still holds its end of the pipe while it kills curl, so no
+# end-of-stream can overtake the kill.
+abort_upload() {
+	: >"$WORK/up.aborted"
+	n=0
+	while [ ! -s "$WORK/up.pid" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+	kill "$(cat "$WORK/up.pid" 2>/dev/null)" 2>/dev/null || true
+}
 read_stage() {
 	$DD if="$disk" bs=1M 2>"$WORK/read.err"
-	echo $? >"$WORK/rc.read"
+	status=$?
+	echo $status >"$WORK/rc.read"
+	# 141: SIGPIPE, the upload ended first (its own failure is reported)
+	[ $status = 0 ] || [ $status = 141 ] || abort_upload
+}
+compress_stage() {
+	$comp
+	status=$?
+	echo $status >"$WORK/rc.comp"
+	[ $status = 0 ] || [ $status = 141 ] || abort_upload
 }
 upload_stage() {
-	pcurl -X POST -H 'Content-Type: application/octet-stream' -H 'Expect:' \
+	# this pipeline stage's pid (it becomes curl's), for abort_upload
+	sh -c 'echo $PPID' >"$WORK/up.pid"
+	exec curl -K "$WORK/curl.conf" -X POST -H 'Content-Type: application/octet-stream' -H 'Expect:' \
 		-H 'Accept: application/json' -T - -o "$WORK/up.out" \
 		-w '%{http_code} %{size_upload}' "$upload" >"$WORK/up.stat" 2>"$WORK/up.err"
 }
@@ -348,23 +371,27 @@ capture() { # index
 	log info "capturing $disk ($size bytes, $strategy) into image $name ($uuid)"
 	t0=$(now)
 	sha_start "$WORK/up.fifo" "$WORK/up.sha"
-	rm -f "$WORK/rc.read" "$WORK/rc.comp"
+	rm -f "$WORK/rc.read" "$WORK/rc.comp" "$WORK/up.pid" "$WORK/up.aborted" "$WORK/up.stat"
 	echo 0 >"$WORK/rc.comp"
 	# disk -> [compress] -> tee (sha256 on the side) -> curl, all streaming.
 	set +e
 	if [ "$comp" = cat ]; then
 		read_stage | $TEE "$WORK/up.fifo" | upload_stage
 	else
-		read_stage | { $comp; echo $? >"$WORK/rc.comp"; } | $TEE "$WORK/up.fifo" | upload_stage
+		read_stage | compress_stage | $TEE "$WORK/up.fifo" | upload_stage
 	fi
 	rc=$?
 	set -e
 	sha_wait "$WORK/up.fifo"
 	sent_sha=$(cat "$WORK/up.sha" 2>/dev/null || true)
 	read -r code sent <"$WORK/up.stat" || true
-	[ "$(cat "$WORK/rc.read" 2>/dev/null)" = 0 ] || fail "reading $disk failed: $(grep -v -e records -e copied "$WORK/read.err" | head -n 3)"
-	[ "$(cat "$WORK/rc.comp" 2>/dev/null)" = 0 ] || fail "$strategy compression failed"
-	[ "$rc" = 0 ] || fail "upload failed (HTTP ${code:-?}): $(cat "$WORK/up.err") $(head -c 500 "$WORK/up.out" 2>/dev/null)"
+	if [ "$rc" != 0 ] && [ ! -e "$WORK/up.aborted" ]; then
+		fail "upload failed (HTTP ${code:-?}): $(cat "$WORK/up.err") $(head -c 500 "$WORK/up.out" 2>/dev/null)"
+	fi
+	[ "$(cat "$WORK/rc.read" 2>/dev/null)" = 0 ] ||
+		fail "reading $disk failed, upload aborted (nothing stored): $(grep -v -e records -e copied "$WORK/read.err" | head -n 3)"
+	[ "$(cat "$WORK/rc.comp" 2>/dev/null)" = 0 ] || fail "$strategy compression failed, upload aborted (nothing stored)"
+	[ "$rc" = 0 ] || fail "upload failed (HTTP ${code:-?}): $(cat "$WORK/up.err")"
 	awk -f "$JSON_AWK" "$WORK/up.out" >"$WORK/up.flat" 2>/dev/null || true
 	version=$(jget "$WORK/up.flat" Version)
 	stored_sha=$(jget "$WORK/up.flat" Sha256)

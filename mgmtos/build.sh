@@ -31,6 +31,13 @@ die() { say "error: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages and creates device nodes)"
 t_start=$(date +%s.%N)
 
+# Several builds may run at once (a test run and a person): every build
+# works in its own temporary dirs and publishes with rename.
+mkdir -p "$CACHE/debs" "$CACHE/kernel"
+tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
+cleanup() { rm -rf --one-file-system "$tmp"; rm -f "${OUT:?}/.initramfs.$$" "${OUT:?}/.vmlinuz.$$"; }
+trap cleanup EXIT
+
 # Modules loaded at boot, in this order, each after its dependencies (from
 # modules.dep).  Names not in this kernel, or built into it, are skipped.
 # The crypto ones first: ext4 (crc32c) and sd_mod/nvme (crct10dif) find
@@ -62,7 +69,6 @@ for tool in busybox curl zstd openssl depmod modprobe dpkg-deb apt-get apt-cache
 done
 
 # --- the kernel package ---------------------------------------------------------
-mkdir -p "$CACHE/debs"
 resolve_kernel() {
 	# linux-image-amd64 is a metapackage: its one dependency is the real
 	# linux-image-<abi>-amd64 package.
@@ -87,9 +93,15 @@ elif read -r kpkg kver < <(resolve_kernel); then
 	deb=$CACHE/debs/${kpkg}_${kver//:/%3a}_${ARCH}.deb
 	if [ ! -s "$deb" ]; then
 		say "downloading $kpkg $kver"
-		(cd "$CACHE/debs" && apt-get -q -o APT::Sandbox::User=root download "$kpkg=$kver" >/dev/null) ||
+		mkdir -p "$tmp/dl"
+		(cd "$tmp/dl" && apt-get -q -o APT::Sandbox::User=root download "$kpkg=$kver" >/dev/null) ||
 			die "apt-get download $kpkg=$kver failed"
-		[ -s "$deb" ] || die "apt-get download did not leave $deb"
+		[ -s "$tmp/dl/$(basename "$deb")" ] || die "apt-get download did not leave $(basename "$deb")"
+		mv "$tmp/dl/$(basename "$deb")" "$deb"
+		# older kernel packages are not needed any more
+		for old in "$CACHE"/debs/linux-image-*.deb; do
+			if [ "$old" != "$deb" ]; then rm -f "$old"; fi
+		done
 	fi
 else
 	# No package lists (offline?): the newest cached package, if any.
@@ -106,15 +118,16 @@ kcache=$CACHE/kernel/${debver//:/%3a}
 stamp=$(printf '%s\n' "$modlist" | sha256sum | cut -c1-16)
 if [ "$(cat "$kcache/stamp" 2>/dev/null)" != "$stamp" ]; then
 	say "unpacking the kernel package and picking modules"
-	rm -rf "$kcache" "$CACHE/unpack"
-	mkdir -p "$CACHE/unpack" "$kcache"
-	dpkg-deb -x "$deb" "$CACHE/unpack"
-	kabi=$(ls "$CACHE/unpack/lib/modules")
+	final=$kcache
+	kcache=$tmp/kernel
+	mkdir -p "$tmp/unpack" "$kcache"
+	dpkg-deb -x "$deb" "$tmp/unpack"
+	kabi=$(ls "$tmp/unpack/lib/modules")
 	[ "$(echo "$kabi" | wc -l)" = 1 ] || die "expected one kernel in the package, found: $kabi"
-	cp "$CACHE/unpack/boot/vmlinuz-$kabi" "$kcache/vmlinuz"
+	cp "$tmp/unpack/boot/vmlinuz-$kabi" "$kcache/vmlinuz"
 	echo "$kabi" >"$kcache/release"
-	depmod -b "$CACHE/unpack" "$kabi"
-	src=$CACHE/unpack/lib/modules/$kabi
+	depmod -b "$tmp/unpack" "$kabi"
+	src=$tmp/unpack/lib/modules/$kabi
 	dst=$kcache/modules/lib/modules/$kabi
 	mkdir -p "$dst"
 	cp "$src"/modules.builtin "$src"/modules.order "$dst"/
@@ -123,7 +136,7 @@ if [ "$(cat "$kcache/stamp" 2>/dev/null)" != "$stamp" ]; then
 	# modprobe's insmod order.
 	: >"$kcache/pxed.modules"
 	for m in $modlist; do
-		if ! deps=$(modprobe -d "$CACHE/unpack" -S "$kabi" --show-depends "$m" 2>/dev/null); then
+		if ! deps=$(modprobe -d "$tmp/unpack" -S "$kabi" --show-depends "$m" 2>/dev/null); then
 			say "note: no module $m in $kabi (skipped)"
 			continue
 		fi
@@ -135,14 +148,19 @@ if [ "$(cat "$kcache/stamp" 2>/dev/null)" != "$stamp" ]; then
 		if echo "$deps" | grep -q '^insmod '; then echo "$m" >>"$kcache/pxed.modules"; fi
 	done
 	depmod -b "$kcache/modules" "$kabi"
-	rm -rf "$CACHE/unpack"
+	rm -rf "$tmp/unpack"
 	echo "$stamp" >"$kcache/stamp"
+	# publish: replace an older pick, or keep one another build just made
+	rm -rf --one-file-system "$final.old.$$"
+	[ -d "$final" ] && mv "$final" "$final.old.$$"
+	mv -T "$kcache" "$final" 2>/dev/null || true
+	rm -rf --one-file-system "$final.old.$$"
+	kcache=$final
 fi
 kabi=$(cat "$kcache/release")
 
 # --- the initramfs tree ---------------------------------------------------------------
-root=$CACHE/root
-rm -rf "$root"
+root=$tmp/root
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/share/pxed,etc,proc,sys,dev,run,tmp,mnt,root}
 chmod 1777 "$root/tmp"
 mknod -m 600 "$root/dev/console" c 5 1
@@ -214,12 +232,15 @@ done
 
 # --- pack ---------------------------------------------------------------------------------
 mkdir -p "$OUT"
-(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | busybox cpio -o -H newc -R 0:0 2>/dev/null) |
-	gzip -6 -n >"$OUT/initramfs.new"
-cp "$kcache/vmlinuz" "$OUT/vmlinuz.new"
-mv "$OUT/initramfs.new" "$OUT/initramfs"
-mv "$OUT/vmlinuz.new" "$OUT/vmlinuz"
-rm -rf "$root"
+# Same inputs, same bytes: fixed times, owners and inode numbers (not
+# --ignore-devno: busybox cpio then zeroes the device nodes' numbers too).
+find "$root" -mindepth 1 -exec touch -h -d @0 {} +
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
+	busybox cpio -o -H newc -R 0:0 --renumber-inodes 2>/dev/null) |
+	gzip -6 -n >"$OUT/.initramfs.$$"
+cp "$kcache/vmlinuz" "$OUT/.vmlinuz.$$"
+mv "$OUT/.initramfs.$$" "$OUT/initramfs"
+mv "$OUT/.vmlinuz.$$" "$OUT/vmlinuz"
 
 size_i=$(stat -c %s "$OUT/initramfs")
 size_k=$(stat -c %s "$OUT/vmlinuz")

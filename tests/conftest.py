@@ -203,7 +203,7 @@ async def start_server(tmp_path: Path):
     """A factory: ``await start_server(boot_policy="always", …)`` starts pxed
     with those settings (and *config_text*, TOML, beneath them) in a fresh
     data dir; all are stopped afterwards."""
-    running: list[Server] = []
+    running: list[service.Pxed] = []
 
     async def start(config_text: str | None = None, **settings: Any) -> Server:
         data_dir = tmp_path / f"data{len(running)}"
@@ -216,18 +216,19 @@ async def start_server(tmp_path: Path):
         cfg = pxed_config.load(config_file, settings)
         px = service.build(cfg, reactor)
         px.service.startService()
+        # Stopped at teardown even if what follows fails: a pool thread
+        # left running would keep the test process from exiting.
+        running.append(px)
         port = await px.web.listening
         url = f"http://127.0.0.1:{port.getHost().port}"
         token = (Path(cfg.data_dir) / "admin.token").read_text().strip()
         anonymous = Client(url)
-        server = Server(px, cfg, url, anonymous, anonymous.bearer(token))
-        running.append(server)
-        return server
+        return Server(px, cfg, url, anonymous, anonymous.bearer(token))
 
     yield start
-    for server in reversed(running):
-        if server.pxed.service.running:
-            await server.pxed.service.stopService()
+    for px in reversed(running):
+        if px.service.running:
+            await px.service.stopService()
 
 
 @pytest_twisted.async_yield_fixture
