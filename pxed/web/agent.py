@@ -56,6 +56,7 @@ class AgentRoutes:
             "Size": latest.size if latest else None,
             "Sha256": latest.sha256 if latest else None,
             "Filesystem": own.filesystem,
+            "DiskCompressionStrategy": own.compression,
             "URL": f"{base}/machine/{mac}/image",
             "UploadURL": f"{base}/machine/{mac}/disk/{own.uuid}",
         }

@@ -128,6 +128,7 @@ async def test_boot_inform_takes_the_oldest_entry_and_describes_it(server):
     assert img_b["URL"] == f"{server.url}/image/{b}/1"
     assert work["MachineImage"]["UUID"] == m["ImageUUID"]
     assert work["MachineImage"]["Version"] == 0
+    assert work["MachineImage"]["DiskCompressionStrategy"] == "none"
     assert work["MachineImage"]["URL"] == f"{server.url}/machine/{MAC}/image"
     assert work["Machine"]["name"] == "m"
     assert work["Machine"]["MacAddresses"] == [{"Mac": MAC}]
