@@ -199,6 +199,24 @@ image_setups = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+
+def _frozen_images() -> list[sa.SchemaItem]:
+    """An image at one existing version, in a list: the entries of a setup,
+    and the snapshot of them a queue entry keeps."""
+    return [
+        sa.Column("image_uuid", sa.String(36), primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        # Capture this image back from the machine after use.
+        sa.Column("update", sa.Boolean, nullable=False),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["image_uuid", "version"],
+            ["image_versions.image_uuid", "image_versions.version"],
+            ondelete="CASCADE",
+        ),
+    ]
+
+
 # Frozen entries of a setup: an image at one existing version.
 setup_images = sa.Table(
     "setup_images",
@@ -209,16 +227,7 @@ setup_images = sa.Table(
         sa.ForeignKey("image_setups.uuid", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("image_uuid", sa.String(36), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    # Capture this image back from the machine after use.
-    sa.Column("update", sa.Boolean, nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.ForeignKeyConstraint(
-        ["image_uuid", "version"],
-        ["image_versions.image_uuid", "image_versions.version"],
-        ondelete="CASCADE",
-    ),
+    *_frozen_images(),
 )
 
 # The boot queue.  Each entry keeps a snapshot of its setup's images, so
@@ -260,15 +269,7 @@ boot_setup_images = sa.Table(
         sa.ForeignKey("boot_setups.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("image_uuid", sa.String(36), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("update", sa.Boolean, nullable=False),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.ForeignKeyConstraint(
-        ["image_uuid", "version"],
-        ["image_versions.image_uuid", "image_versions.version"],
-        ondelete="CASCADE",
-    ),
+    *_frozen_images(),
 )
 
 machine_logs = sa.Table(
