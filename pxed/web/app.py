@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +11,7 @@ from twisted.web.resource import IResource
 from pxed import macaddr
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
-from pxed.db import credentials, machines, queue
+from pxed.db import machines
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound
@@ -93,10 +92,6 @@ class PxedApp(
             raise NotFound(f"no machine with MAC {mac}")
         return machine
 
-    async def has_work(self, machine: Machine) -> bool:
-        """Whether the machine has queued or in-progress boot work."""
-        return await self.db.run(queue.thd_current, machine.id) is not None
-
     @asynccontextmanager
     async def blank_disk(
         self, size: int, filesystem: str, compression: str = "none"
@@ -111,24 +106,6 @@ class PxedApp(
             yield blank
         finally:
             await self.io.run(self.storage.discard, blank[0])
-
-    async def boot_token(self, machine: Machine) -> str | None:
-        """A fresh credential for the management OS, minted into the cmdline
-        on every answer (pixiecore may use any of them); all are revoked
-        when the machine's setup ends."""
-        lifetime = dt.timedelta(hours=self.config.machine_token_hours)
-        return await self.db.run(
-            credentials.thd_mint, machine.id, await self.work_images(machine), lifetime
-        )
-
-    async def work_images(self, machine: Machine) -> frozenset[str]:
-        """The images the machine's current work may read or write: those of
-        the entry a boot now would run, and the machine's own image."""
-        work = await self.db.run(queue.thd_current, machine.id)
-        scope = {machine.image_uuid}
-        if work is not None:
-            scope |= {i.image_uuid for i in work.images}
-        return frozenset(scope)
 
     @route("/static/", ["GET", "HEAD"], access="public", branch=True)
     async def static_files(self, request: IRequest) -> IResource:

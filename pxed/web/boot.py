@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr
-from pxed.db import events, machines
+from pxed.db import credentials, events, machines, queue
 from pxed.errors import BadRequest, NotFound
 from pxed.web.router import route
 
@@ -37,16 +39,28 @@ class BootRoutes:
     async def _decide(
         self, request: IRequest, machine: machines.Machine | None, mac: str
     ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
-        has_work = False if machine is None else await self.has_work(machine)
-        decision = bootconfig.decide(machine, self.config.boot_policy, has_work)
+        # The queue entry a boot now would run (in progress, else oldest).
+        work = None if machine is None else await self.db.run(queue.thd_current, machine.id)
+        decision = bootconfig.decide(machine, self.config.boot_policy, work is not None)
         if not decision.serve:
             return decision, None
         files = self.config.mgmtos.get(machine.architecture)
         if files is None:
             return bootconfig.Decision(False, f"no management OS for {machine.architecture}"), None
         base = self.base_url(request)
-        token = await self.boot_token(machine)
+        token = await self._mint(machine, work)
         return decision, bootconfig.params(files, base, mac, token)
+
+    async def _mint(self, machine: machines.Machine, work: queue.Work | None) -> str:
+        """A fresh credential for the management OS, minted into the cmdline
+        on every answer (pixiecore may use any of them), scoped to the
+        machine's own image and the images of *work*; all are revoked when
+        the work ends."""
+        scope = {machine.image_uuid}
+        if work is not None:
+            scope |= {i.image_uuid for i in work.images}
+        lifetime = dt.timedelta(hours=self.config.machine_token_hours)
+        return await self.db.run(credentials.thd_mint, machine.id, frozenset(scope), lifetime)
 
     @route("/v1/boot/<mac>", ["GET"], access="public")
     async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.web.iweb import IRequest
 
+from pxed.builder.worker import timings_of
 from pxed.db import builds
 from pxed.db.builds import Build
 from pxed.errors import BadRequest, NotFound, PayloadTooLarge
 from pxed.web.images import receive
+from pxed.web.render import iso
 from pxed.web.router import route
 from pxed.web.upload import BoundedBody, UploadBody
 
@@ -27,9 +29,6 @@ def _read_dockerfile(path) -> bytes:
 
 class BuildsRoutes:
     def build_json(self, request: IRequest, b: Build) -> dict:
-        from pxed.builder.worker import timings_of
-        from pxed.web.render import iso
-
         url = f"{self.base_url(request)}/build/{b.id}"
         return {
             "ID": b.id,
