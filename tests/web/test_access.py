@@ -5,6 +5,8 @@ has no sample for, fails here."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import pytest_twisted
 
@@ -39,8 +41,6 @@ def test_every_route_has_a_known_rule_and_goes_through_the_table():
 
 
 def concrete(path: str, samples: dict[str, str]) -> str:
-    import re
-
     def fill(m: re.Match) -> str:
         name = m.group(1).split(":")[-1]
         assert name in samples, f"{path}: no sample value for <{name}>"
