@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import zstandard
 
@@ -26,6 +27,15 @@ READ_SIZE = 1024 * 1024
 
 class InsufficientStorage(ApiError):
     status = 507
+
+
+class Staged(NamedTuple):
+    """A file received or made completely, in staging: where it is, how
+    big, its sha256."""
+
+    path: Path
+    size: int
+    sha256: str
 
 
 class Storage:
@@ -69,7 +79,7 @@ class Storage:
     def discard(self, staged: Path) -> None:
         staged.unlink(missing_ok=True)
 
-    def make_blank(self, size: int, filesystem: str, compression: str) -> tuple[Path, int, str]:
+    def make_blank(self, size: int, filesystem: str, compression: str) -> Staged:
         """A new disk of *size* bytes (sparse), formatted with *filesystem*,
         compressed as the image says, in staging.  Returns (path, size, sha256)."""
         raw, fd = self.new_staging("blank-")
@@ -79,7 +89,7 @@ class Storage:
             fd = -1
             _mkfs(raw, filesystem)
             if compression == "none":
-                return (raw, *file_digest(raw))
+                return Staged(raw, *file_digest(raw))
             packed, pfd = self.new_staging("blank-packed-")
             os.close(pfd)
             try:
@@ -88,7 +98,7 @@ class Storage:
                 packed.unlink(missing_ok=True)
                 raise
             raw.unlink()
-            return (packed, *file_digest(packed))
+            return Staged(packed, *file_digest(packed))
         except OSError as e:
             raw.unlink(missing_ok=True)
             if e.errno == errno.ENOSPC:

@@ -25,8 +25,7 @@ from pxed.db import builds, images
 from pxed.db.builds import Build
 from pxed.db.pool import DBPool
 from pxed.errors import ServiceUnavailable
-from pxed.storage import Storage, compress, file_digest
-from pxed.web.upload import Staged
+from pxed.storage import Staged, Storage, compress, file_digest
 from pxed.workers import IOPool
 
 log = Logger()

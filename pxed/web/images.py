@@ -11,13 +11,13 @@ from twisted.web.iweb import IRequest
 from pxed.db import images, machines, queue
 from pxed.db.images import Image, ImageFields
 from pxed.errors import BadRequest, Conflict, Forbidden, NotFound, UnsupportedMediaType
-from pxed.storage import InsufficientStorage
+from pxed.storage import InsufficientStorage, Staged
 from pxed.web import render
 from pxed.web.auth import check_owner
 from pxed.web.body import Fields, read_json
 from pxed.web.router import route
 from pxed.web.static import StaticFiles
-from pxed.web.upload import Staged, UploadBody
+from pxed.web.upload import UploadBody
 
 DEFAULT_SIZE = 512 * 1024 * 1024
 MAX_SIZE = 16 * 1024**4

@@ -15,13 +15,11 @@ import ctypes
 import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.internet.defer import Deferred, succeed
 
-from pxed.storage import Storage
+from pxed.storage import Staged, Storage
 
 CHUNK = 1024 * 1024
 # Chunks queued for the writer thread before the socket is paused.
@@ -38,15 +36,6 @@ def is_upload(content_type: bytes | None) -> bool:
         return False
     kind = content_type.split(b";")[0].strip().lower()
     return kind in (b"application/octet-stream", b"multipart/form-data")
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A file received completely: where it is, how big, its sha256."""
-
-    path: Path
-    size: int
-    sha256: str
 
 
 def _writeback_starter():
