@@ -13,13 +13,13 @@ import gzip
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import zstandard
 
+from pxed import tools
 from pxed.errors import ApiError
 
 READ_SIZE = 1024 * 1024
@@ -133,6 +133,7 @@ MKFS = {
 # FAT32 needs at least 65525 clusters; mkfs.fat only warns below that and
 # writes a volume that firmware and kernels may refuse.
 FAT32_MIN = 33 * 1024 * 1024
+MKFS_TIMEOUT = 600  # seconds; a sparse disk of any size formats in far less
 
 
 def _mkfs(path: Path, filesystem: str) -> None:
@@ -140,14 +141,14 @@ def _mkfs(path: Path, filesystem: str) -> None:
         return
     if filesystem == "fat32" and path.stat().st_size < FAT32_MIN:
         raise FormatError("fat32 needs a size of at least 33 MiB")
-    cmd = [*MKFS[filesystem], str(path)]
-    tool = shutil.which(cmd[0]) or shutil.which(cmd[0], path="/usr/sbin:/sbin")
-    if tool is None:
-        raise FormatError(f"{cmd[0]} is not installed on the server")
-    proc = subprocess.run([tool, *cmd[1:]], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise FormatError(f"{cmd[0]} failed: {detail[-1] if detail else proc.returncode}")
+    program, *args = MKFS[filesystem]
+    try:
+        tools.run([tools.find(program), *args, str(path)], timeout=MKFS_TIMEOUT)
+    except tools.ToolNotFound:
+        raise FormatError(f"{program} is not installed on the server") from None
+    except tools.ToolFailed as e:
+        # The client's to fix (a size the filesystem cannot use): its words.
+        raise FormatError(f"{program} failed: {e.detail or e.returncode}") from None
 
 
 def compress(src: Path, dst: Path, compression: str) -> None:
