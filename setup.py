@@ -34,6 +34,7 @@ setup(
         "python-multipart>=0.0.20,<0.1",
         "zstandard>=0.22,<1",
         "docker>=7,<8",
+        "msgspec>=0.18.6,<0.24",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],

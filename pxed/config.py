@@ -1,19 +1,32 @@
 """Configuration: built-in defaults, overridden by a TOML file, overridden by
-command-line options.  Every problem is reported as a ConfigError naming the
+command-line options.
+
+The dataclasses below are the schema.  Each field's type (with msgspec
+``Meta`` constraints where a plain type is not enough) is what a setting is
+checked against, and its default is what a missing setting gets; nothing
+else lists the settings.  etc/pxed.toml documents every one of them (a test
+holds it to that).  Every problem is raised as a ConfigError that names the
 setting, so startup can fail with one line instead of a traceback."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal, get_args, get_type_hints
+from urllib.parse import SplitResult, urlsplit
 
-BOOT_POLICIES = ("on-demand", "always")
+import msgspec
+from msgspec import Meta
+
 ARCHITECTURES = ("x86_64", "arm64")
+GITHUB_SECRET_ENV = "PXED_GITHUB_CLIENT_SECRET"
+
+Positive = Meta(gt=0)
+NonEmpty = Meta(min_length=1)
 
 
 class ConfigError(Exception):
@@ -27,7 +40,7 @@ class BootFiles:
     kernel and initrd are paths under the static dir (served at /static/) or
     absolute http(s) URLs."""
 
-    kernel: str
+    kernel: Annotated[str, NonEmpty]
     initrd: tuple[str, ...]
     cmdline: str = ""
 
@@ -60,28 +73,25 @@ class GitHub:
         return bool(self.client_id and self.client_secret)
 
 
-GITHUB_SECRET_ENV = "PXED_GITHUB_CLIENT_SECRET"
-
-
 @dataclass(frozen=True)
 class Config:
-    port: str = "tcp:4848"
+    port: Annotated[str, NonEmpty] = "tcp:4848"
     data_dir: Path = Path("var")
     database: str = ""
     base_url: str = ""
-    boot_policy: str = "on-demand"
+    boot_policy: Literal["on-demand", "always"] = "on-demand"
     static_dir: Path | None = None
     cors_origins: tuple[str, ...] = ()
     migrate: bool = True
-    session_hours: float = 8.0
-    machine_token_hours: float = 4.0
+    session_hours: Annotated[float, Positive] = 8.0
+    machine_token_hours: Annotated[float, Positive] = 4.0
     # Image builds: the Docker engine ("" = $DOCKER_HOST, else the local
     # socket), how many run at once, when one is killed, and room left free
     # on a built disk's root filesystem.
     docker_host: str = ""
-    build_concurrency: int = 1
-    build_timeout: float = 3600.0
-    build_headroom_mib: int = 256
+    build_concurrency: Annotated[int, Positive] = 1
+    build_timeout: Annotated[float, Positive] = 3600.0
+    build_headroom_mib: Annotated[int, Positive] = 256
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 
@@ -96,106 +106,86 @@ class Config:
         return self.static_dir if self.static_dir is not None else self.data_dir / "static"
 
 
-# setting name -> (type check description, converter)
-def _str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{name}: expected a string, got {type(value).__name__}")
-    return value
+def defaults() -> dict[str, Any]:
+    """The default Config as TOML-shaped data: the tables a file and the
+    command line are merged into, and the list of every known setting."""
+    return msgspec.to_builtins(Config(), enc_hook=str)
 
 
-def _path(name: str, value: Any) -> Path:
-    return Path(_str(name, value)).expanduser()
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    return value
-
-
-def _str_list(name: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name}: expected a list of strings")
-    return tuple(value)
-
-
-def _hours(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{name}: expected a positive number of hours, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
-    return value
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-_CONVERTERS = {
-    "docker_host": _str,
-    "build_concurrency": _positive_int,
-    "build_timeout": _seconds,
-    "build_headroom_mib": _positive_int,
-    "session_hours": _hours,
-    "machine_token_hours": _hours,
-    "port": _str,
-    "data_dir": _path,
-    "database": _str,
-    "base_url": _str,
-    "boot_policy": _str,
-    "static_dir": _path,
-    "cors_origins": _str_list,
-    "migrate": _bool,
-}
-
-
-def _boot_files(arch: str, table: Any, default: BootFiles | None) -> BootFiles:
-    prefix = f"mgmtos.{arch}"
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"{prefix}: unknown architecture (known: {', '.join(ARCHITECTURES)})")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{prefix}: expected a table")
-    unknown = set(table) - {"kernel", "initrd", "cmdline"}
-    if unknown:
-        raise ConfigError(f"{prefix}.{sorted(unknown)[0]}: unknown setting")
-    base = default or BootFiles(kernel="", initrd=())
-    kernel = _str(f"{prefix}.kernel", table.get("kernel", base.kernel))
-    initrd_value = table.get("initrd", list(base.initrd))
-    if isinstance(initrd_value, str):
-        initrd_value = [initrd_value]
-    initrd = _str_list(f"{prefix}.initrd", initrd_value)
-    cmdline = _str(f"{prefix}.cmdline", table.get("cmdline", base.cmdline))
-    if not kernel:
-        raise ConfigError(f"{prefix}.kernel: must not be empty")
-    return BootFiles(kernel=kernel, initrd=initrd, cmdline=cmdline)
-
-
-def _github(table: Any, env: dict[str, str]) -> GitHub:
-    if not isinstance(table, dict):
-        raise ConfigError("github: expected a table")
-    known = {f.name for f in dataclasses.fields(GitHub)}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"github.{sorted(unknown)[0]}: unknown setting")
-    values = {k: _str(f"github.{k}", v) for k, v in table.items()}
+def load(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Build a Config from the defaults, the TOML file at *path* (if any) and
+    *overrides* (command-line options; None values are ignored).  *env*
+    (default: os.environ) may carry the GitHub client secret."""
+    env = dict(os.environ) if env is None else env
+    raw = defaults()
+    if path is not None:
+        _merge(raw, _read_file(Path(path)), f" in {path}")
+    _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None}, "")
     if env.get(GITHUB_SECRET_ENV):
-        values["client_secret"] = env[GITHUB_SECRET_ENV]
-    github = GitHub(**values)
-    for key in ("url", "api_url"):
-        parts = urlsplit(getattr(github, key))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"github.{key}: must be an http(s) URL")
-    if bool(github.client_id) != bool(github.client_secret):
-        raise ConfigError(
-            f"github: client_id and client_secret (or ${GITHUB_SECRET_ENV}) go together"
-        )
-    return github
+        raw["github"]["client_secret"] = env[GITHUB_SECRET_ENV]
+    # TOML has no null: an empty string leaves an optional setting unset.
+    for key, value in defaults().items():
+        if value is None and raw[key] == "":
+            raw[key] = None
+    # Converted one architecture at a time so an error names it (msgspec
+    # does not put dict keys in its error paths).
+    boot = {}
+    for arch, table in raw["mgmtos"].items():
+        if isinstance(table.get("initrd"), str):  # a lone initrd needs no list
+            table["initrd"] = [table["initrd"]]
+        boot[arch] = _convert(table, BootFiles, f"mgmtos.{arch}")
+    config = _convert(raw | {"mgmtos": boot}, Config)
+    validate(config)
+    return config
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Lay *new* over *into*, table by table.  *into* starts as the defaults,
+    so it holds every known key: anything else is a misspelt setting."""
+    for key, value in new.items():
+        name = prefix + key
+        if key not in into:
+            close = difflib.get_close_matches(key, into, n=1)
+            if close:
+                hint = f" (did you mean {prefix}{close[0]}?)"
+            else:  # a table's few keys are worth listing; the top level's are not
+                hint = f" (known: {', '.join(into)})" if prefix else ""
+            raise ConfigError(f"{name}: unknown setting{source}{hint}")
+        if isinstance(into[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a table, got {type(value).__name__}")
+            _merge(into[key], value, source, name + ".")
+        else:
+            into[key] = value
+
+
+def _convert(data: Any, cls: type, prefix: str = "") -> Any:
+    """msgspec checks *data* against the types of *cls*'s fields; its error
+    ("Expected `int` >= 1 - at `$.build_concurrency`") is turned round into
+    ours ("build_concurrency: expected int >= 1")."""
+    try:
+        return msgspec.convert(data, cls, strict=True, dec_hook=_decode_path)
+    except msgspec.ValidationError as e:
+        message, _, where = str(e).partition(" - at `$")
+        where = where.rstrip("`").lstrip(".")
+        name = ".".join(part for part in (prefix, where) if part)
+        message = message.replace("`", "")
+        if message.startswith("Invalid enum value "):  # a Literal field: list its values
+            allowed = ", ".join(get_args(get_type_hints(cls).get(where)))
+            message = f"must be one of {allowed}, got {message.split(' ', 3)[3]}"
+        raise ConfigError(f"{name}: {message[:1].lower()}{message[1:]}") from None
+
+
+def _decode_path(cls: type, value: Any) -> Any:
+    if cls is Path:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected a path (a string), got {type(value).__name__}")
+        return Path(value).expanduser()
+    raise NotImplementedError
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -210,62 +200,36 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
 
 
-def load(
-    path: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None,
-) -> Config:
-    """Build a Config from the defaults, the TOML file at *path* (if any) and
-    *overrides* (command-line options; None values are ignored).  *env*
-    (default: os.environ) may carry the GitHub client secret."""
-    env = dict(os.environ) if env is None else env
-    values: dict[str, Any] = {}
-    mgmtos = _default_boot()
-    github_table: dict[str, Any] = {}
-    if path is not None:
-        data = _read_file(Path(path))
-        for key, value in data.items():
-            if key == "github":
-                github_table = value
-            elif key == "mgmtos":
-                if not isinstance(value, dict):
-                    raise ConfigError("mgmtos: expected a table of architectures")
-                for arch, table in value.items():
-                    mgmtos[arch] = _boot_files(arch, table, mgmtos.get(arch))
-            elif key in _CONVERTERS:
-                values[key] = _CONVERTERS[key](key, value)
-            else:
-                raise ConfigError(f"{key}: unknown setting in {path}")
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key not in _CONVERTERS:
-            raise ConfigError(f"{key}: unknown setting")
-        values[key] = _CONVERTERS[key](key, value)
-    config = Config(**values, mgmtos=mgmtos, github=_github(github_table, env))
-    validate(config)
-    return config
+def _web_url(url: str) -> SplitResult | None:
+    """*url* split, if it is an absolute http(s) URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        return None
+    return parts if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def validate(config: Config) -> None:
-    if config.boot_policy not in BOOT_POLICIES:
-        raise ConfigError(
-            f"boot_policy: must be one of {', '.join(BOOT_POLICIES)}, got {config.boot_policy!r}"
-        )
+    """What the field types cannot say: URLs and settings that go together."""
     if config.base_url:
-        parts = urlsplit(config.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        parts = _web_url(config.base_url)
+        if parts is None:
             raise ConfigError(
                 f"base_url: must be an http:// or https:// URL, got {config.base_url!r}"
             )
         if parts.query or parts.fragment:
             raise ConfigError("base_url: must not have a query or fragment")
-    if not config.port:
-        raise ConfigError("port: must not be empty")
     for origin in config.cors_origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+        parts = _web_url(origin)
+        if parts is None or parts.path:
             raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
+    for key in ("url", "api_url"):
+        if _web_url(getattr(config.github, key)) is None:
+            raise ConfigError(f"github.{key}: must be an http(s) URL")
+    if bool(config.github.client_id) != bool(config.github.client_secret):
+        raise ConfigError(
+            f"github: client_id and client_secret (or ${GITHUB_SECRET_ENV}) go together"
+        )
     if config.database:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pxed import config
+
+EXAMPLE = Path(__file__).parent.parent / "etc" / "pxed.toml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -47,8 +52,45 @@ def test_file_overrides_defaults_and_options_override_file(tmp_path):
 
 
 def test_shipped_example_config_is_valid_and_matches_defaults():
-    example = Path(__file__).parent.parent / "etc" / "pxed.toml"
-    assert config.load(example) == config.load()
+    assert config.load(EXAMPLE) == config.load()
+
+
+def settings(table: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted names of every setting in a TOML-shaped table."""
+    names = set()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            names |= settings(value, f"{prefix}{key}.")
+        else:
+            names.add(prefix + key)
+    return names
+
+
+def test_shipped_example_lists_every_setting_with_its_default(tmp_path):
+    # Uncomment the "# key = value" and "# [table]" lines (not the indented
+    # examples in the prose): that must be a complete config equal to the
+    # defaults, so a new field without its documented line fails here.
+    setting_line = re.compile(r"^# (\[[\w.]+\]|\w+ = .*)$")
+    lines = [m[1] for line in EXAMPLE.read_text().splitlines() if (m := setting_line.match(line))]
+    text = "\n".join(lines)
+    assert settings(tomllib.loads(text)) == settings(config.defaults())
+    assert config.load(write(tmp_path, text), env={}) == config.load(env={})
+
+
+def test_every_command_line_option_is_a_setting():
+    from twisted.plugins.pxed_plugin import Options
+
+    known = config.defaults()
+    for name, *_ in Options.optParameters + Options.optFlags:
+        if name not in ("config", "no-migrate"):
+            assert name.replace("-", "_") in known, name
+
+
+def test_environment_supplies_the_github_secret(tmp_path):
+    path = write(tmp_path, '[github]\nclient_id = "Iv1.x"\n')
+    cfg = config.load(path, env={config.GITHUB_SECRET_ENV: "s3cret"})
+    assert cfg.github.enabled
+    assert "s3cret" not in repr(cfg)
 
 
 @pytest.mark.parametrize(
@@ -63,8 +105,21 @@ def test_shipped_example_config_is_valid_and_matches_defaults():
         ("[mgmtos.sparc]\nkernel = 'k'", {}, "mgmtos.sparc"),
         ("[mgmtos.x86_64]\nkernal = 'k'", {}, "mgmtos.x86_64.kernal"),
         ("[mgmtos.x86_64]\ninitrd = [1]", {}, "mgmtos.x86_64.initrd"),
+        ("[mgmtos.x86_64]\nkernel = ''", {}, "mgmtos.x86_64.kernel"),
+        ("mgmtos = 5", {}, "mgmtos"),
         ("this is not toml", {}, "config"),
         ('database = "not a url"', {}, "database"),
+        ("session_hours = 0", {}, "session_hours"),
+        ("build_concurrency = true", {}, "build_concurrency"),
+        ("build_timeout = -1", {}, "build_timeout"),
+        ('migrate = "no"', {}, "migrate"),
+        ("data_dir = 5", {}, "data_dir"),
+        ('cors_origins = ["https://x/path"]', {}, "cors_origins"),
+        ('base_url = "http://[::1"', {}, "base_url"),
+        ("[github]\nurl = 'github.com'", {}, "github.url"),
+        ("[github]\nclient_id = 'x'", {}, "github"),
+        ("github = 'x'", {}, "github"),
+        ("", {"colour": "blue"}, "colour"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, text, overrides, setting):
@@ -72,6 +127,28 @@ def test_bad_settings_name_the_setting(tmp_path, text, overrides, setting):
         config.load(write(tmp_path, text), overrides)
     assert str(e.value).startswith(setting + ":") or setting in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_messages_say_what_was_expected(tmp_path):
+    def error(text: str) -> str:
+        with pytest.raises(config.ConfigError) as e:
+            config.load(write(tmp_path, text), env={})
+        return str(e.value)
+
+    assert error('boot_policy = "x"') == "boot_policy: must be one of on-demand, always, got 'x'"
+    assert error("port = 4848") == "port: expected str, got int"
+    assert error("build_concurrency = 0") == "build_concurrency: expected int >= 1"
+    assert error("prot = 'x'").endswith(
+        "unknown setting in " + str(tmp_path / "pxed.toml") + " (did you mean port?)"
+    )
+    assert error("[mgmtos.sparc]\nkernel = 'k'").endswith("(known: x86_64, arm64)")
+
+
+def test_empty_string_leaves_an_optional_setting_unset(tmp_path):
+    cfg = config.load(write(tmp_path, 'static_dir = ""'), {"static_dir": ""})
+    assert cfg.static_dir is None
+    assert cfg.static_path == Path("var/static")
+    assert config.load(None, {"static_dir": "~/s"}).static_dir == Path("~/s").expanduser()
 
 
 def test_missing_file(tmp_path):

@@ -37,15 +37,14 @@ class PxedServiceMaker:
         from pxed import config as pxed_config
         from pxed import service
 
+        # Each option is the setting of the same name (--data-dir: data_dir);
+        # an option not given is None and leaves the file's value alone.
         overrides = {
-            "port": options["port"],
-            "data_dir": options["data-dir"],
-            "database": options["database"],
-            "base_url": options["base-url"],
-            "boot_policy": options["boot-policy"],
-            "static_dir": options["static-dir"],
-            "migrate": False if options["no-migrate"] else None,
+            name.replace("-", "_"): options[name]
+            for name, *_ in Options.optParameters
+            if name != "config"
         }
+        overrides["migrate"] = False if options["no-migrate"] else None
         try:
             cfg = pxed_config.load(options["config"], overrides)
             return service.makeService(cfg)
