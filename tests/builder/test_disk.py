@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from pxed.builder import disk
+from pxed.builder.disk import bootdisk
 from tests.conftest import IN_CI, require_tool
 
 MIB = 1024 * 1024
@@ -384,7 +385,7 @@ def test_missing_bootloader_and_tools_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     # A tool failing: a root far too small for its content.
-    monkeypatch.setattr(disk, "_root_geometry", lambda census, headroom: (2 * MIB, 64))
+    monkeypatch.setattr(bootdisk, "_root_geometry", lambda census, headroom: (2 * MIB, 64))
     with pytest.raises(disk.AssemblyError, match=r"^mke2fs failed \(exit \d+\): ") as e:
         disk.make_disk(tar, image, work)
     assert "\n" not in e.value.message
@@ -494,6 +495,24 @@ def _unprivileged_python() -> str | None:
     return None
 
 
+def _disk_sources(dest: Path) -> Path:
+    """A copy of the disk package and what it imports from pxed, readable by
+    anyone, as the import root for a bare interpreter: the package needs
+    nothing else (the installed pxed may sit under a private /root)."""
+    pxed_dir = Path(disk.__file__).parents[2]
+    for part in ("__init__.py", "tools.py", "builder/__init__.py"):
+        (dest / "pxed" / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pxed_dir / part, dest / "pxed" / part)
+    shutil.copytree(
+        pxed_dir / "builder" / "disk",
+        dest / "pxed" / "builder" / "disk",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for path in [dest, *dest.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return dest
+
+
 def test_make_disk_as_an_unprivileged_user(tmp_path):
     tools()
     if os.geteuid() != 0:
@@ -523,15 +542,13 @@ def test_make_disk_as_an_unprivileged_user(tmp_path):
         if prefix:
             os.chown(work, 65534, 65534)
         image = base / "disk.img"
-        module = Path(disk.__file__)
+        source = _disk_sources(base / "src")
         script = textwrap.dedent(
             f"""
-            import dataclasses, importlib.util, json, os, sys
+            import dataclasses, json, os, sys
             assert os.geteuid() != 0 or not {bool(prefix)}
-            spec = importlib.util.spec_from_file_location("disk", {str(module)!r})
-            disk = importlib.util.module_from_spec(spec)
-            sys.modules["disk"] = disk
-            spec.loader.exec_module(disk)
+            sys.path.insert(0, {str(source)!r})
+            from pxed.builder import disk
             layout = disk.make_disk({str(tar)!r}, {str(image)!r}, {str(work)!r},
                                     headroom=16 * 1024 * 1024)
             print(json.dumps(dataclasses.asdict(layout)))
