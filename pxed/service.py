@@ -186,7 +186,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     builder = BuildWorker(config, db, engine, io, storage, reactor)
     builder.setServiceParent(top)
     app = PxedApp(config, db, io, storage, builder, reactor)
-    site = PxedSite(app.resource(), config.cors_origins, storage, reactor)
+    site = PxedSite(app.resource(), config.cors_origins, storage, reactor, io)
     web = WebService(config.port, site, reactor)
     web.setServiceParent(top)
     return Pxed(top, db, app, web, builder)

@@ -13,6 +13,7 @@ from pxed.storage import READ_SIZE, Storage
 from pxed.web.body import MAX_JSON_BODY
 from pxed.web.cors import CORS
 from pxed.web.upload import BoundedBody, UploadBody, is_upload
+from pxed.workers import ThreadPoolService
 
 access_log = Logger(namespace="pxed.access")
 
@@ -34,7 +35,7 @@ class PxedRequest(Request):
             # 64 KiB on this machine kind (DESIGN.md).
             if hasattr(self.channel.transport, "bufferSize"):
                 self.channel.transport.bufferSize = READ_SIZE
-            self.content = UploadBody(site.storage, site.reactor, ctype, self.channel.transport)
+            self.content = UploadBody(site.storage, site.io, ctype, self.channel.transport)
         else:
             self.content = BoundedBody(MAX_JSON_BODY)
 
@@ -56,6 +57,7 @@ class PxedSite(Site):
         cors_origins: tuple[str, ...] = (),
         storage: Storage | None = None,
         reactor=None,
+        io: ThreadPoolService | None = None,
     ) -> None:
         # parsePOSTFormSubmission=False: Twisted would otherwise parse whole
         # multipart bodies into memory.
@@ -63,6 +65,7 @@ class PxedSite(Site):
         self.cors = CORS(cors_origins)
         self.storage = storage
         self.reactor = reactor
+        self.io = io  # writes and hashes uploads
 
     def log(self, request: Request) -> None:
         # The path only: query strings may carry secrets (OAuth codes).

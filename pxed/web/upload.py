@@ -4,22 +4,29 @@ they arrive, never held in memory or written to /tmp.
 PxedRequest.gotLength installs an UploadBody as ``request.content`` when the
 Content-Type is ``application/octet-stream`` or ``multipart/form-data``.
 Twisted then writes the body into it piece by piece.  Each file goes to a
-StagedUpload, which hashes and writes on a thread of its own, in order, and
-pauses the socket while it is behind, so memory stays flat whatever the
+StagedUpload, which writes and hashes it on the server's IO pool, in order,
+and pauses the socket while it is behind, so memory stays flat whatever the
 size.  Twisted closes the content when the request ends: whatever a handler
 did not commit is removed then."""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxed.storage import Staged, Storage
+from pxed.workers import PoolStopped, ThreadPoolService
+
+log = Logger()
 
 CHUNK = 1024 * 1024
 # Chunks queued for the writer thread before the socket is paused.
@@ -57,13 +64,17 @@ WRITEBACK_EVERY = 32 * 1024 * 1024
 
 class StagedUpload:
     """One file being received.  The pieces Twisted hands over are neither
-    joined nor copied: a writer thread writes them (writev) while a hasher
-    thread hashes them, each in order; both release the GIL, so they run
-    beside the reactor's HTTP parsing."""
+    joined nor copied: each chunk is written (writev) by one pool call and
+    hashed by another.  Writes form one chain of Deferreds and hashes
+    another, so each runs after the one before it (the file and the digest
+    come out in order), while a write and a hash run beside each other and
+    beside the reactor's HTTP parsing: both release the GIL."""
 
-    def __init__(self, storage: Storage, reactor, pressure) -> None:
+    def __init__(
+        self, storage: Storage, pool: ThreadPoolService, pressure: Callable[[bool], None]
+    ) -> None:
         self._storage = storage
-        self._reactor = reactor
+        self._pool = pool
         self._pressure = pressure
         self.path, fd = storage.new_staging()
         self._fd = fd
@@ -71,12 +82,15 @@ class StagedUpload:
         self.size = 0
         self._pieces: list[bytes] = []
         self._buffered = 0
+        # Chunks handed to the pool and not yet both written and hashed.
         self._pending = 0
         self._written = 0
         self._synced = 0
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="pxed-upload-write")
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="pxed-upload-hash")
-        self._idle: list[Deferred[None]] = []
+        # Each chain is one Deferred that links are added to; a link's pool
+        # call starts when the links before it have finished.  Every link
+        # records its own errors, so the chains never stop on one.
+        self._writes: Deferred[None] = succeed(None)
+        self._hashes: Deferred[None] = succeed(None)
         self.error: OSError | None = None
         self.closed = False
 
@@ -91,23 +105,42 @@ class StagedUpload:
 
     def _submit(self) -> None:
         pieces, self._pieces, self._buffered = self._pieces, [], 0
+        if self._pool.stopping:
+            # The server is shutting down: the pool finishes what it has,
+            # but an upload that goes on arriving must not keep it busy.
+            # The connection is closed once the pools have stopped.
+            self.error = OSError(errno.ESHUTDOWN, "pxed is shutting down")
+            return
         self._pending += 1
         if self._pending >= HIGH_WATER:
             self._pressure(True)
         halves = [2]
+        self._link(self._writes, self._write_pieces, pieces)
+        self._writes.addCallback(self._half_done, halves)
+        self._link(self._hashes, self._hash_pieces, pieces)
+        self._hashes.addCallback(self._half_done, halves)
 
-        def half_done(_: Future) -> None:
-            self._reactor.callFromThread(self._half_done, halves)
+    def _link(self, chain: Deferred[None], fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the pool once everything on *chain* has run."""
+        chain.addCallback(lambda _: self._pool.run(fn, *args))
+        chain.addErrback(self._record)
 
-        self._writer.submit(self._write_pieces, pieces).add_done_callback(half_done)
-        self._hasher.submit(self._hash_pieces, pieces).add_done_callback(half_done)
+    def _record(self, failure: Failure) -> None:
+        if isinstance(failure.value, OSError):
+            self.error = self.error or failure.value
+            return
+        if not failure.check(PoolStopped):
+            log.failure("upload to {path}", failure, path=str(self.path))
+        self.error = self.error or OSError(errno.EIO, failure.getErrorMessage())
 
     def _hash_pieces(self, pieces: list[bytes]) -> None:
+        if self.closed:  # aborted: nobody will read the digest
+            return
         for piece in pieces:
             self._hash.update(piece)
 
     def _write_pieces(self, pieces: list[bytes]) -> None:
-        if self.error is not None or self._fd < 0:
+        if self.error is not None or self._fd < 0 or self.closed:
             return
         try:
             views = [memoryview(p) for p in pieces]
@@ -124,38 +157,28 @@ class StagedUpload:
         except OSError as e:
             self.error = e
 
-    def _half_done(self, halves: list[int]) -> None:
+    def _half_done(self, _: None, halves: list[int]) -> None:
         halves[0] -= 1
         if halves[0]:
             return
         self._pending -= 1
         if self._pending <= LOW_WATER:
             self._pressure(False)
-        if self._pending == 0:
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
 
-    def _when_idle(self) -> Deferred[None]:
-        if self._pending == 0:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        return d
-
-    async def finish(self) -> Staged:
-        """Wait until every byte is written and on disk."""
-        if self._pieces:
-            self._submit()
-        await self._when_idle()
-        if self.error is None:
-            fut = self._writer.submit(os.fsync, self._fd)
-            d: Deferred[None] = Deferred()
-            fut.add_done_callback(lambda f: self._reactor.callFromThread(_settle, d, f))
+    def _fsync(self) -> None:
+        if self.error is None and self._fd >= 0:
             try:
-                await d
+                os.fsync(self._fd)
             except OSError as e:
                 self.error = e
+
+    async def finish(self) -> Staged:
+        """Wait until every byte is written, hashed and on disk."""
+        if self._pieces:
+            self._submit()
+        self._link(self._writes, self._fsync)
+        await _after(self._writes)
+        await _after(self._hashes)
         if self.error is not None:
             raise self.error
         return Staged(self.path, self.size, self._hash.hexdigest())
@@ -165,9 +188,18 @@ class StagedUpload:
         if self.closed:
             return
         self.closed = True
-        self._writer.submit(self._close_fd)
-        self._writer.shutdown(wait=False)
-        self._hasher.shutdown(wait=False)
+        self._pieces = []
+        # After the writes already queued, which then return at once.
+        self._writes.addCallback(lambda _: self._pool.run(self._close_fd))
+        self._writes.addErrback(self._close_without_pool)
+
+    def _close_without_pool(self, failure: Failure) -> None:
+        # The pool has stopped (the connection outlived the server's
+        # services at shutdown): a close and an unlink, here and now.
+        if failure.check(PoolStopped):
+            self._close_fd()
+        else:
+            log.failure("removing {path}", failure, path=str(self.path))
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -176,20 +208,27 @@ class StagedUpload:
         self._storage.discard(self.path)
 
 
-def _settle(d: Deferred, future: Future) -> None:
-    exc = future.exception()
-    if exc is not None:
-        d.errback(exc)
-    else:
-        d.callback(future.result())
+def _after(chain: Deferred[None]) -> Deferred[None]:
+    """Fires once everything added to *chain* so far has run (awaiting the
+    chain itself would hand its result to the awaiting coroutine)."""
+    d: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        d.callback(None)
+        return result
+
+    chain.addBoth(fire)
+    return d
 
 
 class UploadBody:
     """The file-like object Twisted writes the request body into."""
 
-    def __init__(self, storage: Storage, reactor, content_type: bytes, transport) -> None:
+    def __init__(
+        self, storage: Storage, pool: ThreadPoolService, content_type: bytes, transport
+    ) -> None:
         self._storage = storage
-        self._reactor = reactor
+        self._pool = pool
         self._transport = transport
         self._paused = False
         self.complete = False
@@ -214,7 +253,7 @@ class UploadBody:
             self.files["file"] = self._new_file()
 
     def _new_file(self) -> StagedUpload:
-        return StagedUpload(self._storage, self._reactor, self._set_pressure)
+        return StagedUpload(self._storage, self._pool, self._set_pressure)
 
     def _set_pressure(self, behind: bool) -> None:
         # Pause reading while the writer is behind.  Once the body is
