@@ -5,7 +5,7 @@ own Timings).  A measurement, not a test.
     python bench/build.py [--runs 3] [--out bench/results]
 
 Uses $DOCKER_HOST or the local engine, else starts dockerd (root, Debian's
-docker.io) as the tests do; pxed runs as `twistd -n pxed` on loopback."""
+docker.io) as the tests do (bench/engine.py); pxed runs as `twistd -n pxed` on loopback."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.docker_fixtures import find_or_start_engine, import_base_image, stop_engine  # noqa: E402
+from bench.engine import NoEngine, find_or_start_engine, import_base_image, stop_engine  # noqa: E402
 
 DOCKERFILE = (
     "FROM pxed-test-busybox:latest\n"
@@ -57,7 +57,11 @@ def main() -> int:
     work = ROOT / "bench" / ".work" / "build"
     subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
-    host, dockerd = find_or_start_engine()
+    try:
+        host, dockerd = find_or_start_engine()
+    except NoEngine as e:
+        print(f"build benchmark: {e}", file=sys.stderr)
+        return 1
     import_base_image(host, work)
     port = 18700 + os.getpid() % 1000
     server = subprocess.Popen(
