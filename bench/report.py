@@ -266,7 +266,8 @@ def boot_markdown(r: dict) -> str:
         f"connection, one request every {b['interval_ms']} ms or right after a slower answer",
         f"- Upload: {b['size_gib']} GiB (`POST /image/{{uuid}}`, raw body sent with "
         f"sendfile from the page cache), {b['runs']} timed runs per server after an "
-        "untimed one, each after an untimed `dd` of the same size and `sync`",
+        "untimed one, each after an untimed `dd` of the same size and `sync`; both "
+        "servers up, runs alternating (before, after, after, before, ...)",
         "",
         "## Machine",
         "",
@@ -275,8 +276,9 @@ def boot_markdown(r: dict) -> str:
         "## Latency of the boot answer (ms)",
         "",
         "Requests in flight at any moment of the window, all runs together. "
-        "*Commit* is from the last body byte sent to the upload's answer: pxed "
-        "finishes hashing, fsyncs, renames and records the version.",
+        "*Idle*: the second before each upload. *Whole upload*: request sent → "
+        "answer. *Commit*: last body byte sent → answer (pxed finishes hashing, "
+        "fsyncs, renames and records the version).",
         "",
         "| server, window | requests | p50 | p99 | max | p99 corrected |",
         "|---|---|---|---|---|---|",
@@ -289,13 +291,14 @@ def boot_markdown(r: dict) -> str:
         ]
     lines += [
         "",
-        "| server | upload s (runs) | of which commit s |",
-        "|---|---|---|",
+        "| server | upload s (runs) | of which commit s | upload GB/s |",
+        "|---|---|---|---|",
     ]
     for name, s in servers.items():
         lines.append(
             f"| {name} | {', '.join(map(str, s['upload_seconds']))} "
-            f"| {', '.join(map(str, s['commit_seconds']))} |"
+            f"| {', '.join(map(str, s['commit_seconds']))} "
+            f"| {', '.join(str(r['upload_gbps']) for r in s['runs'])} |"
         )
     if "commit_p99_after_over_before" in b:
         ratio = b["commit_p99_after_over_before"]
