@@ -6,7 +6,7 @@
 3. IO pool (file work: hashing, fsync, mkfs).
 4. Docker engine pool, then the build worker (fails builds a stopped
    daemon left unfinished, then starts queued ones).
-5. Web service (the listening port).
+5. Web service (the listening port: Twisted's StreamServerEndpointService).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -19,12 +19,14 @@ import tempfile
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from pxed.bootstrap import bootstrap_admin
 from pxed.builder.engine import DockerEngine
@@ -32,6 +34,7 @@ from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db import migrate
 from pxed.db.pool import DBPool, make_engine
+from pxed.imagestore import ImageStore
 from pxed.storage import Storage
 from pxed.web.app import PxedApp
 from pxed.web.site import PxedSite
@@ -122,41 +125,42 @@ def prepare(config: Config) -> sa.Engine:
     return engine
 
 
-class WebService(Service):
-    name = "web"
+@implementer(IStreamServerEndpoint)
+class AnnouncedEndpoint:
+    """An endpoint that says where it listens: logs the address and fires
+    ``listening`` with the port (tests read their ephemeral port there)."""
 
-    def __init__(self, description: str, site: PxedSite, reactor) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, description: str) -> None:
+        self._endpoint = endpoint
         self._description = description
-        self._site = site
-        self._reactor = reactor
-        self._port: IListeningPort | None = None
-        self.listening: Deferred[IListeningPort] | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
 
-    def startService(self) -> None:
-        super().startService()
-        self.listening = serverFromString(self._reactor, self._description).listen(self._site)
-        self.listening.addCallbacks(self._listened, self._failed)
+    def listen(self, factory) -> Deferred[IListeningPort]:
+        d = self._endpoint.listen(factory)
+        d.addCallbacks(self._listened, self._failed)
+        return d
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
-        self._port = port
         log.info("pxed listening on {address}", address=port.getHost())
+        self.listening.callback(port)
         return port
 
     def _failed(self, failure: Failure) -> Failure:
-        log.critical(
-            "port: cannot listen on {port}: {error}",
-            port=self._description,
-            error=failure.getErrorMessage(),
-        )
-        if self._reactor.running:
-            self._reactor.stop()
+        self.listening.errback(failure)
+        self.listening.addErrback(lambda _: None)  # reported by the service
         return failure
 
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._port is not None:
-            return self._port.stopListening()
-        return None
+
+def web_service(description: str, site: PxedSite, reactor) -> StreamServerEndpointService:
+    """The listening port, as Twisted's own service: twistd binds it in
+    privilegedStartService, before it drops privileges, and a port that
+    cannot be bound stops the start with the error."""
+    endpoint = AnnouncedEndpoint(serverFromString(reactor, description), description)
+    web = StreamServerEndpointService(endpoint, site)
+    # Documented on the class: fail startService instead of only logging.
+    web._raiseSynchronously = True
+    web.setName("web")
+    return web
 
 
 @dataclass
@@ -166,7 +170,8 @@ class Pxed:
     service: MultiService
     db: DBPool
     app: PxedApp
-    web: WebService
+    web: StreamServerEndpointService
+    store: ImageStore | None = None
     builder: BuildWorker | None = None
 
 
@@ -185,11 +190,12 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     engine.setServiceParent(top)
     builder = BuildWorker(config, db, engine, io, storage, reactor)
     builder.setServiceParent(top)
-    app = PxedApp(config, db, io, storage, builder, reactor)
+    store = ImageStore(db, io, storage)
+    app = PxedApp(config, db, io, store, builder, reactor)
     site = PxedSite(app.resource(), config.cors_origins, storage, reactor, io)
-    web = WebService(config.port, site, reactor)
+    web = web_service(config.port, site, reactor)
     web.setServiceParent(top)
-    return Pxed(top, db, app, web, builder)
+    return Pxed(top, db, app, web, builder, store)
 
 
 def makeService(config: Config, reactor=None) -> MultiService:

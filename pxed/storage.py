@@ -63,15 +63,35 @@ class Storage:
         fd, name = tempfile.mkstemp(dir=self.staging, prefix=prefix)
         return Path(name), fd
 
-    def commit(self, staged: Path, image_uuid: str, version: int) -> Path:
-        """Durably move a fully written staging file into place."""
+    def place(self, staged: Path, image_uuid: str, first: int) -> int:
+        """Durably move a fully written staging file into place as a new
+        version, numbered *first* or the next number free on disk (another
+        upload of the same image may have taken *first* meanwhile: the name
+        is claimed with O_EXCL, so two never share one).  Returns the number."""
+        _fsync_file(staged)
+        directory = self.images / image_uuid
+        directory.mkdir(exist_ok=True)
+        number = first
+        while True:
+            try:
+                os.close(os.open(self.path(image_uuid, number), os.O_CREAT | os.O_EXCL, 0o644))
+                break
+            except FileExistsError:
+                number += 1
+        os.replace(staged, self.path(image_uuid, number))
+        _fsync_dir(directory)
+        return number
+
+    def replace(self, staged: Path, image_uuid: str, version: int) -> None:
+        """Durably move a fully written staging file over an existing version."""
+        _fsync_file(staged)
         final = self.path(image_uuid, version)
-        with open(staged, "rb+") as f:
-            os.fsync(f.fileno())
         final.parent.mkdir(exist_ok=True)
         os.replace(staged, final)
         _fsync_dir(final.parent)
-        return final
+
+    def remove_version(self, image_uuid: str, version: int) -> None:
+        self.path(image_uuid, version).unlink(missing_ok=True)
 
     def remove_image(self, image_uuid: str) -> None:
         shutil.rmtree(self.images / image_uuid, ignore_errors=True)
@@ -110,6 +130,11 @@ class Storage:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

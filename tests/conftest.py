@@ -219,7 +219,7 @@ async def start_server(tmp_path: Path):
         # Stopped at teardown even if what follows fails: a pool thread
         # left running would keep the test process from exiting.
         running.append(px)
-        port = await px.web.listening
+        port = await px.web.endpoint.listening
         url = f"http://127.0.0.1:{port.getHost().port}"
         token = (Path(cfg.data_dir) / "admin.token").read_text().strip()
         anonymous = Client(url)

@@ -29,6 +29,7 @@ from pxed.db import builds, images
 from pxed.db.builds import Build
 from pxed.db.pool import DBPool
 from pxed.errors import ServiceUnavailable
+from pxed.imagestore import ImageStore
 from pxed.storage import Staged, Storage
 from pxed.workers import IOPool
 
@@ -180,14 +181,8 @@ class BuildWorker(Service):
             )
             if job.cancelled.is_set():
                 raise Cancelled()
-            version = await self._db.run(
-                images.thd_commit_version,
-                self._storage,
-                build.image_uuid,
-                staged,
-                "build",
-                False,
-                f"build:{build.id}",
+            version = await ImageStore(self._db, self._io, self._storage).add_version(
+                build.image_uuid, staged, "build", False, f"build:{build.id}"
             )
             await self._io.run(_keep_dockerfile, self._storage, build, version.version)
             self._log(

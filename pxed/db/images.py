@@ -11,9 +11,7 @@ import sqlalchemy as sa
 from pxed.db import events
 from pxed.db.schema import boot_setup_images, boot_setups, image_versions, images, utcnow
 from pxed.errors import Conflict, NotFound
-from pxed.storage import Storage
 
-TYPES = ("base", "system", "user", "temporal", "machine")
 USER_TYPES = ("base", "system", "user", "temporal")
 COMPRESSIONS = ("none", "gzip", "zstd")
 FILE_TYPES = ("raw", "qcow2")
@@ -100,21 +98,23 @@ def thd_list_by_owner(conn: sa.Connection, owner: str, name: str | None = None) 
     return _load(conn, where)
 
 
+@dataclass(frozen=True)
+class VersionFile:
+    """A version's file, already in place on disk, to record."""
+
+    image_uuid: str
+    version: int
+    size: int
+    sha256: str
+
+
 def thd_create(
-    conn: sa.Connection,
-    storage: Storage,
-    image_uuid: str,
-    owner: str | None,
-    fields: ImageFields,
-    blank: tuple,
-    actor: str,
+    conn: sa.Connection, owner: str | None, fields: ImageFields, disk: VersionFile, actor: str
 ) -> Image:
-    """Record a new image whose version 0 (*blank*: a Staged-like (path,
-    size, sha256) in staging) is moved into place first."""
-    path, size, sha256 = blank
+    """Record a new image (the one *disk* names) with *disk* as version 0."""
     conn.execute(
         images.insert().values(
-            uuid=image_uuid,
+            uuid=disk.image_uuid,
             name=fields.name,
             owner=owner,
             type=fields.type or "base",
@@ -126,95 +126,81 @@ def thd_create(
             created_at=utcnow(),
         )
     )
-    _add_version(conn, storage, image_uuid, 0, path, size, sha256, "created")
+    insert_version(conn, disk, "created")
     events.thd_record(
-        conn, actor, "image.create", "image", image_uuid, f"name={fields.name} owner={owner}"
+        conn, actor, "image.create", "image", disk.image_uuid, f"name={fields.name} owner={owner}"
     )
-    return get_or_404(conn, image_uuid)
+    return get_or_404(conn, disk.image_uuid)
 
 
-def _add_version(
-    conn: sa.Connection,
-    storage: Storage,
-    image_uuid: str,
-    version: int,
-    staged_path,
-    size: int,
-    sha256: str,
-    origin: str,
-    replace: bool = False,
-) -> None:
-    final = storage.commit(staged_path, image_uuid, version)
-    try:
-        values = dict(size=size, sha256=sha256, origin=origin, created_at=utcnow())
-        if replace:
-            conn.execute(
-                image_versions.update()
-                .where(
-                    image_versions.c.image_uuid == image_uuid, image_versions.c.version == version
-                )
-                .values(**values)
-            )
-        else:
-            conn.execute(
-                image_versions.insert().values(image_uuid=image_uuid, version=version, **values)
-            )
-    except BaseException:
-        if not replace:
-            final.unlink(missing_ok=True)
-        raise
+def insert_version(conn: sa.Connection, disk: VersionFile, origin: str) -> None:
+    conn.execute(
+        image_versions.insert().values(
+            image_uuid=disk.image_uuid,
+            version=disk.version,
+            size=disk.size,
+            sha256=disk.sha256,
+            origin=origin,
+            created_at=utcnow(),
+        )
+    )
 
 
-def thd_commit_version(
-    conn: sa.Connection,
-    storage: Storage,
-    image_uuid: str,
-    staged,
-    origin: str,
-    replace_latest: bool,
-    actor: str,
-) -> Version:
-    """Move a received file into place as the image's next version (or over
-    its latest, as the original's X-BAAS-NewVersion: false did) and record
-    it.  The image row is locked so concurrent uploads get distinct numbers."""
+def _lock(conn: sa.Connection, image_uuid: str) -> int | None:
+    """Lock the image row (concurrent writers of one image wait for each
+    other) and return its latest version number."""
     locked = conn.execute(
         sa.select(images.c.uuid).where(images.c.uuid == image_uuid).with_for_update()
     ).first()
     if locked is None:
         raise NotFound(f"no image {image_uuid}")
-    latest = conn.execute(
+    return conn.execute(
         sa.select(sa.func.max(image_versions.c.version)).where(
             image_versions.c.image_uuid == image_uuid
         )
     ).scalar()
-    replace = replace_latest and latest is not None
-    if replace:
+
+
+def thd_plan_version(
+    conn: sa.Connection, image_uuid: str, replace_latest: bool
+) -> tuple[int, bool]:
+    """The number a version written now gets, and whether it replaces the
+    latest (as the original's X-BAAS-NewVersion: false did).  The file is
+    put in place after this, outside the database thread; a held latest
+    version is refused before any byte moves."""
+    latest = _lock(conn, image_uuid)
+    if replace_latest and latest is not None:
         if thd_held(conn, image_uuid, latest):
             raise Conflict(f"version {latest} is held by queued or running boot work")
-        number = latest
+        return latest, True
+    return (0 if latest is None else latest + 1), False
+
+
+def thd_record_version(
+    conn: sa.Connection, disk: VersionFile, origin: str, replaced: bool, actor: str
+) -> Version:
+    """Record a version whose file is in place (planned by thd_plan_version)."""
+    _lock(conn, disk.image_uuid)
+    if replaced:
+        conn.execute(
+            image_versions.update()
+            .where(
+                image_versions.c.image_uuid == disk.image_uuid,
+                image_versions.c.version == disk.version,
+            )
+            .values(size=disk.size, sha256=disk.sha256, origin=origin, created_at=utcnow())
+        )
     else:
-        number = 0 if latest is None else latest + 1
-    _add_version(
-        conn,
-        storage,
-        image_uuid,
-        number,
-        staged.path,
-        staged.size,
-        staged.sha256,
-        origin,
-        replace=replace,
-    )
+        insert_version(conn, disk, origin)
     events.thd_record(
         conn,
         actor,
-        "image.version.replace" if replace else "image.version",
+        "image.version.replace" if replaced else "image.version",
         "image",
-        image_uuid,
-        f"version={number} origin={origin} size={staged.size} sha256={staged.sha256}",
+        disk.image_uuid,
+        f"version={disk.version} origin={origin} size={disk.size} sha256={disk.sha256}",
     )
-    image = get_or_404(conn, image_uuid)
-    version = image.version(number)
+    version = get_or_404(conn, disk.image_uuid).version(disk.version)
     assert version is not None
     return version
 

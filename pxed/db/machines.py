@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -12,7 +11,6 @@ from pxed.db import events
 from pxed.db import images as images_db
 from pxed.db.schema import images, machine_macs, machines, utcnow
 from pxed.errors import Conflict, NotFound
-from pxed.storage import Storage
 
 MACHINE_IMAGE_SIZE = 64 * 1024 * 1024
 
@@ -101,16 +99,16 @@ def _set_macs(conn: sa.Connection, machine_id: int, macs: tuple[str, ...]) -> No
 
 
 def thd_create(
-    conn: sa.Connection, fields: MachineFields, actor: str, storage: Storage, blank: tuple
+    conn: sa.Connection, fields: MachineFields, actor: str, disk: images_db.VersionFile
 ) -> Machine:
-    """A new machine; *blank* (path, size, sha256 of a formatted disk in
-    staging) becomes version 0 of its machine image."""
+    """A new machine; *disk* (a formatted disk already in place as version 0
+    of the image it names) becomes its machine image."""
     assert fields.macs, "a machine needs at least one MAC"
     name = fields.name or fields.macs[0]
     fields = MachineFields(name, fields.architecture, fields.managed, fields.macs)
     _check_free(conn, fields, None)
     now = utcnow()
-    image_uuid = str(uuid.uuid4())
+    image_uuid = disk.image_uuid
     # Every machine gets a private image the management OS keeps state on.
     conn.execute(
         images.insert().values(
@@ -123,8 +121,7 @@ def thd_create(
             created_at=now,
         )
     )
-    path, size, sha256 = blank
-    images_db._add_version(conn, storage, image_uuid, 0, path, size, sha256, "created")
+    images_db.insert_version(conn, disk, "created")
     machine_id = conn.execute(
         machines.insert().values(
             name=name,
@@ -177,7 +174,7 @@ def thd_update(conn: sa.Connection, mac: str, fields: MachineFields, actor: str)
 
 
 def thd_upsert(
-    conn: sa.Connection, fields: MachineFields, actor: str, storage: Storage, blank: tuple
+    conn: sa.Connection, fields: MachineFields, actor: str, disk: images_db.VersionFile
 ) -> tuple[Machine, bool]:
     """The original's UpdateMachine: update the machine owning the given MACs,
     or create it.  MACs spread over two machines are a conflict."""
@@ -187,7 +184,14 @@ def thd_upsert(
         raise Conflict("the MAC addresses belong to more than one machine")
     if owners:
         return _update(conn, owners.pop(), fields, actor), False
-    return thd_create(conn, fields, actor, storage, blank), True
+    return thd_create(conn, fields, actor, disk), True
+
+
+def thd_get_or_404(conn: sa.Connection, mac: str) -> Machine:
+    machine = thd_get(conn, mac)
+    if machine is None:
+        raise NotFound(f"no machine with MAC {mac}")
+    return machine
 
 
 def thd_delete(conn: sa.Connection, mac: str, actor: str) -> Machine:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pxed.db import credentials, events
+from pxed.db import credentials, events, images, setups
+from pxed.db.images import Image
 from pxed.db.schema import boot_setup_images, boot_setups, machine_logs, machines, utcnow
 from pxed.db.setups import Setup
 from pxed.errors import BadRequest, Conflict, NotFound
@@ -270,3 +271,28 @@ def thd_logs(conn: sa.Connection, machine_id: int, limit: int = 1000) -> list[Lo
         .limit(limit)
     )
     return [LogLine(**r._mapping) for r in reversed(rows.all())]
+
+
+def thd_work_images(
+    conn: sa.Connection, work: Work, machine_image: str
+) -> tuple[list[Image], Image]:
+    """The images of *work*, in its order, and the machine's own image."""
+    return (
+        [images.get_or_404(conn, i.image_uuid) for i in work.images],
+        images.get_or_404(conn, machine_image),
+    )
+
+
+def thd_enqueue_image(
+    conn: sa.Connection,
+    machine_id: int,
+    owner: str,
+    name: str,
+    entry: tuple[str, int | None, bool],
+    staff: bool,
+    actor: str,
+) -> Work:
+    """The seed's one-image form: a setup of that image and its queue
+    entry, in one transaction."""
+    setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
+    return thd_enqueue(conn, machine_id, setup, entry[2], owner, actor)

@@ -3,32 +3,32 @@ reading a machine's logs and events back."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from twisted.web.iweb import IRequest
 
-from pxed.db import events, images, queue
+from pxed.db import events, queue
 from pxed.db.machines import Machine
+from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound
 from pxed.web import render
+from pxed.web.auth import actor, identity
 from pxed.web.body import read_json
+from pxed.web.lookup import machine_or_404
+from pxed.web.origin import Origin
 from pxed.web.router import route
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def thd_work_images(conn: sa.Connection, work: queue.Work, image_uuid: str) -> tuple:
-    return (
-        [images.get_or_404(conn, i.image_uuid) for i in work.images],
-        images.get_or_404(conn, image_uuid),
-    )
+class AgentResource:
+    def __init__(self, db: DBPool, origin: Origin) -> None:
+        self._db = db
+        self._origin = origin
 
-
-class AgentRoutes:
     async def _boot_inform_answer(
         self, request: IRequest, machine: Machine, mac: str, work: queue.Work
     ) -> dict:
-        base = self.base_url(request)
-        work_images, own = await self.db.run(thd_work_images, work, machine.image_uuid)
+        base = self._origin.base_url(request)
+        work_images, own = await self._db.run(queue.thd_work_images, work, machine.image_uuid)
         answer = render.work(work, mac)
         answer["Images"] = []
         for entry, image in zip(work.images, work_images, strict=True):
@@ -65,12 +65,12 @@ class AgentRoutes:
 
     @route("/machine/<mac>/boot", ["GET"], access="machine")
     async def boot_inform(self, request: IRequest, mac: str) -> dict:
-        machine = await self.machine_or_404(mac)
-        work = await self.db.run(queue.thd_take, machine.id, self.actor(request))
+        machine = await machine_or_404(self._db, mac)
+        work = await self._db.run(queue.thd_take, machine.id, actor(request))
         if work is None:
             raise NotFound("no queued work for this machine")
         # Taking the work changed the machine (state, last seen): show it now.
-        machine = await self.machine_or_404(mac)
+        machine = await machine_or_404(self._db, mac)
         return await self._boot_inform_answer(request, machine, machine.macs[0], work)
 
     @route("/machine/<mac>/boot/complete", ["POST"], access="machine")
@@ -78,16 +78,14 @@ class AgentRoutes:
         body = read_json(request)
         success = body.bool("Success", required=True)
         message = body.str("Message", max_length=4000) or ""
-        machine = await self.machine_or_404(mac)
-        work = await self.db.run(
-            queue.thd_complete, machine.id, success, message, self.actor(request)
-        )
+        machine = await machine_or_404(self._db, mac)
+        work = await self._db.run(queue.thd_complete, machine.id, success, message, actor(request))
         return render.work(work, machine.macs[0])
 
     @route("/log", ["POST"], access="machine")
     async def post_log(self, request: IRequest) -> str:
         body = read_json(request)
-        cred = self.identity(request).machine
+        cred = identity(request).machine
         if cred is None:
             raise BadRequest(
                 "POST /log takes log lines from the management OS (a machine credential)"
@@ -97,16 +95,16 @@ class AgentRoutes:
             raise BadRequest(f"Level: one of {', '.join(LOG_LEVELS)}")
         message = body.str("Message", required=True, max_length=16000)
         origin = body.str("Origin", max_length=64) or "mgmtos"
-        await self.db.run(queue.thd_add_log, cred.machine_id, level, origin, message)
+        await self._db.run(queue.thd_add_log, cred.machine_id, level, origin, message)
         return "OK"
 
     @route("/machine/<mac>/logs", ["GET"], access="signed-in")
     async def machine_logs(self, request: IRequest, mac: str) -> list:
-        machine = await self.machine_or_404(mac)
-        return [render.log_line(line) for line in await self.db.run(queue.thd_logs, machine.id)]
+        machine = await machine_or_404(self._db, mac)
+        return [render.log_line(line) for line in await self._db.run(queue.thd_logs, machine.id)]
 
     @route("/machine/<mac>/events", ["GET"], access="signed-in")
     async def machine_events(self, request: IRequest, mac: str) -> list:
-        machine = await self.machine_or_404(mac)
-        found = await self.db.run(events.thd_list, "machine", str(machine.id), 500)
+        machine = await machine_or_404(self._db, mac)
+        found = await self._db.run(events.thd_list, "machine", str(machine.id), 500)
         return [render.event(e) for e in found]

@@ -15,10 +15,12 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed import macaddr, secret
-from pxed.db import credentials, machines, users
+from pxed.db import credentials, events, machines, users
 from pxed.db.credentials import MachineCredential
+from pxed.db.pool import DBPool
 from pxed.db.users import User
 from pxed.errors import Forbidden, Unauthorized
+from pxed.web.origin import Origin
 
 SESSION_COOKIE = b"session-name"
 
@@ -75,13 +77,13 @@ def _self_or_admin(identity: Identity, args: dict[str, Any]) -> None:
 
 def _machine(identity: Identity, args: dict[str, Any]) -> None:
     # Which machine the path names is checked against the credential by
-    # AuthMixin.authorise (it needs the database); users must be admins.
+    # Authenticator.authorise (it needs the database); users must be admins.
     if identity.machine is None:
         _admin(identity, args)
 
 
 # Access rule name -> check.  "owner" routes need a signed-in user here and
-# compare the resource's owner in the handler (pxed.web.auth.check_owner).
+# compare the resource's owner in the handler (check_owner below).
 RULES: dict[str, Callable[[Identity, dict[str, Any]], None] | None] = {
     "public": None,
     "signed-in": _signed_in,
@@ -105,9 +107,27 @@ def check_owner(identity: Identity, owner: str | None) -> User:
     return user
 
 
-class AuthMixin:
-    """Authentication and authorisation for PxedApp (the router calls
-    ``authorise`` before every handler)."""
+def identity(request: IRequest) -> Identity:
+    """Who the router found calling (set before any handler runs)."""
+    return getattr(request, "identity", ANONYMOUS)
+
+
+def actor(request: IRequest) -> str:
+    """The caller's name for the event log."""
+    return identity(request).actor
+
+
+def user(request: IRequest) -> User:
+    """The signed-in user of a route whose rule admits only users."""
+    return _user(identity(request))
+
+
+class Authenticator:
+    """Finds who is calling and applies the route's access rule; the router
+    calls ``authorise`` before every handler."""
+
+    def __init__(self, db: DBPool) -> None:
+        self._db = db
 
     async def authenticate(self, request: IRequest) -> Identity:
         header = request.getHeader("authorization")
@@ -117,21 +137,21 @@ class AuthMixin:
             if scheme.lower() != "bearer" or not token:
                 raise Unauthorized("Authorization: expected 'Bearer <token>'")
             if token.startswith(secret.MACHINE_TOKEN):
-                cred = await self.db.run(credentials.thd_lookup, token)
+                cred = await self._db.run(credentials.thd_lookup, token)
                 if cred is None:
                     raise Unauthorized("machine credential is invalid, expired or revoked")
                 return Identity(machine=cred)
-            user = await self.db.run(users.thd_user_for_token, token)
-            if user is None:
+            found = await self._db.run(users.thd_user_for_token, token)
+            if found is None:
                 raise Unauthorized("API token is invalid, expired or revoked")
-            return Identity(user=user)
+            return Identity(user=found)
         session_id = request.getCookie(SESSION_COOKIE)
         if session_id:
             sid = session_id.decode("ascii", "replace")
-            user = await self.db.run(users.thd_user_for_session, sid)
-            if user is None:
+            found = await self._db.run(users.thd_user_for_session, sid)
+            if found is None:
                 raise Unauthorized("session expired; sign in again")
-            return Identity(user=user, session_id=sid)
+            return Identity(user=found, session_id=sid)
         return ANONYMOUS
 
     async def authorise(self, request: IRequest, access: str, args: dict[str, Any]) -> None:
@@ -139,32 +159,43 @@ class AuthMixin:
         if rule is None:
             request.identity = ANONYMOUS
             return
-        identity = await self.authenticate(request)
-        request.identity = identity
-        if identity is ANONYMOUS:
+        who = await self.authenticate(request)
+        request.identity = who
+        if who is ANONYMOUS:
             raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")
-        rule(identity, args)
-        if identity.machine is not None and "mac" in args:
-            machine = await self.db.run(machines.thd_get, macaddr.normalise(args["mac"]))
-            if machine is None or machine.id != identity.machine.machine_id:
+        rule(who, args)
+        if who.machine is not None and "mac" in args:
+            machine = await self._db.run(machines.thd_get, macaddr.normalise(args["mac"]))
+            if machine is None or machine.id != who.machine.machine_id:
                 raise Forbidden("this machine credential is for another machine")
 
-    async def start_session(self, request: IRequest, user: User) -> None:
-        """Sign the browser in: a server-side session and its cookie."""
-        lifetime = dt.timedelta(hours=self.config.session_hours)
-        session_id = await self.db.run(users.thd_create_session, user.username, lifetime)
+
+class Sessions:
+    """Browser sessions: kept server-side, named by an HttpOnly cookie."""
+
+    def __init__(self, db: DBPool, origin: Origin, hours: float) -> None:
+        self._db = db
+        self._origin = origin
+        self._lifetime = dt.timedelta(hours=hours)
+
+    async def start(self, request: IRequest, user: User) -> None:
+        session_id = await self._db.run(users.thd_create_session, user.username, self._lifetime)
+        self._cookie(request, session_id.encode(), int(self._lifetime.total_seconds()))
+
+    async def end(self, request: IRequest) -> None:
+        who = identity(request)
+        if who.session_id is not None:
+            await self._db.run(users.thd_delete_session, who.session_id)
+            await self._db.run(events.thd_record, who.actor, "user.logout", "user", who.actor)
+        self._cookie(request, b"", 0)
+
+    def _cookie(self, request: IRequest, value: bytes, max_age: int) -> None:
         request.addCookie(
             SESSION_COOKIE,
-            session_id.encode(),
+            value,
             path=b"/",
-            max_age=str(int(lifetime.total_seconds())).encode(),
+            max_age=str(max_age).encode(),
             httpOnly=True,
-            secure=self.secure(request),
+            secure=self._origin.secure(request),
             sameSite="lax",
         )
-
-    def identity(self, request: IRequest) -> Identity:
-        return getattr(request, "identity", ANONYMOUS)
-
-    def actor(self, request: IRequest) -> str:
-        return self.identity(request).actor

@@ -7,12 +7,21 @@ import datetime as dt
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr
+from pxed.config import Config
 from pxed.db import credentials, events, machines, queue
+from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound
+from pxed.web.auth import actor
+from pxed.web.origin import Origin
 from pxed.web.router import route
 
 
-class BootRoutes:
+class BootResource:
+    def __init__(self, db: DBPool, config: Config, origin: Origin) -> None:
+        self._db = db
+        self._config = config
+        self._origin = origin
+
     async def _answer(
         self, request: IRequest, mac: str, via: str
     ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
@@ -20,15 +29,15 @@ class BootRoutes:
             mac = macaddr.normalise(mac)
         except BadRequest:
             return bootconfig.Decision(False, "not a MAC address"), None
-        machine = await self.db.run(machines.thd_get, mac)
+        machine = await self._db.run(machines.thd_get, mac)
         decision, params = await self._decide(request, machine, mac)
         if machine is not None:
             # "Why did this MAC get this answer": every answer to a known
             # machine goes to its event log with the reason.
             served = "management OS" if params is not None else "local disk"
-            await self.db.run(
+            await self._db.run(
                 events.thd_record,
-                self.actor(request),
+                actor(request),
                 "boot.answer",
                 "machine",
                 str(machine.id),
@@ -40,14 +49,14 @@ class BootRoutes:
         self, request: IRequest, machine: machines.Machine | None, mac: str
     ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
         # The queue entry a boot now would run (in progress, else oldest).
-        work = None if machine is None else await self.db.run(queue.thd_current, machine.id)
-        decision = bootconfig.decide(machine, self.config.boot_policy, work is not None)
+        work = None if machine is None else await self._db.run(queue.thd_current, machine.id)
+        decision = bootconfig.decide(machine, self._config.boot_policy, work is not None)
         if not decision.serve:
             return decision, None
-        files = self.config.mgmtos.get(machine.architecture)
+        files = self._config.mgmtos.get(machine.architecture)
         if files is None:
             return bootconfig.Decision(False, f"no management OS for {machine.architecture}"), None
-        base = self.base_url(request)
+        base = self._origin.base_url(request)
         token = await self._mint(machine, work)
         return decision, bootconfig.params(files, base, mac, token)
 
@@ -59,8 +68,8 @@ class BootRoutes:
         scope = {machine.image_uuid}
         if work is not None:
             scope |= {i.image_uuid for i in work.images}
-        lifetime = dt.timedelta(hours=self.config.machine_token_hours)
-        return await self.db.run(credentials.thd_mint, machine.id, frozenset(scope), lifetime)
+        lifetime = dt.timedelta(hours=self._config.machine_token_hours)
+        return await self._db.run(credentials.thd_mint, machine.id, frozenset(scope), lifetime)
 
     @route("/v1/boot/<mac>", ["GET"], access="public")
     async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:
@@ -79,4 +88,4 @@ class BootRoutes:
 
     @route("/ipxe", ["GET"], access="public")
     async def ipxe_chain(self, request: IRequest) -> str:
-        return bootconfig.ipxe_chain(self.base_url(request))
+        return bootconfig.ipxe_chain(self._origin.base_url(request))

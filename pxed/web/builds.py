@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from pxed.builder.worker import timings_of
+from pxed.builder.worker import BuildWorker, timings_of
 from pxed.db import builds
 from pxed.db.builds import Build
+from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound, PayloadTooLarge
-from pxed.web.images import receive
+from pxed.web.auth import actor
+from pxed.web.imageaccess import ImageAccess
+from pxed.web.origin import Origin
+from pxed.web.receive import receive
 from pxed.web.render import iso
 from pxed.web.router import route
 from pxed.web.upload import BoundedBody, UploadBody
+from pxed.workers import IOPool
 
 MAX_DOCKERFILE = 1024 * 1024
 # How often a followed build log looks for new lines.
@@ -27,9 +33,25 @@ def _read_dockerfile(path) -> bytes:
     return data
 
 
-class BuildsRoutes:
+class BuildsResource:
+    def __init__(
+        self,
+        db: DBPool,
+        io: IOPool,
+        builder: BuildWorker,
+        access: ImageAccess,
+        origin: Origin,
+        reactor: IReactorTime,
+    ) -> None:
+        self._db = db
+        self._io = io
+        self._builder = builder
+        self._access = access
+        self._origin = origin
+        self._reactor = reactor
+
     def build_json(self, request: IRequest, b: Build) -> dict:
-        url = f"{self.base_url(request)}/build/{b.id}"
+        url = f"{self._origin.base_url(request)}/build/{b.id}"
         return {
             "ID": b.id,
             "State": b.state,
@@ -47,15 +69,15 @@ class BuildsRoutes:
         }
 
     async def owned_build(self, request: IRequest, build_id: int) -> Build:
-        build = await self.db.run(builds.thd_get, build_id)
+        build = await self._db.run(builds.thd_get, build_id)
         if build is None:
             raise NotFound(f"no build {build_id}")
-        await self.readable_image(request, build.image_uuid)
+        await self._access.readable(request, build.image_uuid)
         return build
 
     @route("/image/<uuid>/docker", ["POST"], access="owner")
     async def submit_build(self, request: IRequest, uuid: str) -> dict:
-        image = await self.readable_image(request, uuid)
+        image = await self._access.readable(request, uuid)
         body = request.content
         context = None
         fmt_arg = request.args.get(b"format")
@@ -64,7 +86,7 @@ class BuildsRoutes:
             if body.error:
                 raise BadRequest(body.error)
             staged = await receive(request, "file")
-            dockerfile = await self.io.run(_read_dockerfile, staged.path)
+            dockerfile = await self._io.run(_read_dockerfile, staged.path)
             if "context" in body.files:
                 context = await receive(request, "context")
             if fmt is None and "format" in body.fields:
@@ -85,8 +107,8 @@ class BuildsRoutes:
             raise BadRequest("the Dockerfile is not UTF-8 text") from None
         if not text.strip():
             raise BadRequest("the Dockerfile is empty")
-        build = await self.builder.submit(
-            image.uuid, image.owner or self.actor(request), fmt, text, context, self.actor(request)
+        build = await self._builder.submit(
+            image.uuid, image.owner or actor(request), fmt, text, context, actor(request)
         )
         request.setResponseCode(202)
         request.setHeader(b"location", f"/build/{build.id}".encode())
@@ -99,13 +121,13 @@ class BuildsRoutes:
     @route("/build/<int:build_id>", ["DELETE"], access="owner")
     async def cancel_build(self, request: IRequest, build_id: int) -> dict:
         await self.owned_build(request, build_id)
-        return self.build_json(request, await self.builder.cancel(build_id, self.actor(request)))
+        return self.build_json(request, await self._builder.cancel(build_id, actor(request)))
 
     @route("/image/<uuid>/builds", ["GET"], access="owner")
     async def image_builds(self, request: IRequest, uuid: str) -> list:
-        await self.readable_image(request, uuid)
+        await self._access.readable(request, uuid)
         return [
-            self.build_json(request, b) for b in await self.db.run(builds.thd_list_for_image, uuid)
+            self.build_json(request, b) for b in await self._db.run(builds.thd_list_for_image, uuid)
         ]
 
     @route("/build/<int:build_id>/log", ["GET"], access="owner")
@@ -119,14 +141,14 @@ class BuildsRoutes:
         last = -1
         follow = b"follow" not in request.args or request.args[b"follow"][0] not in (b"0", b"false")
         while True:
-            lines = await self.db.run(builds.thd_log, build_id, last)
+            lines = await self._db.run(builds.thd_log, build_id, last)
             if lines:
                 last = lines[-1][0]
                 request.write("".join(f"{line}\n" for _, line in lines).encode())
             if build.finished or not follow or gone:
                 break
-            await task.deferLater(self.reactor, FOLLOW_INTERVAL, lambda: None)
-            build = await self.db.run(builds.get_or_404, build_id)
+            await task.deferLater(self._reactor, FOLLOW_INTERVAL, lambda: None)
+            build = await self._db.run(builds.get_or_404, build_id)
             if build.finished:
                 continue  # one more read picks up the last lines
         return b""

@@ -8,9 +8,13 @@ from twisted.web.iweb import IRequest
 
 from pxed import macaddr
 from pxed.db import machines
+from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
+from pxed.imagestore import ImageStore
 from pxed.web import render
+from pxed.web.auth import actor
 from pxed.web.body import Fields, read_json
+from pxed.web.lookup import machine_or_404
 from pxed.web.router import route
 
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
@@ -59,24 +63,25 @@ def machine_fields(body: Fields) -> machines.MachineFields:
     )
 
 
-class MachinesRoutes:
+class MachinesResource:
+    def __init__(self, db: DBPool, store: ImageStore) -> None:
+        self._db = db
+        self._store = store
+
     @route("/machines", ["GET"], access="signed-in")
     async def list_machines(self, request: IRequest) -> list:
-        return [render.machine(m) for m in await self.db.run(machines.thd_list)]
+        return [render.machine(m) for m in await self._db.run(machines.thd_list)]
 
     @route("/machine/<mac>", ["GET"], access="signed-in")
     async def get_machine(self, request: IRequest, mac: str) -> dict:
-        return render.machine(await self.machine_or_404(mac))
+        return render.machine(await machine_or_404(self._db, mac))
 
     @route("/machine", ["POST"], access="admin")
     async def create_machine(self, request: IRequest) -> dict:
         fields = machine_fields(read_json(request))
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
-        async with self.blank_disk(machines.MACHINE_IMAGE_SIZE, "ext4") as blank:
-            m = await self.db.run(
-                machines.thd_create, fields, self.actor(request), self.storage, blank
-            )
+        m, _ = await self._store.create_machine(fields, actor(request))
         return render.machine(m)
 
     @route("/machine", ["PUT"], access="admin")
@@ -85,22 +90,19 @@ class MachinesRoutes:
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         # 200 whether created or updated, as the original answered.
-        async with self.blank_disk(machines.MACHINE_IMAGE_SIZE, "ext4") as blank:
-            m, _created = await self.db.run(
-                machines.thd_upsert, fields, self.actor(request), self.storage, blank
-            )
+        m, _ = await self._store.create_machine(fields, actor(request), update_existing=True)
         return render.machine(m)
 
     @route("/machine/<mac>", ["PUT"], access="admin")
     async def update_machine(self, request: IRequest, mac: str) -> dict:
         mac = macaddr.normalise(mac)
         fields = machine_fields(read_json(request))
-        m = await self.db.run(machines.thd_update, mac, fields, self.actor(request))
+        m = await self._db.run(machines.thd_update, mac, fields, actor(request))
         return render.machine(m)
 
     @route("/machine/<mac>", ["DELETE"], access="admin")
     async def delete_machine(self, request: IRequest, mac: str) -> str:
         mac = macaddr.normalise(mac)
-        machine = await self.db.run(machines.thd_delete, mac, self.actor(request))
-        await self.io.run(self.storage.remove_image, machine.image_uuid)
+        machine = await self._db.run(machines.thd_delete, mac, actor(request))
+        await self._store.remove_image(machine.image_uuid)
         return "Successfully deleted"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from twisted.web.iweb import IRequest
 
 from pxed.db import images, queue, setups
 from pxed.db.machines import Machine
+from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
 from pxed.web import render
-from pxed.web.auth import check_owner
+from pxed.web.auth import actor, check_owner, identity, user
 from pxed.web.body import read_json
+from pxed.web.lookup import machine_or_404
 from pxed.web.router import route
 
 
@@ -19,82 +20,71 @@ def _check_managed(machine: Machine) -> None:
         raise Conflict("the machine is not managed, so it will not netboot into pxed")
 
 
-def _thd_enqueue_image(
-    conn: sa.Connection,
-    machine_id: int,
-    owner: str,
-    name: str,
-    entry: tuple[str, int | None, bool],
-    staff: bool,
-    actor: str,
-) -> queue.Work:
-    """The one-image setup and its queue entry, in one transaction."""
-    setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
-    return queue.thd_enqueue(conn, machine_id, setup, entry[2], owner, actor)
+class QueueResource:
+    def __init__(self, db: DBPool) -> None:
+        self._db = db
 
-
-class QueueRoutes:
     @route("/machine/<mac>/boot", ["POST"], access="signed-in")
     async def enqueue(self, request: IRequest, mac: str) -> dict:
         body = read_json(request)
-        machine = await self.machine_or_404(mac)
-        user = self.identity(request).user
+        machine = await machine_or_404(self._db, mac)
+        caller = user(request)
         setup_uuid = body.str("SetupUUID", max_length=36)
         if setup_uuid is not None:
-            setup = await self.db.run(setups.thd_get, setup_uuid)
+            setup = await self._db.run(setups.thd_get, setup_uuid)
             if setup is None:
                 raise BadRequest(f"SetupUUID: no image setup {setup_uuid}")
-            check_owner(self.identity(request), setup.owner)
+            check_owner(identity(request), setup.owner)
             update = body.bool("Update")
             update = True if update is None else update
             _check_managed(machine)
             # The work belongs to the setup's owner (a moderator may queue
             # it for them); the event log says who queued it.
-            work = await self.db.run(
-                queue.thd_enqueue, machine.id, setup, update, setup.owner, self.actor(request)
+            work = await self._db.run(
+                queue.thd_enqueue, machine.id, setup, update, setup.owner, actor(request)
             )
             return render.work(work, machine.macs[0])
         # The seed's form: one image at a version, wrapped into a setup.
         image_uuid = body.str("ImageUUID", max_length=36)
         if image_uuid is None:
             raise BadRequest("SetupUUID: required (or ImageUUID and Version)")
-        image = await self.db.run(images.thd_get, image_uuid)
+        image = await self._db.run(images.thd_get, image_uuid)
         if image is None:
             raise BadRequest(f"ImageUUID: no image {image_uuid}")
-        check_owner(self.identity(request), image.owner)
+        check_owner(identity(request), image.owner)
         update = bool(body.bool("Update"))
         version = body.int("Version")
         # Checked before the setup is made: a refused request leaves nothing.
         _check_managed(machine)
-        work = await self.db.run(
-            _thd_enqueue_image,
+        work = await self._db.run(
+            queue.thd_enqueue_image,
             machine.id,
-            user.username,
+            caller.username,
             f"{image.name} for {machine.name}",
             (image_uuid, version, update),
-            user.is_staff,
-            self.actor(request),
+            caller.is_staff,
+            actor(request),
         )
         return render.work(work, machine.macs[0])
 
     @route("/machine/<mac>/boot/queue", ["GET"], access="signed-in")
     async def list_queue(self, request: IRequest, mac: str) -> list:
-        machine = await self.machine_or_404(mac)
-        user = self.identity(request).user
-        found = await self.db.run(
-            queue.thd_list, machine.id, None if user.is_staff else user.username
+        machine = await machine_or_404(self._db, mac)
+        caller = user(request)
+        found = await self._db.run(
+            queue.thd_list, machine.id, None if caller.is_staff else caller.username
         )
         return [render.work(w, machine.macs[0]) for w in found]
 
     @route("/machine/<mac>/boot/queue/<int:work_id>", ["DELETE"], access="owner")
     async def cancel(self, request: IRequest, mac: str, work_id: int) -> dict:
-        machine = await self.machine_or_404(mac)
-        work = await self.db.run(queue.thd_get, machine.id, work_id)
+        machine = await machine_or_404(self._db, mac)
+        work = await self._db.run(queue.thd_get, machine.id, work_id)
         if work is None:
             raise NotFound(f"no queue entry {work_id} for this machine")
         try:
-            check_owner(self.identity(request), work.owner)
+            check_owner(identity(request), work.owner)
         except Forbidden:
             raise Forbidden("only who queued it, moderators and admins cancel it") from None
-        work = await self.db.run(queue.thd_cancel, machine.id, work_id, self.actor(request))
+        work = await self._db.run(queue.thd_cancel, machine.id, work_id, actor(request))
         return render.work(work, machine.macs[0])

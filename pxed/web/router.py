@@ -1,29 +1,36 @@
-"""The route table.  Every resource module registers its handlers here with
-``@route(path, methods, access=…)``; the access rule is recorded with the
-route so nothing is served without one (tests/web/test_access.py walks the
-table).  The wrapper is the one place where a request is authenticated,
-authorised and its result rendered."""
+"""Routes: how a resource declares them and how the app serves them.
+
+A resource is a plain class that receives what it uses in its constructor;
+its handlers are ``async def handler(self, request, **path_args)`` marked
+with ``@route(path, methods, access=…)``.  The mark only records the route:
+``mount`` adds the marked handlers of a resource instance to a Klein app,
+each wrapped so that the request is authorised (the access rule names a
+check in pxed.web.auth) before the handler runs and its result rendered
+after.  tests/web/test_access.py walks every route of the table."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
-from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from pxed.errors import ApiError
 
 log = Logger()
 
-app = Klein()
+Handler = Callable[..., Awaitable[Any]]
+# (request, access rule name, path arguments) -> raises when refused
+Authorise = Callable[[IRequest, str, dict[str, Any]], Awaitable[None]]
+
+_MARK = "__pxed_route__"
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,58 @@ class RouteInfo:
     methods: tuple[str, ...]
     access: str
     endpoint: str
+    branch: bool = False
 
 
-# endpoint name -> what it serves and who may call it
-ROUTES: dict[str, RouteInfo] = {}
+def route(path: str, methods: Iterable[str], *, access: str, branch: bool = False):
+    """Declare a handler's route and who may call it."""
+
+    def decorate(handler: Handler) -> Handler:
+        module = handler.__module__.rsplit(".", 1)[-1]
+        info = RouteInfo(path, tuple(methods), access, f"{module}.{handler.__name__}", branch)
+        setattr(handler, _MARK, info)
+        return handler
+
+    return decorate
+
+
+def routes_of(resource_class: type) -> list[tuple[str, RouteInfo]]:
+    """(attribute name, route) of every handler the class declares."""
+    found = []
+    for name in dir(resource_class):
+        info = getattr(getattr(resource_class, name), _MARK, None)
+        if info is not None:
+            found.append((name, info))
+    return found
+
+
+def route_table(resource_classes: Iterable[type]) -> dict[str, RouteInfo]:
+    """endpoint -> route, over all resources; an endpoint declared twice is
+    a programming error."""
+    table: dict[str, RouteInfo] = {}
+    for cls in resource_classes:
+        for _, info in routes_of(cls):
+            if info.endpoint in table:
+                raise RuntimeError(f"duplicate endpoint {info.endpoint}")
+            table[info.endpoint] = info
+    return table
+
+
+def mount(app: Klein, resource: object, authorise: Authorise) -> None:
+    """Serve *resource*'s handlers on *app*, each behind *authorise*."""
+    for name, info in routes_of(type(resource)):
+        handler = getattr(resource, name)
+
+        @functools.wraps(handler)
+        async def serve(
+            request: IRequest, _handler=handler, _access=info.access, **kwargs: Any
+        ) -> Any:
+            await authorise(request, _access, kwargs)
+            return render(request, await _handler(request, **kwargs))
+
+        app.route(
+            info.path, methods=list(info.methods), endpoint=info.endpoint, branch=info.branch
+        )(serve)
 
 
 def render(request: IRequest, result: Any) -> Any:
@@ -56,64 +111,37 @@ def error_body(request: IRequest, status: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode() + b"\n"
 
 
-Handler = Callable[..., Awaitable[Any]]
+def handle_errors(app: Klein) -> None:
+    """Every error becomes JSON ``{"error": …}``; tracebacks go to the log,
+    never to the client."""
 
+    @app.handle_errors(ApiError)
+    def api_error(request: IRequest, failure: Any) -> bytes:
+        err: ApiError = failure.value
+        return error_body(request, err.status, err.message)
 
-def route(path: str, methods: tuple[str, ...] | list[str], *, access: str, branch: bool = False):
-    """Register an ``async def handler(self, request, **path_args)``.
+    @app.handle_errors(NotFound)
+    def not_found(request: IRequest, failure: Any) -> bytes:
+        return error_body(request, 404, "no such route")
 
-    *access* names a rule in pxed.web.access; the app's ``authorise`` is
-    called with it before the handler runs."""
+    @app.handle_errors(MethodNotAllowed)
+    def method_not_allowed(request: IRequest, failure: Any) -> bytes:
+        allowed = failure.value.valid_methods or []
+        request.setHeader(b"allow", ", ".join(allowed).encode())
+        return error_body(request, 405, "method not allowed")
 
-    def decorate(handler: Handler) -> Handler:
-        endpoint = f"{handler.__module__.rsplit('.', 1)[-1]}.{handler.__name__}"
-        if endpoint in ROUTES:
-            raise RuntimeError(f"duplicate endpoint {endpoint}")
-        ROUTES[endpoint] = RouteInfo(path, tuple(methods), access, endpoint)
+    @app.handle_errors(RequestRedirect)
+    def redirect(request: IRequest, failure: Any) -> bytes:
+        # werkzeug's canonical form of a path (trailing slash, merged slashes).
+        request.setHeader(b"location", failure.value.new_url.encode())
+        return error_body(request, failure.value.code, "moved")
 
-        @functools.wraps(handler)
-        async def wrapper(self: Any, request: IRequest, **kwargs: Any) -> Any:
-            await self.authorise(request, access, kwargs)
-            return render(request, await handler(self, request, **kwargs))
-
-        app.route(path, methods=list(methods), endpoint=endpoint, branch=branch)(wrapper)
-        return handler
-
-    return decorate
-
-
-@app.handle_errors(ApiError)
-def _api_error(self: Any, request: IRequest, failure: Any) -> bytes:
-    err: ApiError = failure.value
-    return error_body(request, err.status, err.message)
-
-
-@app.handle_errors(WerkzeugNotFound)
-def _not_found(self: Any, request: IRequest, failure: Any) -> bytes:
-    return error_body(request, 404, "no such route")
-
-
-@app.handle_errors(WerkzeugMethodNotAllowed)
-def _method_not_allowed(self: Any, request: IRequest, failure: Any) -> bytes:
-    allowed = failure.value.valid_methods or []
-    request.setHeader(b"allow", ", ".join(allowed).encode())
-    return error_body(request, 405, "method not allowed")
-
-
-@app.handle_errors(RequestRedirect)
-def _redirect(self: Any, request: IRequest, failure: Any) -> bytes:
-    # werkzeug's canonical form of a path (trailing slash, merged slashes).
-    request.setHeader(b"location", failure.value.new_url.encode())
-    return error_body(request, failure.value.code, "moved")
-
-
-@app.handle_errors(Exception)
-def _unexpected(self: Any, request: IRequest, failure: Any) -> bytes:
-    # The traceback goes to the log, never to the client.
-    log.failure(
-        "unhandled error in {method} {path}",
-        failure,
-        method=request.method.decode(),
-        path=request.path.decode(errors="replace"),
-    )
-    return error_body(request, 500, "internal error")
+    @app.handle_errors(Exception)
+    def unexpected(request: IRequest, failure: Any) -> bytes:
+        log.failure(
+            "unhandled error in {method} {path}",
+            failure,
+            method=request.method.decode(),
+            path=request.path.decode(errors="replace"),
+        )
+        return error_body(request, 500, "internal error")

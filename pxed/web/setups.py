@@ -5,8 +5,10 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from pxed.db import setups
+from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
 from pxed.web import render
+from pxed.web.auth import actor, user
 from pxed.web.body import Fields, read_json
 from pxed.web.router import route
 
@@ -35,74 +37,78 @@ def setup_name(body: Fields, required: bool) -> str | None:
     return name
 
 
-class SetupsRoutes:
-    def _staff(self, request: IRequest) -> bool:
-        return self.identity(request).user.is_staff
+def _staff(request: IRequest) -> bool:
+    return user(request).is_staff
+
+
+class SetupsResource:
+    def __init__(self, db: DBPool) -> None:
+        self._db = db
 
     @route("/user/<name>/image_setup", ["POST"], access="self-or-staff")
     async def create_setup(self, request: IRequest, name: str) -> dict:
         body = read_json(request)
-        setup = await self.db.run(
+        setup = await self._db.run(
             setups.thd_create,
             name,
             setup_name(body, required=True),
             entries(body) or [],
-            self._staff(request),
-            self.actor(request),
+            _staff(request),
+            actor(request),
         )
         request.setResponseCode(201)
         return render.setup(setup)
 
     @route("/user/<name>/image_setups", ["GET"], access="self-or-staff")
     async def list_setups(self, request: IRequest, name: str) -> list:
-        return [render.setup(s) for s in await self.db.run(setups.thd_list, name)]
+        return [render.setup(s) for s in await self._db.run(setups.thd_list, name)]
 
     @route("/user/<name>/image_setup", ["GET"], access="self-or-staff")
     async def setups_by_name(self, request: IRequest, name: str) -> list:
         """The original's GetImageSetupsByName: ?Name=… (all when absent)."""
         wanted = request.args.get(b"Name") or request.args.get(b"name")
-        found = await self.db.run(setups.thd_list, name, wanted[0].decode() if wanted else None)
+        found = await self._db.run(setups.thd_list, name, wanted[0].decode() if wanted else None)
         return [render.setup(s) for s in found]
 
     @route("/user/<name>/image_setup/<setup_uuid>", ["GET"], access="self-or-staff")
     async def get_setup(self, request: IRequest, name: str, setup_uuid: str) -> dict:
-        return render.setup(await self.db.run(setups.get_owned, name, setup_uuid))
+        return render.setup(await self._db.run(setups.get_owned, name, setup_uuid))
 
     @route("/user/<name>/image_setup/<setup_uuid>", ["PUT"], access="self-or-staff")
     async def update_setup(self, request: IRequest, name: str, setup_uuid: str) -> dict:
         body = read_json(request)
-        setup = await self.db.run(
+        setup = await self._db.run(
             setups.thd_update,
             name,
             setup_uuid,
             setup_name(body, required=False),
             entries(body),
-            self._staff(request),
-            self.actor(request),
+            _staff(request),
+            actor(request),
         )
         return render.setup(setup)
 
     @route("/user/<name>/image_setup/<setup_uuid>", ["DELETE"], access="self-or-staff")
     async def delete_setup(self, request: IRequest, name: str, setup_uuid: str) -> str:
-        await self.db.run(setups.thd_delete, name, setup_uuid, self.actor(request))
+        await self._db.run(setups.thd_delete, name, setup_uuid, actor(request))
         return "Successfully deleted image setup"
 
     @route("/user/<name>/image_setup/<setup_uuid>/images", ["GET"], access="self-or-staff")
     async def setup_images(self, request: IRequest, name: str, setup_uuid: str) -> list:
-        return render.setup(await self.db.run(setups.get_owned, name, setup_uuid))["Images"]
+        return render.setup(await self._db.run(setups.get_owned, name, setup_uuid))["Images"]
 
     @route("/user/<name>/image_setup/<setup_uuid>/images", ["POST"], access="self-or-staff")
     async def add_setup_image(self, request: IRequest, name: str, setup_uuid: str) -> dict:
         image_uuid, version, update = entry(read_json(request))
-        setup = await self.db.run(
+        setup = await self._db.run(
             setups.thd_add_entry,
             name,
             setup_uuid,
             image_uuid,
             version,
             update,
-            self._staff(request),
-            self.actor(request),
+            _staff(request),
+            actor(request),
         )
         return render.setup(setup)
 
@@ -110,7 +116,7 @@ class SetupsRoutes:
     async def remove_setup_image(self, request: IRequest, name: str, setup_uuid: str) -> dict:
         query = request.args.get(b"UUID") or request.args.get(b"uuid")
         image_uuid = query[0].decode() if query else entry(read_json(request))[0]
-        setup = await self.db.run(
-            setups.thd_remove_entry, name, setup_uuid, image_uuid, self.actor(request)
+        setup = await self._db.run(
+            setups.thd_remove_entry, name, setup_uuid, image_uuid, actor(request)
         )
         return render.setup(setup)

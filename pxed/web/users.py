@@ -7,10 +7,12 @@ import datetime as dt
 from twisted.web.iweb import IRequest
 
 from pxed.db import events, users
+from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.web import render
-from pxed.web.auth import SESSION_COOKIE
+from pxed.web.auth import Sessions, actor
+from pxed.web.auth import user as caller
 from pxed.web.body import Fields, read_json
 from pxed.web.router import route
 
@@ -27,7 +29,11 @@ def _fields(body: Fields) -> users.UserFields:
     return users.UserFields(name=body.str("Name"), email=email, role=role)
 
 
-class UsersRoutes:
+class UsersResource:
+    def __init__(self, db: DBPool, sessions: Sessions) -> None:
+        self._db = db
+        self._sessions = sessions
+
     @route("/user", ["POST"], access="admin")
     async def create_user(self, request: IRequest) -> dict:
         body = read_json(request)
@@ -40,31 +46,31 @@ class UsersRoutes:
                 raise BadRequest("Username: required")
             username = name
         users.check_username(username)
-        user = await self.db.run(users.thd_create, username, _fields(body), self.actor(request))
+        user = await self._db.run(users.thd_create, username, _fields(body), actor(request))
         request.setResponseCode(201)
         return render.user(user)
 
     @route("/users", ["GET"], access="moderator")
     async def list_users(self, request: IRequest) -> list:
-        return [render.user(u) for u in await self.db.run(users.thd_list)]
+        return [render.user(u) for u in await self._db.run(users.thd_list)]
 
     @route("/user/me", ["GET"], access="signed-in")
     async def me(self, request: IRequest) -> dict:
-        return render.user(self.identity(request).user)
+        return render.user(caller(request))
 
     async def _target(self, request: IRequest, name: str) -> users.User:
-        target = await self.db.run(users.thd_get, name)
+        target = await self._db.run(users.thd_get, name)
         if target is None:
             raise NotFound(f"no user {name!r}")
-        caller = self.identity(request).user
+        who = caller(request)
         # Moderators manage users, not other moderators or admins.
-        if caller.username != name and not caller.is_admin and target.is_staff:
+        if who.username != name and not who.is_admin and target.is_staff:
             raise Forbidden("only admins manage moderators and admins")
         return target
 
     @route("/user/<name>", ["GET"], access="self-or-staff")
     async def get_user(self, request: IRequest, name: str) -> dict:
-        user = await self.db.run(users.thd_get, name)
+        user = await self._db.run(users.thd_get, name)
         if user is None:
             raise NotFound(f"no user {name!r}")
         return render.user(user)
@@ -73,15 +79,15 @@ class UsersRoutes:
     async def update_user(self, request: IRequest, name: str) -> dict:
         fields = _fields(read_json(request))
         target = await self._target(request, name)
-        if fields.role not in (None, target.role) and not self.identity(request).user.is_admin:
+        if fields.role not in (None, target.role) and not caller(request).is_admin:
             raise Forbidden("Role: only admins change roles")
-        user = await self.db.run(users.thd_update, name, fields, self.actor(request))
+        user = await self._db.run(users.thd_update, name, fields, actor(request))
         return render.user(user)
 
     @route("/user/<name>", ["DELETE"], access="self-or-staff")
     async def delete_user(self, request: IRequest, name: str) -> str:
         await self._target(request, name)
-        await self.db.run(users.thd_delete, name, self.actor(request))
+        await self._db.run(users.thd_delete, name, actor(request))
         return "Successfully deleted user"
 
     # -- API tokens ---------------------------------------------------------
@@ -100,8 +106,8 @@ class UsersRoutes:
             if not 0 < days <= MAX_TOKEN_DAYS:
                 raise BadRequest(f"ExpiresInDays: between 1 and {MAX_TOKEN_DAYS}")
             expires = utcnow() + dt.timedelta(days=days)
-        token, token_secret = await self.db.run(
-            users.thd_create_token, name, label, self.actor(request), expires
+        token, token_secret = await self._db.run(
+            users.thd_create_token, name, label, actor(request), expires
         )
         request.setResponseCode(201)
         request.setHeader(b"cache-control", b"no-store")
@@ -109,34 +115,20 @@ class UsersRoutes:
 
     @route("/user/<name>/tokens", ["GET"], access="self-or-admin")
     async def list_tokens(self, request: IRequest, name: str) -> list:
-        if await self.db.run(users.thd_get, name) is None:
+        if await self._db.run(users.thd_get, name) is None:
             raise NotFound(f"no user {name!r}")
-        return [render.token(t) for t in await self.db.run(users.thd_list_tokens, name)]
+        return [render.token(t) for t in await self._db.run(users.thd_list_tokens, name)]
 
     @route("/user/<name>/tokens/<int:token_id>", ["DELETE"], access="self-or-admin")
     async def delete_token(self, request: IRequest, name: str, token_id: int) -> str:
-        await self.db.run(users.thd_delete_token, name, token_id, self.actor(request))
+        await self._db.run(users.thd_delete_token, name, token_id, actor(request))
         return "Successfully deleted token"
 
     # -- sessions -----------------------------------------------------------
 
     @route("/user/logout", ["POST"], access="signed-in")
     async def logout(self, request: IRequest) -> str:
-        identity = self.identity(request)
-        if identity.session_id is not None:
-            await self.db.run(users.thd_delete_session, identity.session_id)
-            await self.db.run(
-                events.thd_record, identity.actor, "user.logout", "user", identity.actor
-            )
-        request.addCookie(
-            SESSION_COOKIE,
-            b"",
-            path=b"/",
-            max_age=b"0",
-            httpOnly=True,
-            secure=self.secure(request),
-            sameSite="lax",
-        )
+        await self._sessions.end(request)
         return "Successfully logged out"
 
     # -- audit log ----------------------------------------------------------
@@ -146,7 +138,7 @@ class UsersRoutes:
         args = {k.decode(): v[0].decode() for k, v in request.args.items()}
         limit = _int_arg(args, "limit", 100)
         before = _int_arg(args, "before", None)
-        found = await self.db.run(
+        found = await self._db.run(
             events.thd_list,
             args.get("target_type"),
             args.get("target"),

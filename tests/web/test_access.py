@@ -10,8 +10,7 @@ import re
 import pytest
 import pytest_twisted
 
-from pxed.web import router
-from pxed.web.app import PxedApp
+from pxed.web.app import ROUTES
 
 MAC = "52:54:00:12:34:56"
 OK = "allowed"
@@ -33,10 +32,12 @@ EXPECT: dict[str, dict[str, object]] = {
 ORDER = ("anonymous", "machine", "bob", "alice", "mod", "admin")
 
 
-def test_every_route_has_a_known_rule_and_goes_through_the_table():
-    rules = {r.endpoint.removesuffix("_branch") for r in PxedApp.app.url_map.iter_rules()}
-    assert rules == set(router.ROUTES), "a route was registered without @route(..., access=)"
-    for info in router.ROUTES.values():
+@pytest_twisted.ensureDeferred
+async def test_every_route_has_a_known_rule_and_goes_through_the_table(server):
+    served = server.pxed.app.app.url_map.iter_rules()
+    rules = {r.endpoint.removesuffix("_branch") for r in served}
+    assert rules == set(ROUTES), "a route was registered without @route(..., access=)"
+    for info in ROUTES.values():
         assert info.access in EXPECT, f"{info.endpoint}: no expectations for {info.access!r}"
 
 
@@ -49,10 +50,10 @@ def concrete(path: str, samples: dict[str, str]) -> str:
     return re.sub(r"<([^>]+)>", fill, path)
 
 
-@pytest.mark.parametrize("endpoint", sorted(router.ROUTES))
+@pytest.mark.parametrize("endpoint", sorted(ROUTES))
 @pytest_twisted.ensureDeferred
 async def test_route_access(start_server, endpoint):
-    info = router.ROUTES[endpoint]
+    info = ROUTES[endpoint]
     server = await start_server(boot_policy="always", base_url="http://pxed.test")
     admin = server.admin
     clients = {
@@ -105,7 +106,9 @@ async def test_route_access(start_server, endpoint):
             r = await clients[who].request(method, path, data=b"{}")
             expected = EXPECT[info.access][who]
             if expected == OK:
-                assert r.code not in (401, 403), (method, path, who, r.code, r.body)
+                # Allowed means served: neither refused nor failed (a 503 is
+                # the build route saying no Docker engine is configured).
+                assert r.code not in (401, 403, 500), (method, path, who, r.code, r.body)
             else:
                 assert r.code == expected, (method, path, who, r.code, r.body)
             assert b"Traceback" not in r.body

@@ -47,17 +47,13 @@ async def test_always_policy_serves_configured_kernel_and_initrd(start_server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_per_architecture_files(start_server, tmp_path):
-    conf = tmp_path / "pxed.toml"
-    conf.write_text(
+async def test_per_architecture_files(start_server):
+    server = await start_server(
         '[mgmtos.arm64]\nkernel = "arm/Image"\ninitrd = ["arm/a.img", "arm/b.img"]\n'
-        'cmdline = "console=ttyAMA0 quiet"\n'
+        'cmdline = "console=ttyAMA0 quiet"\n',
+        boot_policy="always",
+        base_url=BASE,
     )
-    from pxed import config as pxed_config
-
-    cfg = pxed_config.load(conf)
-    server = await start_server(boot_policy="always", base_url=BASE)
-    server.pxed.app.config = pxed_config.replace(server.config, mgmtos=cfg.mgmtos)
     await add_machine(server.client, arch="arm64")
     answer = (await server.client.get(f"/v1/boot/{MAC}")).json()
     assert answer["kernel"] == f"{BASE}/static/arm/Image"

@@ -17,7 +17,6 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
-from pxed import config as pxed_config
 from pxed.web import github as github_module
 from tests.conftest import Response
 from tests.web.github_standin import Account, GitHubStandIn
@@ -108,7 +107,8 @@ class Browser:
 # -- fixtures ----------------------------------------------------------------
 
 
-def configure(server, standin: GitHubStandIn, **changes: str) -> None:
+def github_config(standin: GitHubStandIn, **changes: str) -> str:
+    """The [github] table of a config file pointing pxed at *standin*."""
     settings = {
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
@@ -116,9 +116,7 @@ def configure(server, standin: GitHubStandIn, **changes: str) -> None:
         "api_url": standin.url,
         **changes,
     }
-    server.pxed.app.config = pxed_config.replace(
-        server.config, github=pxed_config.GitHub(**settings)
-    )
+    return "[github]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
 
 
 @pytest_twisted.async_yield_fixture
@@ -130,9 +128,7 @@ async def github():
 
 @pytest_twisted.async_fixture
 async def pxed(start_server, github):
-    server = await start_server()
-    configure(server, github)
-    return server
+    return await start_server(github_config(github))
 
 
 @pytest.fixture
@@ -248,8 +244,8 @@ async def test_sign_in_creates_user_and_session(pxed, github):
 
 
 @pytest_twisted.ensureDeferred
-async def test_redirect_goes_where_configured(pxed, github):
-    configure(pxed, github, redirect="/ui/machines")
+async def test_redirect_goes_where_configured(start_server, github):
+    pxed = await start_server(github_config(github, redirect="/ui/machines"))
     browser = Browser()
     callback = await start_sign_in(pxed, github, browser)
     r = await browser.get(callback)
@@ -401,8 +397,8 @@ async def test_user_cancelling_at_github(pxed, github):
 
 
 @pytest_twisted.ensureDeferred
-async def test_wrong_client_secret_is_a_bad_gateway(pxed, github, logged):
-    configure(pxed, github, client_secret="not-the-secret-0123456789")
+async def test_wrong_client_secret_is_a_bad_gateway(start_server, github, logged):
+    pxed = await start_server(github_config(github, client_secret="not-the-secret-0123456789"))
     browser = Browser()
     callback = await start_sign_in(pxed, github, browser)
     r = await browser.get(callback)
@@ -427,12 +423,12 @@ async def test_github_failing_is_a_bad_gateway(pxed, github):
 
 
 @pytest_twisted.ensureDeferred
-async def test_github_unreachable_is_a_bad_gateway(pxed, github):
+async def test_github_unreachable_is_a_bad_gateway(start_server, github):
     # A port that was just free: nothing listens there.
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory())
     closed = f"http://127.0.0.1:{port.getHost().port}"
     await port.stopListening()
-    configure(pxed, github, api_url=closed)
+    pxed = await start_server(github_config(github, api_url=closed))
     browser = Browser()
     r = await browser.get(await start_sign_in(pxed, github, browser))
     assert r.code == 502
@@ -519,14 +515,14 @@ async def test_login_that_cannot_be_a_username(pxed, github):
 
 
 @pytest_twisted.ensureDeferred
-async def test_secret_and_tokens_never_leak(pxed, github, logged):
+async def test_secret_and_tokens_never_leak(start_server, pxed, github, logged):
     browser = await sign_in(pxed, github)
     await sign_in(pxed, github, browser)
     github.fail["/user"] = 502
     r = await browser.get(await start_sign_in(pxed, github, browser))
     assert r.code == 502
     github.fail.clear()
-    configure(pxed, github, client_secret=CLIENT_SECRET[::-1])
+    pxed = await start_server(github_config(github, client_secret=CLIENT_SECRET[::-1]))
     r = await browser.get(await start_sign_in(pxed, github, browser))
     assert r.code == 502
 
