@@ -291,18 +291,28 @@ def boot_markdown(r: dict) -> str:
         ]
     lines += [
         "",
-        "| server | upload s (runs) | of which commit s | upload GB/s |",
-        "|---|---|---|---|",
+        "Per run (in run order):",
+        "",
+        "| server | upload s | of which commit s | upload GB/s | slowest commit answer, ms |",
+        "|---|---|---|---|---|",
     ]
+
+    def join(values) -> str:
+        return ", ".join(map(str, values))
+
     for name, s in servers.items():
         lines.append(
-            f"| {name} | {', '.join(map(str, s['upload_seconds']))} "
-            f"| {', '.join(map(str, s['commit_seconds']))} "
-            f"| {', '.join(str(r['upload_gbps']) for r in s['runs'])} |"
+            f"| {name} | {join(s['upload_seconds'])} | {join(s['commit_seconds'])} "
+            f"| {join(r['upload_gbps'] for r in s['runs'])} "
+            f"| {join(s['commit_worst_per_run_ms'])} (median **{s['commit_worst_median_ms']}**) |"
         )
     if "commit_p99_after_over_before" in b:
-        ratio = b["commit_p99_after_over_before"]
-        lines += ["", f"p99 during the commit, after / before: **{ratio}**."]
+        lines += [
+            "",
+            "During the commit, after / before: p99 "
+            f"**{b['commit_p99_after_over_before']}**, median of the runs' slowest answer "
+            f"**{b['commit_worst_median_after_over_before']}** (below 1: after is faster).",
+        ]
     lines += [
         "",
         "*p99 corrected* adds back the requests the poller could not send while "
