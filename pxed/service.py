@@ -195,7 +195,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     site = PxedSite(app.resource(), config.cors_origins, storage, reactor, io)
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)
-    return Pxed(top, db, app, web, builder, store)
+    return Pxed(top, db, app, web, store=store, builder=builder)
 
 
 def makeService(config: Config, reactor=None) -> MultiService:

@@ -8,6 +8,7 @@ pool."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -91,7 +92,12 @@ class Storage:
         _fsync_dir(final.parent)
 
     def remove_version(self, image_uuid: str, version: int) -> None:
-        self.path(image_uuid, version).unlink(missing_ok=True)
+        path = self.path(image_uuid, version)
+        path.unlink(missing_ok=True)
+        # The image itself may be gone (deleted while this version was
+        # being put in place): leave no empty directory for it.
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
     def remove_image(self, image_uuid: str) -> None:
         shutil.rmtree(self.images / image_uuid, ignore_errors=True)
