@@ -38,17 +38,13 @@
 #     false with the step and the reason of any failure;
 #  7. reboot -f (or poweroff -f).
 # Log lines go to the console ("pxed-agent: ...") and to POST {url}/log.
-#
-# For tests outside the management OS: PXED_CMDLINE (a file read instead of
-# /proc/cmdline), PXED_DISKS (the disks, in order, instead of /sys/block),
-# PXED_NO_REBOOT=1 (exit instead of rebooting), PXED_JSON_AWK (json.awk).
 
 set -e
 umask 077
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 HERE=$(dirname "$0")
-JSON_AWK=${PXED_JSON_AWK:-$HERE/json.awk}
+JSON_AWK=$HERE/json.awk
 WORK=$(mktemp -d /tmp/pxed-agent.XXXXXX)
 
 URL='' MAC='' TOKEN='' AFTER=${PXED_AFTER:-reboot} DEBUG=${PXED_DEBUG:-0}
@@ -119,11 +115,6 @@ report_complete() {
 
 after() {
 	sync
-	if [ "${PXED_NO_REBOOT:-0}" = 1 ]; then
-		console "done ($AFTER skipped)"
-		rm -rf "$WORK"
-		exit "${1:-0}"
-	fi
 	case "$AFTER" in
 	poweroff | halt) console "powering off"; poweroff -f ;;
 	*) console "rebooting"; reboot -f ;;
@@ -153,7 +144,7 @@ trap 'fail "interrupted"' INT TERM HUP
 # --- 1. the kernel command line ---------------------------------------------
 
 STEP="reading the kernel command line"
-for word in $(cat "${PXED_CMDLINE:-/proc/cmdline}"); do
+for word in $(cat /proc/cmdline); do
 	case "$word" in
 	pxed.url=*) URL=${word#pxed.url=} ;;
 	pxed.mac=*) MAC=${word#pxed.mac=} ;;
@@ -214,10 +205,6 @@ log info "work $WORK_ID (setup $(jget "$WORK/inform" Name)): $COUNT image(s)"
 # --- disks -----------------------------------------------------------------------
 
 list_disks() {
-	if [ -n "${PXED_DISKS:-}" ]; then
-		for d in $PXED_DISKS; do echo "$d"; done
-		return 0
-	fi
 	for d in /sys/block/*; do
 		name=${d##*/}
 		case "$name" in
