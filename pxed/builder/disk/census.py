@@ -47,6 +47,8 @@ def _chroot_join(base: str, target: str) -> str:
 
 
 def _version_key(name: str) -> tuple:
+    """Sort key for kernel and initrd names: ".old" ones below all others,
+    then by version with numbers compared as numbers."""
     return (
         not name.endswith(".old"),
         [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)],
@@ -55,6 +57,8 @@ def _version_key(name: str) -> tuple:
 
 @contextlib.contextmanager
 def open_tar(tar_path: str | os.PathLike) -> Iterator[tarfile.TarFile]:
+    """The tar at *tar_path*, open for streaming; a missing, empty, broken
+    or truncated archive becomes `AssemblyError` (or `EmptyRootfs`)."""
     try:
         if os.path.getsize(tar_path) == 0:
             raise EmptyRootfs()
