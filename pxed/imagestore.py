@@ -71,9 +71,7 @@ class ImageStore:
             created = False
             try:
                 if update_existing:
-                    machine, created = await self._db.run(
-                        machines.thd_upsert, fields, actor, disk
-                    )
+                    machine, created = await self._db.run(machines.thd_upsert, fields, actor, disk)
                 else:
                     machine = await self._db.run(machines.thd_create, fields, actor, disk)
                     created = True
