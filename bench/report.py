@@ -278,7 +278,9 @@ def boot_markdown(r: dict) -> str:
         "Requests in flight at any moment of the window, all runs together. "
         "*Idle*: the second before each upload. *Whole upload*: request sent → "
         "answer. *Commit*: last body byte sent → answer (pxed finishes hashing, "
-        "fsyncs, renames and records the version).",
+        "fsyncs, renames and records the version); a request already on its way "
+        "then counts from that moment, so what the body transfer cost it is not "
+        "laid at the commit's door.",
         "",
         "| server, window | requests | p50 | p99 | max | p99 corrected |",
         "|---|---|---|---|---|---|",
