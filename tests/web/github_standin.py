@@ -1,10 +1,17 @@
-"""A stand-in for GitHub's OAuth web flow and REST API, over real HTTP on
-loopback: the four endpoints pxed uses, with GitHub's answers (including
-its habit of answering token errors with 200 and an "error" field).
+"""A stand-in for GitHub's OAuth web flow and REST API: the four endpoints
+pxed uses, with GitHub's answers (including its habit of answering token
+errors with 200 and an "error" field).
+
+Over real HTTP on loopback:
 
     standin = await GitHubStandIn("client-id", "client-secret").start()
     ... standin.url ...
     await standin.stop()
+
+or in memory, without a port (any host reaches it):
+
+    http = treq.testing.StubTreq(standin.app.resource())
+    await http.get("http://github.test/user", ...)
 """
 
 from __future__ import annotations
@@ -78,6 +85,9 @@ class GitHubStandIn:
     deny: bool = False
     # path -> HTTP status to answer with instead (GitHub having a bad day).
     fail: dict[str, int] = field(default_factory=dict)
+    # path -> (HTTP status, body) to answer with as is instead: answers no
+    # GitHub gives, that pxed must not trust.
+    raw: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     # paths that never answer.
     hang: set[str] = field(default_factory=set)
     # (method, path) of every request, in order.
@@ -126,7 +136,12 @@ class GitHubStandIn:
         return None
 
     def _failing(self, request: IRequest) -> bytes | None:
-        status = self.fail.get(request.path.decode())
+        path = request.path.decode()
+        if path in self.raw:
+            status, body = self.raw[path]
+            request.setResponseCode(status)
+            return body
+        status = self.fail.get(path)
         if status is None:
             return None
         return _json(request, {"message": "Server Error"}, status)

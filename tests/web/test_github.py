@@ -17,7 +17,6 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
-from pxed.web import github as github_module
 from tests.conftest import Response
 from tests.web.github_standin import Account, GitHubStandIn
 
@@ -434,16 +433,6 @@ async def test_github_unreachable_is_a_bad_gateway(start_server, github):
     assert r.code == 502
     assert r.json()["error"].startswith("GitHub sign-in failed: reading the profile: ")
     assert await usernames(pxed) == ["admin"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_github_hanging_times_out(pxed, github, monkeypatch):
-    monkeypatch.setattr(github_module, "TIMEOUT", 0.5)
-    github.hang.add("/login/oauth/access_token")
-    browser = Browser()
-    r = await browser.get(await start_sign_in(pxed, github, browser))
-    assert r.code == 502
-    assert r.json()["error"] == "GitHub sign-in failed: code exchange: no answer in 0.5s"
 
 
 # -- configuration and accounts ------------------------------------------------
