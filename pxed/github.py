@@ -41,6 +41,10 @@ USER_ERRORS = {
 }
 
 
+class AnswerTooLarge(ValueError):
+    pass
+
+
 class _Answer(Protocol):
     """Collects a response body up to MAX_ANSWER; beyond that, or when the
     read is cancelled (the timeout), the connection is dropped."""
@@ -55,7 +59,7 @@ class _Answer(Protocol):
             return
         self.size += len(data)
         if self.size > MAX_ANSWER:
-            self.done.errback(Failure(ValueError(f"answer larger than {MAX_ANSWER} bytes")))
+            self.done.errback(Failure(AnswerTooLarge(f"answer larger than {MAX_ANSWER} bytes")))
             self._abort()
             return
         self.chunks.append(data)
@@ -112,6 +116,9 @@ class GitHubClient:
         except defer.TimeoutError:
             log.warn("GitHub sign-in: {step}: no answer in {timeout}s", step=step, timeout=timeout)
             raise BadGateway(f"GitHub sign-in failed: {step}: no answer in {timeout:g}s") from None
+        except AnswerTooLarge as e:
+            log.warn("GitHub sign-in: {step}: {error}", step=step, error=str(e))
+            raise BadGateway(f"GitHub sign-in failed: {step}: {e}") from None
         except Exception as e:
             log.warn("GitHub sign-in: {step}: {error}", step=step, error=_describe(e))
             raise BadGateway(f"GitHub sign-in failed: {step}: {type(e).__name__}") from None
