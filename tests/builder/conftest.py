@@ -1,1 +1,0 @@
-from tests.docker_fixtures import base_image, docker_host  # noqa: F401 (fixtures)
