@@ -180,8 +180,12 @@ def windows(samples: list, up: dict, size: int, interval: float) -> dict:
             lats = [(s[1] - max(s[0], start)) * 1000 for s in inside]
         out[window] = latency_stats(lats, interval * 1000)
         out[f"{window}_latencies_ms"] = lats
-    # (sent, latency) of every request, seconds from the upload's start.
-    out["samples"] = [[round(s[0] - t0, 4), round(ms(s), 2)] for s in samples]
+    # Every request: when it was sent (seconds from the upload's start), and
+    # its latency.
+    out["samples"] = {
+        "sent_s": [round(s[0] - t0, 4) for s in samples],
+        "latency_ms": [round(ms(s), 2) for s in samples],
+    }
     return out
 
 

@@ -4,9 +4,11 @@ the JSON is the result dict as it is."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -324,3 +326,17 @@ def boot_markdown(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def to_json(result: dict) -> str:
+    """The result as indented JSON, with lists of numbers on one line (the
+    boot phase's per-request samples would otherwise take a line each)."""
+    text = json.dumps(result, indent=2)
+    return (
+        re.sub(
+            r"\[\s+(-?[\d.e+-]+(?:,\s+-?[\d.e+-]+)*)\s+\]",
+            lambda m: "[" + " ".join(m.group(1).split()) + "]",
+            text,
+        )
+        + "\n"
+    )

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.clients import DOWNLOAD_CLIENTS
 from bench.common import BENCH, BenchError, log
 from bench.phases import PHASES, SERVER_PHASES, Bench
-from bench.report import boot_markdown, markdown
+from bench.report import boot_markdown, markdown, to_json
 
 # The commit whose boot latency the working tree is compared with: the last
 # one before the commit's file work moved off the database thread began.
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     status = 0
     if "boot" in result:
-        (out / "boot_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "boot_latency.json").write_text(to_json(result))
         (out / "boot_latency.md").write_text(boot_markdown(result))
         log(f"wrote {out / 'boot_latency.json'} and {out / 'boot_latency.md'}")
         print()
