@@ -1,5 +1,8 @@
 """A real Docker engine for the builder tests, and a base image imported from
-a busybox-static root filesystem (no registry is reachable)."""
+a busybox-static root filesystem (no registry is reachable).  A pytest
+plugin, loaded by ``pytest_plugins`` in tests/conftest.py: the fixtures
+``docker_host`` and ``base_image`` are there for every test; a test that
+uses them is marked ``docker`` (done here, so none is missed)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, require_tool
+from tests.helpers import missing, require_tool
 
 BASE_IMAGE = "pxed-test-busybox:latest"
 OWN_SOCKET = Path("/run/pxed-test-docker/docker.sock")
@@ -29,12 +32,6 @@ def _reachable(host: str) -> bool:
         return True
     except Exception:
         return False
-
-
-def _missing(message: str):
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 class NoEngine(Exception):
@@ -101,7 +98,7 @@ def docker_host():
     try:
         host, proc = find_or_start_engine()
     except NoEngine as e:
-        _missing(str(e))
+        missing(str(e))
     yield host
     stop_engine(proc)
 
@@ -158,3 +155,12 @@ def import_base_image(host: str, work: Path) -> str:
 @pytest.fixture(scope="session")
 def base_image(docker_host, tmp_path_factory):
     return import_base_image(docker_host, tmp_path_factory.mktemp("busybox"))
+
+
+DOCKER_FIXTURES = {"docker_host", "base_image"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import pytest_twisted
+
+pytestmark = pytest.mark.slow  # runs the pxed-admin script
 
 ADMIN = [str(Path(sys.executable).with_name("pxed-admin"))]
 

@@ -9,9 +9,7 @@ import threading
 import pytest_twisted
 from twisted.internet import defer, threads
 
-from tests.conftest import MAC, MIB, add_machine, new_image
-
-OCTETS = {"Content-Type": "application/octet-stream"}
+from tests.helpers import MAC, MIB, OCTETS, add_machine, new_image
 
 
 class HeldCommits:

@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs ruff over the tree
+
 ROOT = Path(__file__).parent.parent
 
 

@@ -12,20 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.conftest import require_tool
-
-MIB = 1024 * 1024
-BOUNDARY = "pxedbuildboundary"
-
-
-def multipart(parts: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict[str, str]]:
-    body = b""
-    for name, (filename, data) in parts.items():
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        body += (f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n").encode()
-        body += data + b"\r\n"
-    body += f"--{BOUNDARY}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+from tests.helpers import new_image, require_tool, submit, wait_done
 
 
 @pytest.fixture
@@ -47,29 +34,8 @@ def engine_state(docker_host):
 @pytest_twisted.async_yield_fixture
 async def builder(start_server, docker_host, base_image, engine_state):
     server = await start_server(docker_host=docker_host)
-    image = (await server.admin.post("/image", {"Name": "built", "Size": MIB})).json()
-    server.image = image["UUID"]
+    server.image = await new_image(server.admin, "built")
     yield server
-
-
-async def submit(server, dockerfile: str, fmt: str | None = None, context: bytes | None = None):
-    parts = {"file": ("Dockerfile", dockerfile.encode())}
-    if context is not None:
-        parts["context"] = ("context.tar.gz", context)
-    body, headers = multipart(parts)
-    path = f"/image/{server.image}/docker" + (f"?format={fmt}" if fmt else "")
-    r = await server.admin.request("POST", path, data=body, headers=headers)
-    assert r.code == 202, r.text
-    return r.json()
-
-
-async def wait_done(server, build_id: int, timeout: float = 180) -> dict:
-    for _ in range(int(timeout / 0.25)):
-        build = (await server.admin.get(f"/build/{build_id}")).json()
-        if build["State"] in ("succeeded", "failed", "cancelled"):
-            return build
-        await task.deferLater(reactor, 0.25, lambda: None)
-    raise AssertionError(f"build {build_id} did not finish: {build}")
 
 
 async def log_of(server, build_id: int, follow: bool = True) -> str:
@@ -107,12 +73,14 @@ async def test_dockerfile_to_bootable_gpt_disk(builder, engine_state, tmp_path):
     mdir = require_tool("mdir", "mtools")
     before = engine_state[1]()
     answer = await submit(
-        builder, "FROM pxed-test-busybox:latest\nRUN echo built-by-pxed > /etc/marker\n"
+        builder.admin,
+        builder.image,
+        "FROM pxed-test-busybox:latest\nRUN echo built-by-pxed > /etc/marker\n",
     )
     assert answer["State"] in ("queued", "running")
     assert answer["Image"] == builder.image
     assert answer["URL"].endswith(f"/build/{answer['ID']}")
-    build = await wait_done(builder, answer["ID"])
+    build = await wait_done(builder.admin, answer["ID"])
     log = await log_of(builder, answer["ID"])
     assert build["State"] == "succeeded", log
     assert build["Version"] == 1
@@ -164,14 +132,16 @@ async def test_tar_and_initramfs_formats_and_raw_body(builder, engine_state):
         headers={"Content-Type": "text/plain"},
     )
     assert r.code == 202, r.text
-    build = await wait_done(builder, r.json()["ID"])
+    build = await wait_done(builder.admin, r.json()["ID"])
     assert build["State"] == "succeeded", await log_of(builder, build["ID"])
     body = (await builder.admin.get(f"/image/{builder.image}/{build['Version']}")).body
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         names = {m.name.lstrip("./") for m in tar}
     assert {"x", "bin/busybox", "etc/passwd"} <= names
 
-    build = await wait_done(builder, (await submit(builder, dockerfile, "initramfs"))["ID"])
+    build = await wait_done(
+        builder.admin, (await submit(builder.admin, builder.image, dockerfile, "initramfs"))["ID"]
+    )
     assert build["State"] == "succeeded", await log_of(builder, build["ID"])
     cpio = gzip.decompress(
         (await builder.admin.get(f"/image/{builder.image}/{build['Version']}")).body
@@ -188,12 +158,13 @@ async def test_build_context_archive(builder):
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     answer = await submit(
-        builder,
+        builder.admin,
+        builder.image,
         "FROM pxed-test-busybox:latest\nCOPY hello.txt /hello.txt\n",
         "tar",
         context=buf.getvalue(),
     )
-    build = await wait_done(builder, answer["ID"])
+    build = await wait_done(builder.admin, answer["ID"])
     assert build["State"] == "succeeded", await log_of(builder, answer["ID"])
     body = (await builder.admin.get(f"/image/{builder.image}/{build['Version']}")).body
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
@@ -215,7 +186,9 @@ async def test_failed_builds_make_no_version_and_leave_nothing(
     builder, engine_state, dockerfile, words
 ):
     before = engine_state[1]()
-    build = await wait_done(builder, (await submit(builder, dockerfile))["ID"])
+    build = await wait_done(
+        builder.admin, (await submit(builder.admin, builder.image, dockerfile))["ID"]
+    )
     assert build["State"] == "failed"
     assert (
         words in build["Message"].lower() or words in (await log_of(builder, build["ID"])).lower()
@@ -229,14 +202,16 @@ async def test_failed_builds_make_no_version_and_leave_nothing(
 @pytest_twisted.ensureDeferred
 async def test_cancel_a_running_build(builder, engine_state):
     before = engine_state[1]()
-    answer = await submit(builder, "FROM pxed-test-busybox:latest\nRUN sleep 120\n")
+    answer = await submit(
+        builder.admin, builder.image, "FROM pxed-test-busybox:latest\nRUN sleep 120\n"
+    )
     for _ in range(200):
         if "Running in" in await log_of(builder, answer["ID"], follow=False):
             break
         await task.deferLater(reactor, 0.1, lambda: None)
     r = await builder.admin.delete(f"/build/{answer['ID']}")
     assert r.code == 200
-    build = await wait_done(builder, answer["ID"], timeout=60)
+    build = await wait_done(builder.admin, answer["ID"], timeout=60)
     assert build["State"] == "cancelled"
     assert (await builder.admin.delete(f"/build/{answer['ID']}")).code == 409
     await assert_nothing_left(builder, engine_state, before)
@@ -245,11 +220,11 @@ async def test_cancel_a_running_build(builder, engine_state):
 @pytest_twisted.ensureDeferred
 async def test_timeout_kills_the_build(start_server, docker_host, base_image, engine_state):
     server = await start_server(docker_host=docker_host, build_timeout=3)
-    server.image = (await server.admin.post("/image", {"Name": "b", "Size": MIB})).json()["UUID"]
+    image = await new_image(server.admin, "b")
     before = engine_state[1]()
     build = await wait_done(
-        server,
-        (await submit(server, "FROM pxed-test-busybox:latest\nRUN sleep 120\n"))["ID"],
+        server.admin,
+        (await submit(server.admin, image, "FROM pxed-test-busybox:latest\nRUN sleep 120\n"))["ID"],
         timeout=60,
     )
     assert build["State"] == "failed"
@@ -259,13 +234,17 @@ async def test_timeout_kills_the_build(start_server, docker_host, base_image, en
 
 @pytest_twisted.ensureDeferred
 async def test_fifo_queue_beyond_the_concurrency_limit(builder):
-    first = await submit(builder, "FROM pxed-test-busybox:latest\nRUN sleep 2\n", "tar")
-    second = await submit(builder, "FROM pxed-test-busybox:latest\nRUN echo 2 > /2\n", "tar")
+    first = await submit(
+        builder.admin, builder.image, "FROM pxed-test-busybox:latest\nRUN sleep 2\n", "tar"
+    )
+    second = await submit(
+        builder.admin, builder.image, "FROM pxed-test-busybox:latest\nRUN echo 2 > /2\n", "tar"
+    )
     assert (await builder.admin.get(f"/build/{second['ID']}")).json()["State"] == "queued"
     listed = (await builder.admin.get(f"/image/{builder.image}/builds")).json()
     assert [b["ID"] for b in listed] == [first["ID"], second["ID"]]
-    one = await wait_done(builder, first["ID"])
-    two = await wait_done(builder, second["ID"])
+    one = await wait_done(builder.admin, first["ID"])
+    two = await wait_done(builder.admin, second["ID"])
     assert (one["Version"], two["Version"]) == (1, 2)
     assert two["StartedAt"] >= one["FinishedAt"]
 
@@ -273,7 +252,10 @@ async def test_fifo_queue_beyond_the_concurrency_limit(builder):
 @pytest_twisted.ensureDeferred
 async def test_log_follows_a_running_build(builder):
     answer = await submit(
-        builder, "FROM pxed-test-busybox:latest\nRUN echo one && sleep 2 && echo two\n", "tar"
+        builder.admin,
+        builder.image,
+        "FROM pxed-test-busybox:latest\nRUN echo one && sleep 2 && echo two\n",
+        "tar",
     )
     log = await log_of(builder, answer["ID"])  # returns when the build ends
     assert "one" in log and "two" in log and "committed version 1" in log
@@ -286,9 +268,9 @@ async def test_builds_left_running_by_a_stopped_daemon_fail_at_start(start_serve
 
     data = tmp_path / "restart"
     server = await start_server(data_dir=str(data))
-    image = (await server.admin.post("/image", {"Name": "b", "Size": MIB})).json()
+    image = await new_image(server.admin, "b")
     build = await server.db.run(
-        builds.thd_create, image["UUID"], "admin", "disk", "FROM scratch\n", False, "admin"
+        builds.thd_create, image, "admin", "disk", "FROM scratch\n", False, "admin"
     )
     await server.db.run(builds.thd_next_queued)  # as if it was running
     await server.pxed.service.stopService()
@@ -305,16 +287,16 @@ async def test_builds_left_running_by_a_stopped_daemon_fail_at_start(start_serve
 @pytest_twisted.ensureDeferred
 async def test_unreachable_engine_is_503_and_queues_nothing(start_server):
     server = await start_server(docker_host="unix:///nonexistent/docker.sock")
-    image = (await server.admin.post("/image", {"Name": "b", "Size": MIB})).json()
+    image = await new_image(server.admin, "b")
     r = await server.admin.request(
         "POST",
-        f"/image/{image['UUID']}/docker",
+        f"/image/{image}/docker",
         data=b"FROM scratch\n",
         headers={"Content-Type": "text/plain"},
     )
     assert r.code == 503
     assert "Docker engine" in r.json()["error"]
-    assert (await server.admin.get(f"/image/{image['UUID']}/builds")).json() == []
+    assert (await server.admin.get(f"/image/{image}/builds")).json() == []
 
 
 @pytest_twisted.ensureDeferred

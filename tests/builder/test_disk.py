@@ -25,9 +25,8 @@ import pytest
 
 from pxed.builder import disk
 from pxed.builder.disk import bootdisk
-from tests.conftest import IN_CI, require_tool
+from tests.helpers import MIB, missing, require_tool
 
-MIB = 1024 * 1024
 MTIME = 1_700_000_000
 MARKER = b"written by the pxed disk test\n"
 # security.capability for cap_net_raw+ep (VFS_CAP_REVISION_2)
@@ -518,18 +517,11 @@ def test_make_disk_as_an_unprivileged_user(tmp_path):
     if os.geteuid() != 0:
         shared, python, prefix = None, sys.executable, []
     else:
-        if shutil.which("setpriv") is None:
-            message = "setpriv not found: apt-get install util-linux"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+        setpriv = require_tool("setpriv", "util-linux")
         python = _unprivileged_python()
         if python is None:
-            message = "no Python interpreter the nobody user can run"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
-        prefix = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"]
+            missing("no Python interpreter the nobody user can run")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
         # tmp_path's parents are private to root: give nobody a directory in /tmp.
         shared = tempfile.mkdtemp(prefix="pxed-disk-test-")
         os.chown(shared, 65534, 65534)

@@ -12,27 +12,27 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from tests.conftest import IN_CI, require_tool
-from tests.docker_fixtures import base_image, docker_host  # noqa: F401 (fixtures)
+from tests.helpers import MAC, missing, require_tool
 
 ROOT = Path(__file__).parent.parent.parent
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")  # Debian ipxe-qemu
-MAC = "52:54:00:12:34:56"
 MGMTOS_CMDLINE = "console=ttyS0,115200 pxed.after=poweroff"
 
 
-def _missing(message: str):
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+def pytest_collection_modifyitems(config, items):
+    """Every test here is ``e2e`` (see tests/conftest.py)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
 def qemu() -> str:
     path = require_tool("qemu-system-x86_64", "qemu-system-x86")
     if not IPXE_ROM.exists():
-        _missing(f"{IPXE_ROM} missing: apt-get install ipxe-qemu")
+        missing(f"{IPXE_ROM} missing: apt-get install ipxe-qemu")
     return path
 
 
@@ -49,7 +49,7 @@ def mgmtos(tmp_path_factory) -> Path:
         timeout=900,
     )
     if done.returncode != 0 or not (out / "vmlinuz").exists():
-        _missing(f"mgmtos/build.sh failed: {(done.stderr or done.stdout)[-2000:]}")
+        missing(f"mgmtos/build.sh failed: {(done.stderr or done.stdout)[-2000:]}")
     return static
 
 

@@ -11,10 +11,17 @@ import tarfile
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from tests.conftest import MIB, add_machine, new_image
-from tests.e2e.conftest import MAC, run_vm
-
-OCTETS = {"Content-Type": "application/octet-stream"}
+from tests.e2e.conftest import run_vm
+from tests.helpers import (
+    MAC,
+    MIB,
+    add_machine,
+    enqueue,
+    new_image,
+    submit,
+    upload_version,
+    wait_done,
+)
 
 
 def data(size: int, seed: int) -> bytes:
@@ -22,25 +29,8 @@ def data(size: int, seed: int) -> bytes:
 
 
 async def queue_image(server, image_uuid: str, version: int, update: bool = False) -> dict:
-    r = await server.admin.post(
-        "/user/admin/image_setup",
-        {"Name": "e2e", "Images": [{"UUID": image_uuid, "Version": version, "Update": update}]},
-    )
-    assert r.code == 201, r.text
-    r = await server.admin.post(f"/machine/{MAC}/boot", {"SetupUUID": r.json()["UUID"]})
-    assert r.code == 200, r.text
-    return r.json()
-
-
-async def upload(server, image_uuid: str, payload: bytes) -> int:
-    r = await server.admin.request(
-        "POST",
-        f"/image/{image_uuid}",
-        data=payload,
-        headers={**OCTETS, "Accept": "application/json"},
-    )
-    assert r.code == 200, r.text
-    return r.json()["Version"]
+    images = [{"UUID": image_uuid, "Version": version, "Update": update}]
+    return await enqueue(server.admin, images, user="admin", name="e2e")
 
 
 def blank_disk(tmp_path, name: str, size: int, fill: bytes = b"") -> object:
@@ -61,7 +51,7 @@ async def test_a_deploy_writes_the_disk_byte_for_byte(netboot_server, qemu, tmp_
     await add_machine(server)
     image = await new_image(server.admin, "deploy")
     payload = data(24 * MIB, seed=1)
-    version = await upload(server, image, payload)
+    version = await upload_version(server.admin, image, payload)
     entry = await queue_image(server, image, version)
     disk = blank_disk(tmp_path, "disk.raw", 64 * MIB)
 
@@ -87,7 +77,7 @@ async def test_b_capture_makes_a_new_version_of_the_disk(netboot_server, qemu, t
     await add_machine(server)
     image = await new_image(server.admin, "captured")
     payload = data(4 * MIB, seed=2)
-    version = await upload(server, image, payload)
+    version = await upload_version(server.admin, image, payload)
     await queue_image(server, image, version, update=True)
     before = data(3 * MIB, seed=3)
     disk = blank_disk(tmp_path, "disk.raw", 32 * MIB, before)
@@ -109,7 +99,7 @@ async def test_c_single_shot_after_completion(netboot_server, qemu, tmp_path):
     server = netboot_server
     await add_machine(server)
     image = await new_image(server.admin, "once")
-    version = await upload(server, image, data(2 * MIB, seed=4))
+    version = await upload_version(server.admin, image, data(2 * MIB, seed=4))
     await queue_image(server, image, version)
     disk = blank_disk(tmp_path, "disk.raw", 16 * MIB)
     run = await run_vm(qemu, tmp_path, [disk], port=server.port)
@@ -153,7 +143,7 @@ async def test_d_a_damaged_version_fails_with_the_reason(netboot_server, qemu, t
     server = netboot_server
     await add_machine(server)
     image = await new_image(server.admin, "damaged")
-    version = await upload(server, image, data(4 * MIB, seed=5))
+    version = await upload_version(server.admin, image, data(4 * MIB, seed=5))
     entry = await queue_image(server, image, version)
     # Flip bytes in the stored file behind pxed's back.
     path = server.config.data_dir / "images" / image / f"{version}.img"
@@ -176,16 +166,13 @@ async def test_d_a_damaged_version_fails_with_the_reason(netboot_server, qemu, t
 
 @pytest_twisted.ensureDeferred
 async def test_e_a_built_disk_boots_under_uefi(
-    netboot_server, qemu, mgmtos, tmp_path, docker_host, base_image
+    start_netboot, qemu, mgmtos, tmp_path, docker_host, base_image
 ):
-    from tests.builder.test_builds import submit, wait_done
-
-    server = netboot_server
-    server.pxed.app.builder._engine.host = docker_host
+    server = await start_netboot(docker_host=docker_host)
     await add_machine(server)
     marker = "PXED-BUILT-IMAGE-BOOTED"
     # 1. An initramfs whose /init announces itself and powers off.
-    server.image = await new_image(server.admin, "initrd")
+    initrd_image = await new_image(server.admin, "initrd")
     init = (
         "#!/bin/sh\\n"
         "/bin/busybox mount -t devtmpfs devtmpfs /dev\\n"
@@ -194,10 +181,11 @@ async def test_e_a_built_disk_boots_under_uefi(
         "/bin/busybox poweroff -f\\n"
     )
     initrd = await wait_done(
-        server,
+        server.admin,
         (
             await submit(
-                server,
+                server.admin,
+                initrd_image,
                 "FROM pxed-test-busybox:latest\n"
                 f"RUN mkdir -p /dev /proc /sys && printf '{init}' > /init && chmod 755 /init\n",
                 "initramfs",
@@ -205,7 +193,7 @@ async def test_e_a_built_disk_boots_under_uefi(
         )["ID"],
     )
     assert initrd["State"] == "succeeded", initrd
-    initrd_bytes = (await server.admin.get(f"/image/{server.image}/{initrd['Version']}")).body
+    initrd_bytes = (await server.admin.get(f"/image/{initrd_image}/{initrd['Version']}")).body
     # 2. A disk with the management OS's Debian kernel and that initramfs
     #    in /boot: the builder puts systemd-boot and an entry on the ESP.
     kernel = (mgmtos / "mgmtos" / "x86_64" / "vmlinuz").read_bytes()
@@ -219,12 +207,13 @@ async def test_e_a_built_disk_boots_under_uefi(
     r = await server.admin.post(
         "/image", {"Name": "bootable", "Size": MIB, "DiskCompressionStrategy": "zstd"}
     )
-    server.image = r.json()["UUID"]
+    bootable = r.json()["UUID"]
     built = await wait_done(
-        server,
+        server.admin,
         (
             await submit(
-                server,
+                server.admin,
+                bootable,
                 "FROM pxed-test-busybox:latest\n"
                 "COPY vmlinuz /boot/vmlinuz-6.1.0-pxed\n"
                 "COPY initrd.img /boot/initrd.img-6.1.0-pxed\n",
@@ -235,7 +224,7 @@ async def test_e_a_built_disk_boots_under_uefi(
     )
     assert built["State"] == "succeeded", built
     # 3. Deployed as in (a), then booted from its disk with OVMF.
-    await queue_image(server, server.image, built["Version"])
+    await queue_image(server, bootable, built["Version"])
     # Sparse, and larger than the built disk (its Size is the compressed one).
     disk = blank_disk(tmp_path, "disk.raw", 512 * MIB)
     run = await run_vm(qemu, tmp_path, [disk], port=server.port, timeout=300)

@@ -11,8 +11,8 @@ import pytest
 import pytest_twisted
 
 from pxed.web.app import ROUTES
+from tests.helpers import MAC, add_machine, machine_client, new_image, new_setup
 
-MAC = "52:54:00:12:34:56"
 OK = "allowed"
 
 # access rule -> identity -> expected outcome (a status, or OK = neither 401 nor 403)
@@ -63,25 +63,17 @@ async def test_route_access(start_server, endpoint):
         "mod": await server.user("mod", "moderator"),
         "admin": admin,
     }
-    r = await admin.post("/machine", {"Name": "m", "MacAddresses": [{"Mac": MAC}]})
-    assert r.code == 200
-    machine_image = r.json()["ImageUUID"]
-    cmdline = (await server.anonymous.get(f"/v1/boot/{MAC}")).json()["cmdline"]
-    token = cmdline.split("pxed.token=")[1].split()[0]
-    clients["machine"] = server.anonymous.bearer(token)
+    machine_image = (await add_machine(server))["ImageUUID"]
+    clients["machine"] = await machine_client(server)
     alice = clients["alice"]
     alice_token = (await alice.get("/user/alice/tokens")).json()[0]["ID"]
-    image = (await alice.post("/image", {"Name": "disk", "Size": 1 << 20})).json()
-    setup = (
-        await alice.post(
-            "/user/alice/image_setup", {"Name": "s", "Images": [{"UUID": image["UUID"]}]}
-        )
-    ).json()
+    image = await new_image(alice, "disk")
+    setup = await new_setup(alice, "alice", [{"UUID": image}])
     work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
     from pxed.db import builds
 
     build = await server.db.run(
-        builds.thd_create, image["UUID"], "alice", "disk", "FROM scratch\n", False, "alice"
+        builds.thd_create, image, "alice", "disk", "FROM scratch\n", False, "alice"
     )
     # Finished, so its log answers at once instead of following.
     await server.db.run(builds.thd_finish, build.id, builds.FAILED, "sample")
@@ -90,7 +82,7 @@ async def test_route_access(start_server, endpoint):
         "mac": MAC,
         "name": "alice",
         "token_id": str(alice_token),
-        "uuid": image["UUID"],
+        "uuid": image,
         "image_name": "disk",
         "version": "0",
         "setup_uuid": setup["UUID"],
@@ -116,7 +108,7 @@ async def test_route_access(start_server, endpoint):
 
 @pytest_twisted.ensureDeferred
 async def test_type_system_header_grants_nothing(server):
-    await server.admin.post("/machine", {"Name": "m", "MacAddresses": [{"Mac": MAC}]})
+    await add_machine(server)
     system = server.anonymous.with_headers(type="system")
     for method, path in [
         ("GET", "/machines"),

@@ -10,41 +10,18 @@ import hashlib
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
-from tests.conftest import add_machine, new_image
-
-MAC = "52:54:00:12:34:56"
-OTHER_MAC = "52:54:00:ab:cd:ef"
-MiB = 1024 * 1024
-RAW = {"Content-Type": "application/octet-stream"}
-
-
-async def upload(client, path: str, data: bytes):
-    return await client.request(
-        "POST", path, data=data, headers={**RAW, "Accept": "application/json"}
-    )
-
-
-async def enqueue(client, images: list[dict], mac: str = MAC, user: str = "alice") -> dict:
-    r = await client.post(f"/user/{user}/image_setup", {"Name": "s", "Images": images})
-    assert r.code == 201, r.text
-    r = await client.post(f"/machine/{mac}/boot", {"SetupUUID": r.json()["UUID"]})
-    assert r.code == 200, r.text
-    return r.json()
-
-
-async def credential(server, mac: str = MAC):
-    """The machine credential a netboot answer puts on the kernel cmdline."""
-    r = await server.anonymous.get(f"/v1/boot/{mac}")
-    assert r.code == 200, r.text
-    cmdline = r.json()["cmdline"]
-    assert f"pxed.mac={mac}" in cmdline
-    return server.anonymous.bearer(cmdline.split("pxed.token=")[1].split()[0])
-
-
-async def machine_events(client, mac: str = MAC) -> list:
-    r = await client.get(f"/machine/{mac}/events")
-    assert r.code == 200, r.text
-    return list(reversed(r.json()))  # oldest first
+from tests.helpers import (
+    MAC,
+    MIB,
+    OCTETS,
+    OTHER_MAC,
+    add_machine,
+    enqueue,
+    machine_client,
+    machine_events,
+    new_image,
+    upload,
+)
 
 
 async def machine(server, mac: str = MAC) -> dict:
@@ -69,7 +46,7 @@ async def test_on_demand_netboots_exactly_while_there_is_work(server):
     assert "\nkernel " in script and "pxed.token=pxm_" in script
 
     # Taken and in progress: a reboot of the management OS still gets it.
-    agent = await credential(server)
+    agent = await machine_client(server)
     assert (await agent.get(f"/machine/{MAC}/boot")).code == 200
     assert (await anon.get(f"/v1/boot/{MAC}")).code == 200
     assert "\nkernel " in (await anon.get(f"/ipxe/{MAC}")).text
@@ -93,7 +70,7 @@ async def test_on_demand_netboots_exactly_while_there_is_work(server):
         ("anonymous", f"ipxe for {MAC}: {local}"),
         ("anonymous", f"pixiecore for {MAC}: {served}"),
         ("anonymous", f"ipxe for {MAC}: {served}"),
-        ("anonymous", f"pixiecore for {MAC}: {served}"),  # credential()
+        ("anonymous", f"pixiecore for {MAC}: {served}"),  # machine_client()
         ("anonymous", f"pixiecore for {MAC}: {served}"),
         ("anonymous", f"ipxe for {MAC}: {served}"),
         ("anonymous", f"pixiecore for {MAC}: {local}"),
@@ -110,7 +87,7 @@ async def test_boot_inform_takes_the_oldest_entry_and_describes_it(server):
     b1 = r.json()
     first = await enqueue(alice, [{"UUID": a, "Update": True}, {"UUID": b, "Version": 1}])
     second = await enqueue(alice, [{"UUID": b}])
-    agent = await credential(server)
+    agent = await machine_client(server)
 
     r = await agent.get(f"/machine/{MAC}/boot")
     assert r.code == 200, r.text
@@ -120,8 +97,8 @@ async def test_boot_inform_takes_the_oldest_entry_and_describes_it(server):
     assert work["StartedAt"] is not None
     [img_a, img_b] = work["Images"]
     assert img_a["UUID"] == a and img_a["Version"] == 0 and img_a["Update"] is True
-    assert img_a["Size"] == MiB
-    assert img_a["Sha256"] == hashlib.sha256(bytes(MiB)).hexdigest()
+    assert img_a["Size"] == MIB
+    assert img_a["Sha256"] == hashlib.sha256(bytes(MIB)).hexdigest()
     assert img_a["URL"] == f"{server.url}/image/{a}/0"
     assert img_b["UUID"] == b and img_b["Version"] == 1 and img_b["Update"] is False
     assert (img_b["Size"], img_b["Sha256"]) == (5000, b1["Sha256"])
@@ -153,7 +130,7 @@ async def test_boot_inform_takes_the_oldest_entry_and_describes_it(server):
 async def test_boot_inform_with_nothing_queued_is_404(start_server):
     server = await start_server(boot_policy="always")
     await add_machine(server)
-    agent = await credential(server)
+    agent = await machine_client(server)
     r = await agent.get(f"/machine/{MAC}/boot")
     assert r.code == 404, r.text
     assert "error" in r.json()
@@ -166,11 +143,11 @@ async def test_the_credential_is_scoped_to_its_machine_and_images(server):
     other = await add_machine(server, OTHER_MAC, "other")
     alice = await server.user("alice")
     mine, elsewhere = await new_image(alice, "mine"), await new_image(alice, "elsewhere")
-    data = bytes(range(256)) * 4096  # 1 MiB that is not all zeros
+    data = bytes(range(256)) * 4096  # 1 MIB that is not all zeros
     v1 = (await upload(alice, f"/image/{mine}", data)).json()
     await enqueue(alice, [{"UUID": mine, "Update": True}])
     other_work = await enqueue(alice, [{"UUID": elsewhere}], OTHER_MAC)
-    agent = await credential(server)
+    agent = await machine_client(server)
     await agent.get(f"/machine/{MAC}/boot")
 
     # Another machine's MAC: refused, and the other machine's work is untouched.
@@ -212,7 +189,7 @@ async def test_capture_only_images_flagged_update_in_the_running_work(server):
     alice = await server.user("alice")
     keep, fixed = await new_image(alice, "keep"), await new_image(alice, "fixed")
     await enqueue(alice, [{"UUID": keep, "Update": True}, {"UUID": fixed}])
-    agent = await credential(server)
+    agent = await machine_client(server)
 
     # Queued but not yet taken: nothing is being captured.
     r = await upload(agent, f"/machine/{MAC}/disk/{keep}", b"early" * 100)
@@ -246,7 +223,7 @@ async def test_machine_image_and_log_lines(server):
     alice = await server.user("alice")
     disk = await new_image(alice)
     await enqueue(alice, [{"UUID": disk}])
-    agent = await credential(server)
+    agent = await machine_client(server)
     await agent.get(f"/machine/{MAC}/boot")
 
     state = bytes(range(256)) * 4096
@@ -285,8 +262,8 @@ async def test_success_deploys_revokes_the_credential_and_is_single_shot(server)
     alice = await server.user("alice")
     disk = await new_image(alice)
     work = await enqueue(alice, [{"UUID": disk}])
-    agent = await credential(server)
-    spare = await credential(server)  # pixiecore asked twice
+    agent = await machine_client(server)
+    spare = await machine_client(server)  # pixiecore asked twice
     assert (await machine(server))["LastSeen"] is None
 
     # Nothing in progress yet: nothing to complete, and the entry stays queued.
@@ -329,7 +306,7 @@ async def test_failure_is_recorded_with_its_message(server):
     alice = await server.user("alice")
     disk = await new_image(alice)
     work = await enqueue(alice, [{"UUID": disk}])
-    agent = await credential(server)
+    agent = await machine_client(server)
     await agent.get(f"/machine/{MAC}/boot")
 
     r = await agent.post(
@@ -352,7 +329,7 @@ async def test_concurrent_boot_inform_takes_one_entry(server):
     disk = await new_image(alice)
     first = await enqueue(alice, [{"UUID": disk}])
     second = await enqueue(alice, [{"UUID": disk}])
-    agent = await credential(server)
+    agent = await machine_client(server)
 
     calls = [ensureDeferred(agent.get(f"/machine/{MAC}/boot")) for _ in range(2)]
     answers = [await d for d in calls]
@@ -385,7 +362,7 @@ async def test_type_system_header_is_no_credential(server):
         r = await system.request(method, path, json_body=body)
         assert r.code == 401, (method, path, r.code, r.text)
     r = await system.request(
-        "POST", f"/machine/{MAC}/disk/{m['ImageUUID']}", data=b"x" * 100, headers=RAW
+        "POST", f"/machine/{MAC}/disk/{m['ImageUUID']}", data=b"x" * 100, headers=OCTETS
     )
     assert r.code == 401, r.text
 

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import pytest_twisted
 
-MAC = "52:54:00:12:34:56"
+from tests.helpers import MAC, add_machine
+
 BASE = "http://pxed.example:4848"
-
-
-async def add_machine(client, managed=True, arch="x86_64"):
-    r = await client.post(
-        "/machine",
-        {"Name": "n", "Architecture": arch, "Managed": managed, "MacAddresses": [{"Mac": MAC}]},
-    )
-    assert r.code == 200, r.text
 
 
 @pytest_twisted.ensureDeferred
 async def test_always_policy_serves_configured_kernel_and_initrd(start_server):
     server = await start_server(boot_policy="always", base_url=BASE)
     client = server.client
-    await add_machine(client)
+    await add_machine(server)
 
     r = await client.get(f"/v1/boot/{MAC}")
     assert r.code == 200, r.text
@@ -54,7 +47,7 @@ async def test_per_architecture_files(start_server):
         boot_policy="always",
         base_url=BASE,
     )
-    await add_machine(server.client, arch="arm64")
+    await add_machine(server, arch="arm64")
     answer = (await server.client.get(f"/v1/boot/{MAC}")).json()
     assert answer["kernel"] == f"{BASE}/static/arm/Image"
     assert answer["initrd"] == [f"{BASE}/static/arm/a.img", f"{BASE}/static/arm/b.img"]
@@ -64,7 +57,7 @@ async def test_per_architecture_files(start_server):
 @pytest_twisted.ensureDeferred
 async def test_on_demand_without_work_boots_locally(start_server):
     server = await start_server(base_url=BASE)  # on-demand is the default
-    await add_machine(server.client)
+    await add_machine(server)
     r = await server.client.get(f"/v1/boot/{MAC}")
     assert r.code == 404
     assert "no queued work" in r.json()["error"]
@@ -84,7 +77,7 @@ async def test_unknown_and_unmanaged_machines_boot_locally(start_server):
     assert "exit" in (await server.client.get(f"/ipxe/{MAC}")).text
     assert (await server.client.get("/v1/boot/garbage")).code == 404
 
-    await add_machine(server.client, managed=False)
+    await add_machine(server, managed=False)
     r = await server.client.get(f"/v1/boot/{MAC}")
     assert r.code == 404
     assert "not managed" in r.json()["error"]
@@ -103,6 +96,6 @@ async def test_ipxe_chain_script_uses_base_url(start_server):
 @pytest_twisted.ensureDeferred
 async def test_without_base_url_the_host_header_is_used(start_server):
     server = await start_server(boot_policy="always")
-    await add_machine(server.client)
+    await add_machine(server)
     r = await server.client.get(f"/v1/boot/{MAC}", headers={"Host": "10.1.2.3:4848"})
     assert r.json()["kernel"] == "http://10.1.2.3:4848/static/mgmtos/x86_64/vmlinuz"

@@ -8,9 +8,7 @@ import os
 
 import pytest_twisted
 
-from tests.conftest import require_tool
-
-MIB = 1024 * 1024
+from tests.helpers import MIB, require_tool
 
 
 def sha256_of(path) -> str:

@@ -9,20 +9,14 @@ import pytest_twisted
 
 from pxed.db import credentials
 from pxed.db.schema import machine_credentials
-
-MAC = "52:54:00:12:34:56"
-
-
-async def boot_token(server) -> str:
-    cmdline = (await server.anonymous.get(f"/v1/boot/{MAC}")).json()["cmdline"]
-    return cmdline.split("pxed.token=")[1].split()[0]
+from tests.helpers import MAC, add_machine, machine_token
 
 
 @pytest_twisted.ensureDeferred
 async def test_minted_per_answer_scoped_and_revocable(start_server):
     server = await start_server(boot_policy="always", base_url="http://pxed.test")
-    m = (await server.admin.post("/machine", {"Name": "m", "MacAddresses": [MAC]})).json()
-    first, second = await boot_token(server), await boot_token(server)
+    m = await add_machine(server)
+    first, second = await machine_token(server), await machine_token(server)
     assert first.startswith("pxm_") and first != second
     ipxe = (await server.anonymous.get(f"/ipxe/{MAC}")).text
     assert "pxed.token=pxm_" in ipxe
@@ -41,8 +35,8 @@ async def test_minted_per_answer_scoped_and_revocable(start_server):
 @pytest_twisted.ensureDeferred
 async def test_expired_credential_refused(start_server):
     server = await start_server(boot_policy="always")
-    await server.admin.post("/machine", {"Name": "m", "MacAddresses": [MAC]})
-    token = await boot_token(server)
+    await add_machine(server)
+    token = await machine_token(server)
 
     def expire(conn):
         conn.execute(

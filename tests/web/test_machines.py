@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-MAC = "52:54:00:12:34:56"
+from tests.helpers import MAC
 
 
 def machine(name="node1", *macs, **extra):

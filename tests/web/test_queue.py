@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.conftest import add_machine, new_image
-
-MAC = "52:54:00:12:34:56"
-MiB = 1024 * 1024
-RAW = {"Content-Type": "application/octet-stream"}
-
-
-async def new_setup(client, user: str, images: list[dict], name: str = "s") -> dict:
-    r = await client.post(f"/user/{user}/image_setup", {"Name": name, "Images": images})
-    assert r.code == 201, r.text
-    return r.json()
+from tests.helpers import (
+    MAC,
+    MIB,
+    OCTETS,
+    add_machine,
+    machine_client,
+    machine_events,
+    new_image,
+    new_setup,
+)
 
 
 async def queue_of(client, mac: str = MAC) -> list:
@@ -24,16 +23,12 @@ async def queue_of(client, mac: str = MAC) -> list:
     return r.json()
 
 
-async def machine_token(server, mac: str = MAC) -> str:
-    r = await server.anonymous.get(f"/v1/boot/{mac}")
-    assert r.code == 200, r.text
-    return r.json()["cmdline"].split("pxed.token=")[1].split()[0]
-
-
-async def machine_events(client, mac: str = MAC) -> list:
-    r = await client.get(f"/machine/{mac}/events")
-    assert r.code == 200, r.text
-    return list(reversed(r.json()))  # oldest first
+async def replace_latest(client, image: str, data: bytes):
+    """*data* written over the image's latest version (X-BAAS-NewVersion:
+    false); the answer in plain text."""
+    return await client.request(
+        "POST", f"/image/{image}", data=data, headers={**OCTETS, "X-BAAS-NewVersion": "false"}
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -160,7 +155,7 @@ async def test_cancel(server):
     third = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
 
     # The management OS takes the first: in progress, it cannot be cancelled.
-    machine = server.anonymous.bearer(await machine_token(server))
+    machine = await machine_client(server)
     assert (await machine.get(f"/machine/{MAC}/boot")).json()["ID"] == first["ID"]
     r = await alice.delete(f"/machine/{MAC}/boot/queue/{first['ID']}")
     assert r.code == 409, r.text
@@ -225,7 +220,7 @@ async def test_queued_work_is_a_snapshot_of_its_setup(server):
     [queued] = await queue_of(alice)
     assert queued["ID"] == work["ID"]
     assert queued["Images"] == [{"UUID": a, "Version": 0, "Update": True}]
-    machine = server.anonymous.bearer(await machine_token(server))
+    machine = await machine_client(server)
     taken = (await machine.get(f"/machine/{MAC}/boot")).json()
     assert [i["UUID"] for i in taken["Images"]] == [a]
 
@@ -251,29 +246,19 @@ async def test_versions_held_by_queued_work_cannot_be_deleted_or_replaced(server
 
     r = await alice.delete(f"/image/{disk}")
     assert r.code == 409, r.text
-    r = await alice.request(
-        "POST",
-        f"/image/{disk}",
-        data=b"overwrite" * 100,
-        headers={**RAW, "X-BAAS-NewVersion": "false"},
-    )
+    r = await replace_latest(alice, disk, b"overwrite" * 100)
     assert r.code == 409, r.text
     assert (await alice.get(f"/image/{disk}")).json() == before
     r = await alice.get(f"/image/{disk}/0")
-    assert r.code == 200 and len(r.body) == MiB and set(r.body) == {0}
+    assert r.code == 200 and len(r.body) == MIB and set(r.body) == {0}
 
     # A new version does not touch the held one.
-    r = await alice.request("POST", f"/image/{disk}", data=b"v1" * 100, headers=RAW)
+    r = await alice.request("POST", f"/image/{disk}", data=b"v1" * 100, headers=OCTETS)
     assert r.code == 200, r.text
     assert r.text.strip() == "Successfully uploaded image: 1"
 
     assert (await alice.delete(f"/machine/{MAC}/boot/queue/{work['ID']}")).code == 200
-    r = await alice.request(
-        "POST",
-        f"/image/{disk}",
-        data=b"v1 again" * 100,
-        headers={**RAW, "X-BAAS-NewVersion": "false"},
-    )
+    r = await replace_latest(alice, disk, b"v1 again" * 100)
     assert r.code == 200, r.text
     assert r.text.strip() == "Successfully uploaded image: 1"
     r = await alice.delete(f"/image/{disk}")

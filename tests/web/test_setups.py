@@ -5,25 +5,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-MiB = 1024 * 1024
-RAW = {"Content-Type": "application/octet-stream"}
-
-
-async def new_image(client, name: str = "disk") -> str:
-    r = await client.post("/image", {"Name": name, "Size": MiB})
-    assert r.code in (200, 201), r.text
-    return r.json()["UUID"]
-
-
-async def upload(client, image_uuid: str, data: bytes) -> int:
-    r = await client.request(
-        "POST",
-        f"/image/{image_uuid}",
-        data=data,
-        headers={**RAW, "Accept": "application/json"},
-    )
-    assert r.code in (200, 201), r.text
-    return r.json()["Version"]
+from tests.helpers import new_image, upload_version
 
 
 async def setups_of(client, name: str) -> list:
@@ -128,7 +110,7 @@ async def setup_events_any(server) -> list:
 async def test_add_replace_and_remove_images(server):
     alice = await server.user("alice")
     a, b = await new_image(alice, "a"), await new_image(alice, "b")
-    await upload(alice, b, b"b1" * 1000)
+    await upload_version(alice, b, b"b1" * 1000)
     uuid = (await alice.post("/user/alice/image_setup", {"Name": "s"})).json()["UUID"]
     images = f"/user/alice/image_setup/{uuid}/images"
 
@@ -201,7 +183,7 @@ async def test_only_existing_versions_can_be_frozen(server):
     assert (await alice.get(base)).json() == setup
 
     # Once the version exists it can be frozen.
-    assert await upload(alice, disk, b"x" * 4096) == 1
+    assert await upload_version(alice, disk, b"x" * 4096) == 1
     r = await alice.post(f"{base}/images", {"UUID": disk, "Version": 1})
     assert r.code == 200, r.text
     assert r.json()["Images"] == [{"UUID": disk, "Version": 1, "Update": False}]
@@ -211,13 +193,13 @@ async def test_only_existing_versions_can_be_frozen(server):
 async def test_no_version_freezes_the_latest_at_that_moment(server):
     alice = await server.user("alice")
     disk = await new_image(alice)
-    assert await upload(alice, disk, b"one" * 1000) == 1
+    assert await upload_version(alice, disk, b"one" * 1000) == 1
     r = await alice.post("/user/alice/image_setup", {"Name": "s", "Images": [{"UUID": disk}]})
     setup = r.json()
     assert setup["Images"] == [{"UUID": disk, "Version": 1, "Update": False}]
 
     # A later upload does not move the setup along.
-    assert await upload(alice, disk, b"two" * 1000) == 2
+    assert await upload_version(alice, disk, b"two" * 1000) == 2
     base = f"/user/alice/image_setup/{setup['UUID']}"
     assert (await alice.get(base)).json()["Images"][0]["Version"] == 1
 

@@ -1,0 +1,309 @@
+"""What tests import: the HTTP client and the ``Server`` the fixtures in
+conftest.py hand out, the sample MAC and sizes, and the few steps most API
+tests start with (a machine, an image, an upload, a queued setup, the
+machine credential a netboot answer carries).  Add a helper here when a
+second test module needs it, not a copy in the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import pytest
+from twisted.internet import reactor, task, threads
+from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.http_headers import Headers
+
+from pxed import config as pxed_config
+from pxed import service
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+MAC = "52:54:00:12:34:56"
+OTHER_MAC = "52:54:00:ab:cd:ef"
+MIB = 1024 * 1024
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def missing(message: str) -> None:
+    """A prerequisite of the test is not on this machine: in CI the test
+    fails, elsewhere it is skipped with *message*."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of *tool*; if missing, see ``missing`` (with the Debian
+    package to install)."""
+    path = shutil.which(tool)
+    if path is None:
+        missing(f"{tool} not found: apt-get install {package}")
+    return path
+
+
+@dataclass
+class Response:
+    code: int
+    headers: Headers
+    body: bytes
+    # Twisted's client takes Content-Length out of the headers.
+    length: int | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Client:
+    """HTTP against a running server; *headers* go with every request."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        all_headers = {**self.headers, **(headers or {})}
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        return await self.raw(
+            method.encode(),
+            path.encode(),
+            {k.encode(): v.encode() for k, v in all_headers.items()},
+            data,
+        )
+
+    async def raw(
+        self,
+        method: bytes,
+        path: bytes,
+        headers: dict[bytes, bytes] | None = None,
+        data: bytes | None = None,
+    ) -> Response:
+        """A request whose path goes on the wire byte for byte, answered
+        as sent (no redirects followed, no content decoding)."""
+        agent = Agent(reactor)
+        h = Headers({k: [v] for k, v in (headers or {}).items()})
+        producer = None if data is None else FileBodyProducer(BytesIO(data))
+        response = await agent.request(method, self.url.encode() + path, h, producer)
+        body = await readBody(response)
+        length = response.length if isinstance(response.length, int) else None
+        return Response(response.code, response.headers, body, length)
+
+    async def head_headers(self, path: str) -> dict[str, str]:
+        """The headers of a HEAD answer as sent; Twisted's client hides
+        Content-Length on HEAD, so curl asks."""
+        curl = require_tool("curl", "curl")
+        args = [curl, "-sS", "-I", self.url + path]
+        for k, v in self.headers.items():
+            args += ["-H", f"{k}: {v}"]
+        done = await threads.deferToThread(
+            subprocess.run, args, capture_output=True, text=True, timeout=30
+        )
+        lines = done.stdout.splitlines()
+        out = {"status": lines[0].split()[1]}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                out[k.strip().lower()] = v.strip()
+        return out
+
+    def get(self, path: str, **kw: Any):
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, json_body: Any = None, **kw: Any):
+        return self.request("POST", path, json_body=json_body, **kw)
+
+    def put(self, path: str, json_body: Any = None, **kw: Any):
+        return self.request("PUT", path, json_body=json_body, **kw)
+
+    def delete(self, path: str, **kw: Any):
+        return self.request("DELETE", path, **kw)
+
+    def with_headers(self, **headers: str) -> Client:
+        return Client(self.url, {**self.headers, **headers})
+
+    def bearer(self, token: str) -> Client:
+        return Client(self.url, {"Authorization": f"Bearer {token}"})
+
+
+@dataclass
+class Server:
+    """A running pxed (the ``server`` and ``start_server`` fixtures)."""
+
+    pxed: service.Pxed
+    config: pxed_config.Config
+    url: str
+    anonymous: Client
+    admin: Client
+
+    @property
+    def db(self):
+        return self.pxed.db
+
+    @property
+    def client(self) -> Client:
+        return self.admin
+
+    async def user(self, username: str, role: str = "user") -> Client:
+        """A new user with that role, and a client carrying its API token."""
+        r = await self.admin.post(
+            "/user", {"Username": username, "Role": role, "Email": f"{username}@example.org"}
+        )
+        assert r.code == 201, r.text
+        r = await self.admin.post(f"/user/{username}/tokens", {"Name": "test"})
+        assert r.code == 201, r.text
+        return self.anonymous.bearer(r.json()["Token"])
+
+
+async def add_machine(
+    server: Server,
+    mac: str = MAC,
+    name: str = "m",
+    managed: bool = True,
+    arch: str | None = None,
+) -> dict:
+    """A machine created by the admin; its JSON."""
+    body: dict[str, Any] = {"Name": name, "Managed": managed, "MacAddresses": [{"Mac": mac}]}
+    if arch is not None:
+        body["Architecture"] = arch
+    r = await server.admin.post("/machine", body)
+    assert r.code == 200, r.text
+    return r.json()
+
+
+async def new_image(client: Client, name: str = "disk", size: int = MIB) -> str:
+    """A small raw image owned by the client's user; its UUID."""
+    r = await client.post("/image", {"Name": name, "Size": size})
+    assert r.code == 200, r.text
+    return r.json()["UUID"]
+
+
+async def upload(
+    client: Client, path: str, data: bytes, headers: dict[str, str] | None = None
+) -> Response:
+    """*data* POSTed raw to *path* (``/image/{uuid}`` or a machine's
+    ``/machine/{mac}/disk/{uuid}``), asking for a JSON answer unless
+    *headers* ask otherwise."""
+    return await client.request(
+        "POST", path, data=data, headers={**OCTETS, "Accept": "application/json", **(headers or {})}
+    )
+
+
+async def upload_version(client: Client, image_uuid: str, data: bytes) -> int:
+    """*data* uploaded as the image's next version; its number."""
+    r = await upload(client, f"/image/{image_uuid}", data)
+    assert r.code == 200, r.text
+    return r.json()["Version"]
+
+
+async def new_setup(client: Client, user: str, images: list[dict], name: str = "s") -> dict:
+    """An image setup of *user*'s; its JSON."""
+    r = await client.post(f"/user/{user}/image_setup", {"Name": name, "Images": images})
+    assert r.code == 201, r.text
+    return r.json()
+
+
+async def enqueue(
+    client: Client, images: list[dict], mac: str = MAC, user: str = "alice", name: str = "s"
+) -> dict:
+    """A new setup of *images* queued for the machine; the queue entry."""
+    setup = await new_setup(client, user, images, name)
+    r = await client.post(f"/machine/{mac}/boot", {"SetupUUID": setup["UUID"]})
+    assert r.code == 200, r.text
+    return r.json()
+
+
+async def machine_token(server: Server, mac: str = MAC) -> str:
+    """The machine credential a netboot answer puts on the kernel cmdline
+    (a new one each time it is asked)."""
+    r = await server.anonymous.get(f"/v1/boot/{mac}")
+    assert r.code == 200, r.text
+    cmdline = r.json()["cmdline"]
+    assert f"pxed.mac={mac}" in cmdline
+    return cmdline.split("pxed.token=")[1].split()[0]
+
+
+async def machine_client(server: Server, mac: str = MAC) -> Client:
+    """A client carrying a new machine credential, as the management OS."""
+    return server.anonymous.bearer(await machine_token(server, mac))
+
+
+async def machine_events(client: Client, mac: str = MAC) -> list:
+    """The machine's events, oldest first."""
+    r = await client.get(f"/machine/{mac}/events")
+    assert r.code == 200, r.text
+    return list(reversed(r.json()))
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until *check()* holds (work the server finishes just after it
+    answers, such as removing files)."""
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    assert check()
+
+
+def multipart(parts: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body of *parts* (field: (filename, data)) and
+    its Content-Type header."""
+    boundary = "pxedtestboundary"
+    body = b""
+    for name, (filename, data) in parts.items():
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += (f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n").encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+async def submit(
+    client: Client,
+    image: str,
+    dockerfile: str,
+    fmt: str | None = None,
+    context: bytes | None = None,
+) -> dict:
+    """A Docker build of *dockerfile* (with a context tar.gz) into *image*,
+    accepted; the build's JSON."""
+    parts = {"file": ("Dockerfile", dockerfile.encode())}
+    if context is not None:
+        parts["context"] = ("context.tar.gz", context)
+    body, headers = multipart(parts)
+    path = f"/image/{image}/docker" + (f"?format={fmt}" if fmt else "")
+    r = await client.request("POST", path, data=body, headers=headers)
+    assert r.code == 202, r.text
+    return r.json()
+
+
+async def wait_done(client: Client, build_id: int, timeout: float = 180) -> dict:
+    """The build once it has ended (succeeded, failed or cancelled)."""
+    for _ in range(int(timeout / 0.25)):
+        build = (await client.get(f"/build/{build_id}")).json()
+        if build["State"] in ("succeeded", "failed", "cancelled"):
+            return build
+        await task.deferLater(reactor, 0.25, lambda: None)
+    raise AssertionError(f"build {build_id} did not finish: {build}")
