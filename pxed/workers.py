@@ -27,7 +27,7 @@ class PoolStopped(RuntimeError):
 
 class ThreadPoolService(Service):
     def __init__(self, reactor, threads: int, thread_name: str) -> None:
-        self._reactor = reactor
+        self.reactor = reactor
         self._thread_name = thread_name
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=thread_name)
         # Calls handed out by run() whose Deferred has not fired yet.
@@ -67,7 +67,7 @@ class ThreadPoolService(Service):
 
         def join() -> None:
             self._pool.stop()
-            self._reactor.callFromThread(done.callback, None)
+            self.reactor.callFromThread(done.callback, None)
 
         threading.Thread(target=join, name=f"{self._thread_name}-stop").start()
         return done
@@ -77,7 +77,7 @@ class ThreadPoolService(Service):
             # ThreadPool silently drops work once stopped; the Deferred
             # would never fire.
             return fail(PoolStopped(f"{self._thread_name}: the thread pool has stopped"))
-        work = deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+        work = deferToThreadPool(self.reactor, self._pool, fn, *args, **kwargs)
         out: Deferred[T] = Deferred()
         self._in_flight += 1
 

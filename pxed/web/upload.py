@@ -15,8 +15,8 @@ import ctypes
 import errno
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.internet.defer import Deferred, succeed
@@ -62,12 +62,83 @@ _start_writeback = _writeback_starter()
 WRITEBACK_EVERY = 32 * 1024 * 1024
 
 
+class _Chain:
+    """Pool calls over an upload's chunks, one after another: a Deferred
+    that links are added to, each link's pool call starting when the links
+    before it have finished, so chunks are handled in order.
+
+    A link goes on with the chunks queued while it runs (a thread-safe
+    deque: appended on the reactor, taken on the pool thread) and ends when
+    the queue is empty.  The pool thread so does not wait for a reactor
+    round trip between chunks while data keeps coming: one link per chunk
+    fed StagedUpload at 0.89 GB/s against 0.96 this way, in-process on two
+    busy cores (512 MiB in 1 MiB pieces).  Taking every queued chunk into
+    one call instead halved it (the socket then waits for whole batches)."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolService,
+        fn: Callable[[list[bytes]], None],
+        done: Callable[[int], None],
+        record: Callable[[Failure], None],
+    ) -> None:
+        self._pool = pool
+        self._fn = fn
+        self._done = done
+        self._record = record
+        self.deferred: Deferred[None] = succeed(None)
+        self._queue: deque[list[bytes]] = deque()
+        # A link has been added and has not yet found the queue empty.
+        self._active = False
+
+    def add(self, pieces: list[bytes]) -> None:
+        self._queue.append(pieces)
+        if not self._active:
+            self._active = True
+            self.deferred.addCallback(self._link)
+            self.deferred.addErrback(self._record)
+
+    def then(self, fn: Callable[[], None]) -> None:
+        """Run *fn* on the pool after every chunk added so far."""
+        self.deferred.addCallback(lambda _: self._pool.run(fn))
+        self.deferred.addErrback(self._record)
+
+    def _link(self, _: None) -> Deferred[None]:
+        def again(result: object) -> object:
+            # A chunk queued after the thread found the queue empty: still
+            # this link's, so that links added meanwhile (fsync) come after.
+            if isinstance(result, Failure):
+                # Whatever is left will not be handled: count it done, so
+                # the socket is not left paused (the error is recorded).
+                left = len(self._queue)
+                self._queue.clear()
+                self._done(left)
+            elif self._queue:
+                return self._pool.run(self._drain).addBoth(again)
+            self._active = False
+            return result
+
+        return self._pool.run(self._drain).addBoth(again)
+
+    def _drain(self) -> None:
+        # On a pool thread.
+        call = self._pool.reactor.callFromThread
+        while True:
+            try:
+                pieces = self._queue.popleft()
+            except IndexError:
+                return
+            try:
+                self._fn(pieces)
+            finally:
+                call(self._done, 1)
+
+
 class StagedUpload:
     """One file being received.  The pieces Twisted hands over are neither
-    joined nor copied: each chunk is written (writev) by one pool call and
-    hashed by another.  Writes form one chain of Deferreds and hashes
-    another, so each runs after the one before it (the file and the digest
-    come out in order), while a write and a hash run beside each other and
+    joined nor copied: pool calls write them (writev) on one chain of
+    Deferreds and hash them on another, so the file and the digest each
+    come out in order, while a write and a hash run beside each other and
     beside the reactor's HTTP parsing: both release the GIL."""
 
     def __init__(
@@ -82,15 +153,16 @@ class StagedUpload:
         self.size = 0
         self._pieces: list[bytes] = []
         self._buffered = 0
-        # Chunks handed to the pool and not yet both written and hashed.
-        self._pending = 0
+        # Chunks handed to the chains, and how many each has finished: the
+        # ones not yet both written and hashed are still in memory.
+        self._submitted = 0
+        self._chunks_written = 0
+        self._chunks_hashed = 0
         self._written = 0
         self._synced = 0
-        # Each chain is one Deferred that links are added to; a link's pool
-        # call starts when the links before it have finished.  Every link
-        # records its own errors, so the chains never stop on one.
-        self._writes: Deferred[None] = succeed(None)
-        self._hashes: Deferred[None] = succeed(None)
+        # Every link records its own errors, so the chains never stop on one.
+        self._writes = _Chain(pool, self._write_pieces, self._wrote, self._record)
+        self._hashes = _Chain(pool, self._hash_pieces, self._hashed, self._record)
         self.error: OSError | None = None
         self.closed = False
 
@@ -111,19 +183,26 @@ class StagedUpload:
             # The connection is closed once the pools have stopped.
             self.error = OSError(errno.ESHUTDOWN, "pxed is shutting down")
             return
-        self._pending += 1
-        if self._pending >= HIGH_WATER:
+        self._submitted += 1
+        if self._pending() >= HIGH_WATER:
             self._pressure(True)
-        halves = [2]
-        self._link(self._writes, self._write_pieces, pieces)
-        self._writes.addCallback(self._half_done, halves)
-        self._link(self._hashes, self._hash_pieces, pieces)
-        self._hashes.addCallback(self._half_done, halves)
+        self._writes.add(pieces)
+        self._hashes.add(pieces)
 
-    def _link(self, chain: Deferred[None], fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the pool once everything on *chain* has run."""
-        chain.addCallback(lambda _: self._pool.run(fn, *args))
-        chain.addErrback(self._record)
+    def _pending(self) -> int:
+        return self._submitted - min(self._chunks_written, self._chunks_hashed)
+
+    def _wrote(self, chunks: int) -> None:
+        self._chunks_written += chunks
+        self._maybe_resume()
+
+    def _hashed(self, chunks: int) -> None:
+        self._chunks_hashed += chunks
+        self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        if self._pending() <= LOW_WATER:
+            self._pressure(False)
 
     def _record(self, failure: Failure) -> None:
         if isinstance(failure.value, OSError):
@@ -157,14 +236,6 @@ class StagedUpload:
         except OSError as e:
             self.error = e
 
-    def _half_done(self, _: None, halves: list[int]) -> None:
-        halves[0] -= 1
-        if halves[0]:
-            return
-        self._pending -= 1
-        if self._pending <= LOW_WATER:
-            self._pressure(False)
-
     def _fsync(self) -> None:
         if self.error is None and self._fd >= 0:
             try:
@@ -176,9 +247,9 @@ class StagedUpload:
         """Wait until every byte is written, hashed and on disk."""
         if self._pieces:
             self._submit()
-        self._link(self._writes, self._fsync)
-        await _after(self._writes)
-        await _after(self._hashes)
+        self._writes.then(self._fsync)
+        await _after(self._writes.deferred)
+        await _after(self._hashes.deferred)
         if self.error is not None:
             raise self.error
         return Staged(self.path, self.size, self._hash.hexdigest())
@@ -190,8 +261,8 @@ class StagedUpload:
         self.closed = True
         self._pieces = []
         # After the writes already queued, which then return at once.
-        self._writes.addCallback(lambda _: self._pool.run(self._close_fd))
-        self._writes.addErrback(self._close_without_pool)
+        self._writes.deferred.addCallback(lambda _: self._pool.run(self._close_fd))
+        self._writes.deferred.addErrback(self._close_without_pool)
 
     def _close_without_pool(self, failure: Failure) -> None:
         # The pool has stopped (the connection outlived the server's

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
+import random
 import subprocess
+import threading
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from pxed.storage import Storage
+from pxed.web.upload import StagedUpload
+from pxed.workers import IOPool, PoolStopped
 from tests.conftest import IN_CI, eventually
 
 MIB = 1024 * 1024
@@ -333,3 +339,85 @@ async def test_large_download_and_a_client_that_hangs_up(server):
         f"/image/{image['UUID']}/1", headers={"Range": f"bytes={20 * MIB}-{30 * MIB - 1}"}
     )
     assert r.code == 206 and r.body == data[20 * MIB : 30 * MIB]
+
+
+# -- the pool the uploads run on ----------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_pool_stop_waits_for_work_and_its_chain_without_blocking_the_reactor():
+    pool = IOPool(reactor, threads=1)
+    pool.startService()
+    gate = threading.Event()
+    done: list[int] = []
+
+    def first() -> None:
+        gate.wait(10)
+        done.append(1)
+
+    chained = pool.run(first).addCallback(lambda _: pool.run(done.append, 2))
+    stopped = pool.stopService()
+    # The reactor goes on (a blocking join would hold it here).
+    await task.deferLater(reactor, 0.05, lambda: None)
+    assert not stopped.called and done == []
+    gate.set()
+    await stopped
+    assert done == [1, 2] and chained.called
+    # A stopped Twisted ThreadPool drops work silently; run() says so.
+    with pytest.raises(PoolStopped):
+        await pool.run(done.append, 3)
+
+
+@pytest.fixture
+def storage(tmp_path) -> Storage:
+    s = Storage(tmp_path)
+    s.prepare()
+    return s
+
+
+@pytest_twisted.async_yield_fixture
+async def pool():
+    p = IOPool(reactor, threads=2)
+    p.startService()
+    yield p
+    if p.running:
+        await p.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_staged_upload_writes_and_hashes_in_order(storage, pool):
+    pressure: list[bool] = []
+    upload = StagedUpload(storage, pool, pressure.append)
+    data = payload(24 * MIB + 333, seed=9)
+    rnd = random.Random(4)
+    at = 0
+    while at < len(data):  # pieces of all sizes, as sockets deliver them
+        n = rnd.choice((1, 17, 4096, 65536, 300_000, MIB + 5))
+        upload.write(data[at : at + n])
+        at += n
+        if rnd.random() < 0.1:  # the reactor goes on between reads
+            await task.deferLater(reactor, 0, lambda: None)
+    staged = await upload.finish()
+    assert staged.size == len(data)
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert staged.path.read_bytes() == data
+    if pressure:  # the socket is never left paused
+        assert pressure[-1] is False
+    upload.close()
+    await eventually(lambda: not staged.path.exists())
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_arriving_at_shutdown_stops_and_is_removed(storage, pool):
+    upload = StagedUpload(storage, pool, lambda behind: None)
+    upload.write(payload(3 * MIB))
+    stopped = pool.stopService()
+    upload.write(payload(2 * MIB, seed=2))  # still arriving: not written
+    await stopped
+    assert upload.error is not None and upload.error.errno == errno.ESHUTDOWN
+    with pytest.raises(OSError):
+        await upload.finish()
+    # The connection closes after the pools have stopped: removed anyway.
+    upload.close()
+    assert not upload.path.exists()
+    assert os.listdir(storage.staging) == []
