@@ -26,7 +26,7 @@ setup(
     },
     include_package_data=True,
     install_requires=[
-        "twisted[tls]>=24.3,<27",
+        "twisted[tls]>=25.5,<27",  # tests/web/test_sendfile.py passes on 25.5-26.10
         "klein>=24.8,<25",
         "treq>=24.9,<27",
         "sqlalchemy>=2.0.30,<2.2",
