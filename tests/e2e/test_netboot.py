@@ -33,6 +33,17 @@ async def queue_image(server, image_uuid: str, version: int, update: bool = Fals
     return await enqueue(server.admin, images, user="admin", name="e2e")
 
 
+async def queued_upload(
+    server, name: str, payload: bytes, update: bool = False
+) -> tuple[str, int, dict]:
+    """The machine, and a new image *name* with *payload* as its version 1
+    queued for it: (image, version, queue entry)."""
+    await add_machine(server)
+    image = await new_image(server.admin, name)
+    version = await upload_version(server.admin, image, payload)
+    return image, version, await queue_image(server, image, version, update)
+
+
 def blank_disk(tmp_path, name: str, size: int, fill: bytes = b"") -> object:
     disk = tmp_path / name
     with open(disk, "wb") as f:
@@ -48,11 +59,8 @@ async def work(server) -> dict:
 @pytest_twisted.ensureDeferred
 async def test_a_deploy_writes_the_disk_byte_for_byte(netboot_server, qemu, tmp_path):
     server = netboot_server
-    await add_machine(server)
-    image = await new_image(server.admin, "deploy")
     payload = data(24 * MIB, seed=1)
-    version = await upload_version(server.admin, image, payload)
-    entry = await queue_image(server, image, version)
+    _, _, entry = await queued_upload(server, "deploy", payload)
     disk = blank_disk(tmp_path, "disk.raw", 64 * MIB)
 
     run = await run_vm(qemu, tmp_path, [disk], port=server.port)
@@ -74,11 +82,8 @@ async def test_a_deploy_writes_the_disk_byte_for_byte(netboot_server, qemu, tmp_
 @pytest_twisted.ensureDeferred
 async def test_b_capture_makes_a_new_version_of_the_disk(netboot_server, qemu, tmp_path):
     server = netboot_server
-    await add_machine(server)
-    image = await new_image(server.admin, "captured")
     payload = data(4 * MIB, seed=2)
-    version = await upload_version(server.admin, image, payload)
-    await queue_image(server, image, version, update=True)
+    image, _, _ = await queued_upload(server, "captured", payload, update=True)
     before = data(3 * MIB, seed=3)
     disk = blank_disk(tmp_path, "disk.raw", 32 * MIB, before)
     disk_sha = hashlib.sha256(disk.read_bytes()).hexdigest()
@@ -97,10 +102,7 @@ async def test_b_capture_makes_a_new_version_of_the_disk(netboot_server, qemu, t
 @pytest_twisted.ensureDeferred
 async def test_c_single_shot_after_completion(netboot_server, qemu, tmp_path):
     server = netboot_server
-    await add_machine(server)
-    image = await new_image(server.admin, "once")
-    version = await upload_version(server.admin, image, data(2 * MIB, seed=4))
-    await queue_image(server, image, version)
+    await queued_upload(server, "once", data(2 * MIB, seed=4))
     disk = blank_disk(tmp_path, "disk.raw", 16 * MIB)
     run = await run_vm(qemu, tmp_path, [disk], port=server.port)
     assert run.exit_code == 0, run.serial[-3000:]
@@ -141,10 +143,7 @@ async def test_c_single_shot_after_completion(netboot_server, qemu, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_d_a_damaged_version_fails_with_the_reason(netboot_server, qemu, tmp_path):
     server = netboot_server
-    await add_machine(server)
-    image = await new_image(server.admin, "damaged")
-    version = await upload_version(server.admin, image, data(4 * MIB, seed=5))
-    entry = await queue_image(server, image, version)
+    image, version, entry = await queued_upload(server, "damaged", data(4 * MIB, seed=5))
     # Flip bytes in the stored file behind pxed's back.
     path = server.config.data_dir / "images" / image / f"{version}.img"
     with open(path, "r+b") as f:

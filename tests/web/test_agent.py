@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from typing import NamedTuple
 
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
@@ -15,6 +16,7 @@ from tests.helpers import (
     MIB,
     OCTETS,
     OTHER_MAC,
+    Client,
     add_machine,
     enqueue,
     machine_client,
@@ -26,6 +28,21 @@ from tests.helpers import (
 
 async def machine(server, mac: str = MAC) -> dict:
     return (await server.admin.get(f"/machine/{mac}")).json()
+
+
+class Queued(NamedTuple):
+    machine: dict
+    alice: Client
+    disk: str
+    work: dict
+
+
+async def queued_disk(server) -> Queued:
+    """A managed machine, and alice's setup of one image queued for it."""
+    machine = await add_machine(server)
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    return Queued(machine, alice, disk, await enqueue(alice, [{"UUID": disk}]))
 
 
 @pytest_twisted.ensureDeferred
@@ -219,10 +236,7 @@ async def test_capture_only_images_flagged_update_in_the_running_work(server):
 
 @pytest_twisted.ensureDeferred
 async def test_machine_image_and_log_lines(server):
-    m = await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    await enqueue(alice, [{"UUID": disk}])
+    m, alice, _, _ = await queued_disk(server)
     agent = await machine_client(server)
     await agent.get(f"/machine/{MAC}/boot")
 
@@ -258,10 +272,7 @@ async def test_machine_image_and_log_lines(server):
 
 @pytest_twisted.ensureDeferred
 async def test_success_deploys_revokes_the_credential_and_is_single_shot(server):
-    await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    work = await enqueue(alice, [{"UUID": disk}])
+    _, alice, disk, work = await queued_disk(server)
     agent = await machine_client(server)
     spare = await machine_client(server)  # pixiecore asked twice
     assert (await machine(server))["LastSeen"] is None
@@ -302,10 +313,7 @@ async def test_success_deploys_revokes_the_credential_and_is_single_shot(server)
 
 @pytest_twisted.ensureDeferred
 async def test_failure_is_recorded_with_its_message(server):
-    await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    work = await enqueue(alice, [{"UUID": disk}])
+    _, alice, _, work = await queued_disk(server)
     agent = await machine_client(server)
     await agent.get(f"/machine/{MAC}/boot")
 
@@ -324,10 +332,7 @@ async def test_failure_is_recorded_with_its_message(server):
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_boot_inform_takes_one_entry(server):
-    await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    first = await enqueue(alice, [{"UUID": disk}])
+    _, alice, disk, first = await queued_disk(server)
     second = await enqueue(alice, [{"UUID": disk}])
     agent = await machine_client(server)
 
@@ -346,10 +351,7 @@ async def test_concurrent_boot_inform_takes_one_entry(server):
 
 @pytest_twisted.ensureDeferred
 async def test_type_system_header_is_no_credential(server):
-    m = await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    await enqueue(alice, [{"UUID": disk}])
+    m, alice, disk, _ = await queued_disk(server)
     system = server.anonymous.with_headers(type="system")
 
     for method, path, body in [

@@ -7,18 +7,19 @@ import pytest_twisted
 UI = "https://ui.example"
 
 
+async def preflight(server, origin: str, method: str, with_headers: str | None = None):
+    """A browser's OPTIONS before a cross-origin *method* on /machines
+    (that will send *with_headers*)."""
+    headers = {"Origin": origin, "Access-Control-Request-Method": method}
+    if with_headers is not None:
+        headers["Access-Control-Request-Headers"] = with_headers
+    return await server.anonymous.request("OPTIONS", "/machines", headers=headers)
+
+
 @pytest_twisted.ensureDeferred
 async def test_preflight_and_simple_requests(start_server):
     server = await start_server(cors_origins=[UI])
-    r = await server.anonymous.request(
-        "OPTIONS",
-        "/machines",
-        headers={
-            "Origin": UI,
-            "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "authorization",
-        },
-    )
+    r = await preflight(server, UI, "GET", "authorization")
     assert r.code == 204
     assert r.header("access-control-allow-origin") == UI
     assert r.header("access-control-allow-credentials") == "true"
@@ -34,11 +35,7 @@ async def test_preflight_and_simple_requests(start_server):
 @pytest_twisted.ensureDeferred
 async def test_other_origins_get_no_cors(start_server):
     server = await start_server(cors_origins=[UI])
-    r = await server.anonymous.request(
-        "OPTIONS",
-        "/machines",
-        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"},
-    )
+    r = await preflight(server, "https://evil.example", "DELETE")
     assert r.code == 403
     assert r.header("access-control-allow-origin") is None
     r = await server.admin.get("/machines", headers={"Origin": "https://evil.example"})

@@ -9,6 +9,7 @@ from tests.helpers import (
     MAC,
     MIB,
     OCTETS,
+    Client,
     add_machine,
     machine_client,
     machine_events,
@@ -21,6 +22,17 @@ async def queue_of(client, mac: str = MAC) -> list:
     r = await client.get(f"/machine/{mac}/boot/queue")
     assert r.code == 200, r.text
     return r.json()
+
+
+async def queued_image(server) -> tuple[Client, str, dict]:
+    """A managed machine with one image of alice's queued in the
+    single-image form: (alice, the image, the queue entry)."""
+    await add_machine(server)
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    r = await alice.post(f"/machine/{MAC}/boot", {"ImageUUID": disk})
+    assert r.code == 200, r.text
+    return alice, disk, r.json()
 
 
 async def replace_latest(client, image: str, data: bytes):
@@ -187,10 +199,7 @@ async def test_cancel(server):
 
 @pytest_twisted.ensureDeferred
 async def test_cancelling_the_last_entry_stops_netbooting(server):
-    await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    work = (await alice.post(f"/machine/{MAC}/boot", {"ImageUUID": disk})).json()
+    alice, _, work = await queued_image(server)
     assert (await server.anonymous.get(f"/v1/boot/{MAC}")).code == 200
 
     assert (await alice.delete(f"/machine/{MAC}/boot/queue/{work['ID']}")).code == 200
@@ -238,10 +247,7 @@ async def test_update_false_switches_capture_off_for_the_run(server):
 
 @pytest_twisted.ensureDeferred
 async def test_versions_held_by_queued_work_cannot_be_deleted_or_replaced(server):
-    await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    work = (await alice.post(f"/machine/{MAC}/boot", {"ImageUUID": disk})).json()
+    alice, disk, work = await queued_image(server)
     before = (await alice.get(f"/image/{disk}")).json()
 
     r = await alice.delete(f"/image/{disk}")
