@@ -20,9 +20,8 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from pxed.web import sendfile
-from tests.conftest import eventually
+from tests.helpers import MIB, eventually
 
-MIB = 1024 * 1024
 DATA = hashlib.shake_256(b"sendfile").digest(12 * MIB + 12345)
 
 
