@@ -6,10 +6,12 @@ has no sample for, fails here."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 import pytest_twisted
 
+from pxed.db import builds
 from pxed.web.app import ROUTES
 from tests.helpers import MAC, add_machine, machine_client, new_image, new_setup
 
@@ -50,28 +52,30 @@ def concrete(path: str, samples: dict[str, str]) -> str:
     return re.sub(r"<([^>]+)>", fill, path)
 
 
-@pytest.mark.parametrize("endpoint", sorted(ROUTES))
-@pytest_twisted.ensureDeferred
-async def test_route_access(start_server, endpoint):
-    info = ROUTES[endpoint]
-    server = await start_server(boot_policy="always", base_url="http://pxed.test")
-    admin = server.admin
-    clients = {
-        "anonymous": server.anonymous,
-        "alice": await server.user("alice"),
-        "bob": await server.user("bob"),
-        "mod": await server.user("mod", "moderator"),
-        "admin": admin,
-    }
+SETTINGS = dict(boot_policy="always", base_url="http://pxed.test")
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> dict:
+    """Filled in by the first route test: the data dir of a stopped pxed
+    holding the sample users, machine, image, setup, queued work and build,
+    with their tokens and the values for the path parameters.  Every route
+    test starts its own pxed on a fresh copy of it."""
+    return {"dir": tmp_path_factory.mktemp("access") / "samples"}
+
+
+async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
+    """The samples, made through the API; (bearer tokens, path values)."""
+    tokens = {}
+    for name, role in (("alice", "user"), ("bob", "user"), ("mod", "moderator")):
+        tokens[name] = (await server.user(name, role)).headers["Authorization"]
     machine_image = (await add_machine(server))["ImageUUID"]
-    clients["machine"] = await machine_client(server)
-    alice = clients["alice"]
+    tokens["machine"] = (await machine_client(server)).headers["Authorization"]
+    alice = server.anonymous.with_headers(Authorization=tokens["alice"])
     alice_token = (await alice.get("/user/alice/tokens")).json()[0]["ID"]
     image = await new_image(alice, "disk")
     setup = await new_setup(alice, "alice", [{"UUID": image}])
     work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
-    from pxed.db import builds
-
     build = await server.db.run(
         builds.thd_create, image, "alice", "disk", "FROM scratch\n", False, "alice"
     )
@@ -87,10 +91,31 @@ async def test_route_access(start_server, endpoint):
         "version": "0",
         "setup_uuid": setup["UUID"],
         "work_id": str(work["ID"]),
+        "machine_image": machine_image,
     }
+    return tokens, samples
+
+
+@pytest.mark.parametrize("endpoint", sorted(ROUTES))
+@pytest_twisted.ensureDeferred
+async def test_route_access(start_server, data_root, seeded, endpoint):
+    info = ROUTES[endpoint]
+    if "tokens" not in seeded:
+        first = await start_server(**SETTINGS)
+        tokens, samples = await seed(first)
+        await first.pxed.service.stopService()
+        shutil.copytree(first.config.data_dir, seeded["dir"])
+        seeded.update(tokens=tokens, samples=samples)
+    data_dir = data_root / "copy"
+    shutil.copytree(seeded["dir"], data_dir)
+    server = await start_server(data_dir=str(data_dir), **SETTINGS)
+    clients = {"anonymous": server.anonymous, "admin": server.admin}
+    for who, token in seeded["tokens"].items():
+        clients[who] = server.anonymous.with_headers(Authorization=token)
+    samples = dict(seeded["samples"])
     if endpoint == "images.upload_machine_disk":
         # The route for a machine's own disk: the sample is the machine image.
-        samples["uuid"] = machine_image
+        samples["uuid"] = samples["machine_image"]
 
     path = concrete(info.path, samples)
     for method in info.methods:
