@@ -1,16 +1,21 @@
 """Fixtures: a real pxed on an ephemeral loopback port, driven over HTTP,
-with a fresh SQLite file per test.  What tests import (the client, MAC,
-MIB, add_machine, new_image, machine_token, …) is in tests/helpers.py.
+with a fresh SQLite file and data dir per test (``server``, ``client``,
+``start_server``).  What tests import -- the HTTP client, MAC, MIB,
+add_machine, new_image, upload, enqueue, machine_token, machine_client,
+require_tool -- is in tests/helpers.py; the Docker fixtures are the plugin
+tests/docker_fixtures.py, loaded below.
 
-Markers (pyproject.toml; --strict-markers rejects any other):
-  docker  needs a Docker engine (tests/docker_fixtures.py finds one, or
-          starts dockerd as root);
-  e2e     boots QEMU VMs from a pxed (tests/e2e; set automatically there);
-  slow    starts subprocesses such as twistd or pip.
+Markers (registered in pyproject.toml; --strict-markers rejects others):
+  docker  needs a Docker engine: set on every test that uses the
+          docker_host or base_image fixture (tests/docker_fixtures.py);
+  e2e     boots QEMU VMs from a pxed: set on everything under tests/e2e;
+  slow    starts subprocesses such as twistd, pxed-admin or ruff.
 
 The inner loop, under a minute on two cores:
     python -m pytest -m "not e2e and not docker"
-then, before pushing, the rest (several minutes; they start dockerd and QEMU):
+quicker still while editing one area, leave out the subprocesses too:
+    python -m pytest -m "not e2e and not docker and not slow" tests/web
+before pushing, the rest (several minutes: they start dockerd and QEMU):
     python -m pytest -m "docker or e2e"
 """
 
