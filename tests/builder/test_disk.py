@@ -512,6 +512,7 @@ def _disk_sources(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # a second Python interpreter, as nobody
 def test_make_disk_as_an_unprivileged_user(tmp_path):
     tools()
     if os.geteuid() != 0:
