@@ -29,9 +29,12 @@ from pxed.workers import PoolStopped, ThreadPoolService
 log = Logger()
 
 CHUNK = 1024 * 1024
-# Chunks queued for the writer thread before the socket is paused.
+# Chunks handed to the pool, not yet both written and hashed, before the
+# socket is paused.
 HIGH_WATER = 4
 LOW_WATER = 1
+# Chunks one pool call writes (or hashes) at most before it makes way.
+SLICE = 8
 # Form fields that are not files (small text values) are kept in memory.
 MAX_FIELD = 64 * 1024
 # Multipart parts streamed to staging files.
@@ -121,9 +124,11 @@ class _Chain:
         return self._pool.run(self._drain).addBoth(again)
 
     def _drain(self) -> None:
-        # On a pool thread.
+        # On a pool thread.  At most SLICE chunks per call: the pool is
+        # shared (other uploads, commits), and a call that went on while a
+        # fast client kept the queue full would hold its thread throughout.
         call = self._pool.reactor.callFromThread
-        while True:
+        for _ in range(SLICE):
             try:
                 pieces = self._queue.popleft()
             except IndexError:

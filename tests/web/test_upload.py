@@ -17,7 +17,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from pxed.storage import Storage
-from pxed.web.upload import StagedUpload
+from pxed.web.upload import SLICE, StagedUpload
 from pxed.workers import IOPool, PoolStopped
 from tests.conftest import IN_CI, eventually
 
@@ -405,6 +405,29 @@ async def test_staged_upload_writes_and_hashes_in_order(storage, pool):
         assert pressure[-1] is False
     upload.close()
     await eventually(lambda: not staged.path.exists())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fast_upload_makes_way_for_other_pool_work(storage):
+    pool = IOPool(reactor, threads=1)
+    pool.startService()
+    try:
+        gate = threading.Event()
+        blocker = pool.run(gate.wait, 10)  # the thread busy: 40 chunks queue up
+        upload = StagedUpload(storage, pool, lambda behind: None)
+        for _ in range(40):  # as if the client never paused
+            upload.write(payload(MIB))
+        other = pool.run(lambda: os.fstat(upload._fd).st_size)
+        gate.set()
+        await blocker
+        # The other work ran after one slice of the upload, not all of it.
+        assert await other == SLICE * MIB
+        staged = await upload.finish()
+        assert staged.size == 40 * MIB
+        assert staged.sha256 == hashlib.sha256(payload(MIB) * 40).hexdigest()
+        upload.close()
+    finally:
+        await pool.stopService()
 
 
 @pytest_twisted.ensureDeferred
