@@ -37,6 +37,8 @@ class ThreadPoolService(Service):
         # under way, e.g. fsync then rename, must be able to finish), but
         # callers that would start something new and long can ask.
         self.stopping = False
+        # Set (on the reactor) once the threads are being joined.
+        self._closed = False
 
     def startService(self) -> None:
         super().startService()
@@ -63,6 +65,7 @@ class ThreadPoolService(Service):
     def _join_threads(self) -> Deferred[None]:
         # The threads are idle now, so joining them is quick, but it is
         # still a blocking join: done on a thread of its own.
+        self._closed = True
         done: Deferred[None] = Deferred()
 
         def join() -> None:
@@ -73,9 +76,9 @@ class ThreadPoolService(Service):
         return done
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        if self._pool.joined:
-            # ThreadPool silently drops work once stopped; the Deferred
-            # would never fire.
+        if self._closed:
+            # ThreadPool silently drops work once stopped (the Deferred
+            # would never fire), or raises while it stops.
             return fail(PoolStopped(f"{self._thread_name}: the thread pool has stopped"))
         work = deferToThreadPool(self.reactor, self._pool, fn, *args, **kwargs)
         out: Deferred[T] = Deferred()

@@ -180,12 +180,13 @@ class StagedUpload:
         if self._buffered >= CHUNK:
             self._submit()
 
-    def _submit(self) -> None:
+    def _submit(self, last: bool = False) -> None:
         pieces, self._pieces, self._buffered = self._pieces, [], 0
-        if self._pool.stopping:
+        if self._pool.stopping and not last:
             # The server is shutting down: the pool finishes what it has,
             # but an upload that goes on arriving must not keep it busy.
-            # The connection is closed once the pools have stopped.
+            # The connection is closed once the pools have stopped.  (A
+            # body that has all arrived is finished: one chunk and fsync.)
             self.error = OSError(errno.ESHUTDOWN, "pxed is shutting down")
             return
         self._submitted += 1
@@ -251,7 +252,7 @@ class StagedUpload:
     async def finish(self) -> Staged:
         """Wait until every byte is written, hashed and on disk."""
         if self._pieces:
-            self._submit()
+            self._submit(last=True)
         self._writes.then(self._fsync)
         await _after(self._writes.deferred)
         await _after(self._hashes.deferred)

@@ -444,3 +444,16 @@ async def test_upload_arriving_at_shutdown_stops_and_is_removed(storage, pool):
     upload.close()
     assert not upload.path.exists()
     assert os.listdir(storage.staging) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_complete_at_shutdown_is_still_finished(storage, pool):
+    upload = StagedUpload(storage, pool, lambda behind: None)
+    data = payload(MIB + 100)
+    upload.write(data)  # one chunk handed over, 100 bytes still buffered
+    stopped = pool.stopService()
+    staged = await upload.finish()  # the body is all there: written out
+    assert staged.path.read_bytes() == data
+    upload.close()
+    await stopped
+    assert os.listdir(storage.staging) == []
