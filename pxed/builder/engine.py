@@ -36,10 +36,11 @@ class DockerEngine(ThreadPoolService):
         self._timeout = int(timeout) + 60
         self._client: docker.DockerClient | None = None
 
-    def stopService(self) -> None:
-        super().stopService()
-        if self._client is not None:
-            self._client.close()
+    def stopService(self) -> Deferred[None]:
+        # Close the client once the Docker calls still running have ended.
+        d = super().stopService()
+        d.addCallback(lambda _: self._client.close() if self._client is not None else None)
+        return d
 
     def _api(self) -> docker.APIClient:
         # Created lazily on a pool thread: creating it talks to the engine.
