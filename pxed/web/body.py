@@ -10,7 +10,6 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from pxed.web.upload import BoundedBody
 
 MAX_JSON_BODY = 1024 * 1024
 
@@ -82,3 +81,39 @@ def read_json(request: IRequest) -> Fields:
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
     return Fields(data)
+
+
+class BoundedBody:
+    """Bodies of other requests (JSON): kept in memory up to *limit* bytes;
+    beyond that the rest is dropped and ``overflow`` set (a 413 follows)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self._pos = 0
+        self.overflow = False
+
+    def write(self, data: bytes) -> None:
+        if self.overflow:
+            return
+        if len(self._data) + len(data) > self._limit:
+            self.overflow = True
+            self._data.clear()
+            return
+        self._data += data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = offset if whence == 0 else len(self._data) + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        out = bytes(self._data[self._pos : end])
+        self._pos += len(out)
+        return out
+
+    def close(self) -> None:
+        self._data.clear()

@@ -12,12 +12,13 @@ from pxed.db.builds import Build
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound, PayloadTooLarge
 from pxed.web.auth import actor
+from pxed.web.body import BoundedBody
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.origin import Origin
 from pxed.web.receive import receive
 from pxed.web.render import iso
 from pxed.web.router import route
-from pxed.web.upload import BoundedBody, UploadBody
+from pxed.web.upload import UploadBody
 from pxed.workers import IOPool
 
 MAX_DOCKERFILE = 1024 * 1024

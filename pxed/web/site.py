@@ -11,9 +11,9 @@ from twisted.web.server import Request, Site
 
 from pxed.storage import READ_SIZE, Storage
 from pxed.web.auth import SESSION_COOKIE
-from pxed.web.body import MAX_JSON_BODY
+from pxed.web.body import MAX_JSON_BODY, BoundedBody
 from pxed.web.cors import CORS
-from pxed.web.upload import BoundedBody, UploadBody, is_upload
+from pxed.web.upload import UploadBody, is_upload
 from pxed.workers import ThreadPoolService
 
 access_log = Logger(namespace="pxed.access")
