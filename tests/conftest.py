@@ -37,9 +37,9 @@ from pxed import service
 from pxed.db import migrate
 from pxed.db.pool import make_engine
 
-# IN_CI, Response and eventually: for modules that still import them from
-# here; new code imports from tests.helpers.
-from tests.helpers import IN_CI, Client, Response, Server, eventually  # noqa: F401
+# Response: tests/web/test_github.py still imports it from here; new code
+# imports from tests.helpers.
+from tests.helpers import Client, Response, Server  # noqa: F401
 
 pytest_plugins = ["tests.docker_fixtures"]
 

@@ -273,9 +273,7 @@ async def test_full_disk_is_507_and_leaves_nothing(start_server, small_disk, tmp
     versions = (await server.admin.get(f"/image/{image}")).json()["Versions"]
     assert [v["Version"] for v in versions] == [0]
     # Once the upload is gone there is room again.
-    r = await server.admin.request(
-        "POST", f"/image/{image}", data=payload(MIB), headers=OCTETS
-    )
+    r = await server.admin.request("POST", f"/image/{image}", data=payload(MIB), headers=OCTETS)
     assert r.code == 200
 
 
