@@ -5,7 +5,7 @@ own Timings).  A measurement, not a test.
     python bench/build.py [--runs 3] [--out bench/results]
 
 Uses $DOCKER_HOST or the local engine, else starts dockerd (root, Debian's
-docker.io) as the tests do (bench/engine.py); pxed runs as `twistd -n pxed` on loopback."""
+docker.io) as the tests do (pxed/testing/dockerd.py); pxed runs as `twistd -n pxed` on loopback."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import NoEngine, find_or_start_engine, import_base_image, stop_engine  # noqa: E402
+from pxed.testing.dockerd import (  # noqa: E402
+    NoEngine,
+    find_or_start_engine,
+    import_base_image,
+    stop_engine,
+)
 
 DOCKERFILE = (
     "FROM pxed-test-busybox:latest\n"

@@ -6,90 +6,10 @@ uses them is marked ``docker`` (done here, so none is missed)."""
 
 from __future__ import annotations
 
-import io
-import os
-import shutil
-import subprocess
-import tarfile
-import time
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import missing, require_tool
-
-BASE_IMAGE = "pxed-test-busybox:latest"
-OWN_SOCKET = Path("/run/pxed-test-docker/docker.sock")
-
-
-def _reachable(host: str) -> bool:
-    import docker
-
-    try:
-        client = docker.DockerClient(base_url=host, timeout=5)
-        client.ping()
-        client.close()
-        return True
-    except Exception:
-        return False
-
-
-class NoEngine(Exception):
-    """No Docker engine answers and none can be started here."""
-
-
-def find_or_start_engine() -> tuple[str, subprocess.Popen | None]:
-    """$DOCKER_HOST or the local socket if one answers, else a dockerd
-    started here (Debian's docker.io, vfs storage, its own socket); the
-    process is returned so the caller can stop it."""
-    for host in (
-        os.environ.get("DOCKER_HOST"),
-        "unix:///var/run/docker.sock",
-        f"unix://{OWN_SOCKET}",
-    ):
-        if host and _reachable(host):
-            return host, None
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise NoEngine("no Docker engine and no dockerd: apt-get install docker.io")
-    if os.geteuid() != 0:
-        raise NoEngine("no Docker engine reachable, and starting dockerd needs root")
-    run = OWN_SOCKET.parent
-    run.mkdir(parents=True, exist_ok=True)
-    log = open(run / "dockerd.log", "ab")
-    proc = subprocess.Popen(
-        [
-            dockerd,
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--storage-driver=vfs",
-            f"--host=unix://{OWN_SOCKET}",
-            "--data-root=/var/lib/pxed-test-docker",
-            f"--exec-root={run}/exec",
-            f"--pidfile={run}/docker.pid",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    host = f"unix://{OWN_SOCKET}"
-    deadline = time.monotonic() + 60
-    while not _reachable(host):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise NoEngine(f"dockerd did not start; see {run / 'dockerd.log'}")
-        time.sleep(0.3)
-    return host, proc
-
-
-def stop_engine(proc: subprocess.Popen | None) -> None:
-    if proc is None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+from pxed.testing.dockerd import NoEngine, find_or_start_engine, import_base_image, stop_engine
+from tests.helpers import missing
 
 
 @pytest.fixture(scope="session")
@@ -103,58 +23,12 @@ def docker_host():
     stop_engine(proc)
 
 
-def busybox_rootfs_tar(path: Path) -> Path:
-    """A root filesystem with busybox-static and its applet links."""
-    busybox = require_tool("busybox", "busybox-static")
-    with tarfile.open(path, "w") as tar:
-        for d in ("bin", "etc", "tmp", "root"):
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, "bin/busybox")
-        for applet in (
-            "sh",
-            "echo",
-            "cat",
-            "ls",
-            "mkdir",
-            "true",
-            "false",
-            "sleep",
-            "touch",
-            "rm",
-            "cp",
-        ):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    return path
-
-
-def import_base_image(host: str, work: Path) -> str:
-    """The busybox base image, imported into the engine if missing."""
-    import docker
-
-    client = docker.DockerClient(base_url=host, timeout=120)
-    try:
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        tar = busybox_rootfs_tar(work / "rootfs.tar")
-        repo, tag = BASE_IMAGE.split(":")
-        client.api.import_image(src=str(tar), repository=repo, tag=tag, changes=['CMD ["/bin/sh"]'])
-    client.close()
-    return BASE_IMAGE
-
-
 @pytest.fixture(scope="session")
 def base_image(docker_host, tmp_path_factory):
-    return import_base_image(docker_host, tmp_path_factory.mktemp("busybox"))
+    try:
+        return import_base_image(docker_host, tmp_path_factory.mktemp("busybox"))
+    except NoEngine as e:
+        missing(str(e))
 
 
 DOCKER_FIXTURES = {"docker_host", "base_image"}

@@ -1,11 +1,7 @@
-"""A Docker engine for bench/build.py, and the busybox base image its
-Dockerfile starts from (no registry is reachable here).
-
-The same lookup as tests/docker_fixtures.py (``$DOCKER_HOST``, the local
-socket, else a dockerd started with vfs storage on its own socket, which the
-tests share), without pytest, so that ``bench`` imports nothing from
-``tests``.  Note for the tests' owners: tests/docker_fixtures.py could wrap
-these functions (skip or fail on NoEngine) instead of keeping its own copy."""
+"""A Docker engine for the builder tests and bench/build.py, and the busybox
+base image their Dockerfiles start from (no registry is reachable here):
+``$DOCKER_HOST``, the local socket, else a dockerd started with vfs storage
+on its own socket, which every user shares."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Support for pxed's own tests and benchmarks; the server never imports it."""
