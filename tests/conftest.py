@@ -36,10 +36,7 @@ from pxed import config as pxed_config
 from pxed import service
 from pxed.db import migrate
 from pxed.db.pool import make_engine
-
-# Response: tests/web/test_github.py still imports it from here; new code
-# imports from tests.helpers.
-from tests.helpers import Client, Response, Server  # noqa: F401
+from tests.helpers import Client, Server
 
 pytest_plugins = ["tests.docker_fixtures"]
 

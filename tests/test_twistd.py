@@ -139,3 +139,33 @@ def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path):
     )
     assert admin.returncode == 0, admin.stderr
     assert f"-> {migrate.head()}" in admin.stdout
+
+
+def test_a_port_in_use_stops_startup_naming_it(tmp_path):
+    # The port is bound by twistd in privilegedStartService (before it would
+    # drop privileges); one that is taken stops the daemon, and the error's
+    # last line says which address could not be bound.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [
+                *TWISTD,
+                "--pidfile=",
+                "-n",
+                "pxed",
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--data-dir",
+                str(tmp_path / "var"),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode != 0
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert f"Couldn't listen on 127.0.0.1:{port}" in out[-1]
+    assert "Address already in use" in out[-1]

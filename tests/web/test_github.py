@@ -17,7 +17,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.conftest import Response
+from tests.helpers import Response
 from tests.web.github_standin import Account, GitHubStandIn
 
 CLIENT_ID = "Iv1.0123456789abcdef"
