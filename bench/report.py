@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import gbps, run_text
 
 TARGETS = {
-    "download_ratio": (">=", 0.8, "pxed download / nginx (sendfile on)"),
+    "download_ratio": (">=", 0.9, "pxed download / nginx (sendfile on)"),
     "upload_ratio": (">=", 0.6, "pxed upload / dd bs=1M conv=fdatasync"),
     "peak_rss_mb": ("<", 120.0, "pxed peak RSS, four concurrent uploads (MB)"),
 }

@@ -18,8 +18,8 @@ and in the same run measures:
 Results go to ``bench/results/latest.{json,md}`` (phases 1-3) and
 ``bench/results/boot_latency.{json,md}`` (phase 4).  Usage::
 
-    python bench/run.py [--size-gib 2] [--runs 3] [--out bench/results]
-    python bench/run.py --phases boot [--runs 3]
+    python bench/run.py [--size-gib 2] [--runs 5] [--out bench/results]
+    python bench/run.py --phases boot [--runs 5]
 
 Traffic goes to 127.0.0.1 only.  Every step has a timeout; pxed and nginx are
 stopped and the large files removed whatever happens.  The parts:
