@@ -183,5 +183,5 @@ class ImagesResource:
 
 def upload_answer(request: IRequest, image: Image, version: images.Version):
     if b"application/json" in (request.getHeader(b"accept") or b""):
-        return {"UUID": image.uuid, **render.version(version)}
+        return {"UUID": image.uuid, **render.version(version, image.uuid)}
     return f"Successfully uploaded image: {version.version}"

@@ -70,9 +70,12 @@ def token(t: Token, secret: str | None = None) -> dict[str, Any]:
     return out
 
 
-def version(v: Version) -> dict[str, Any]:
+def version(v: Version, image_uuid: str) -> dict[str, Any]:
+    """The original's ``Version`` {Version, ImageModelUUID}, and pxed's
+    size, checksum, time and origin beside them."""
     return {
         "Version": v.version,
+        "ImageModelUUID": image_uuid,
         "Size": v.size,
         "Sha256": v.sha256,
         "CreatedAt": iso(v.created_at),
@@ -81,18 +84,37 @@ def version(v: Version) -> dict[str, Any]:
 
 
 def image(i: Image) -> dict[str, Any]:
+    """The original's ``ImageModel`` (its Go struct's JSON encoding: Name,
+    Versions, UUID, Username, DiskCompressionStrategy, ImageFileType, Type,
+    Checksum, Filesystem), and pxed's additions beside them."""
+    latest = i.latest
     return {
         "UUID": i.uuid,
         "Name": i.name,
-        "Username": i.owner,
+        "Username": i.owner or "",
         "Type": i.type,
-        "DiskUUID": i.disk_uuid,
         "DiskCompressionStrategy": i.compression,
         "ImageFileType": i.file_type,
         "Filesystem": i.filesystem,
+        # The original's image-level checksum: the latest version's.
+        "Checksum": latest.sha256 if latest is not None else "",
+        "Versions": [version(v, i.uuid) for v in i.versions],
+        "DiskUUID": i.disk_uuid,
         "Size": i.size,
         "CreatedAt": iso(i.created_at),
-        "Versions": [version(v) for v in i.versions],
+    }
+
+
+def frozen(i: Image, number: int, update: bool) -> dict[str, Any]:
+    """The original's ``ImageFrozen``: an image at one version, and whether
+    the machine's disk is captured back into it."""
+    found = i.version(number)
+    return {
+        "Image": image(i),
+        "Version": version(found, i.uuid)
+        if found is not None
+        else {"Version": number, "ImageModelUUID": i.uuid},
+        "Update": update,
     }
 
 
