@@ -57,6 +57,10 @@ class UploadBody:
                 self.error = "multipart/form-data without a boundary"
             else:
                 self._parser = MultipartParser(boundary, self._callbacks())
+                # The original management OS ends its body with this line
+                # and no closing "--" (see _ended_at_boundary).
+                self._boundary_line = b"\r\n--" + boundary + b"\r\n"
+                self._tail = b""
                 self._part: str | None = None
                 self._headers: dict[bytes, bytes] = {}
                 self._field = b""
@@ -84,8 +88,14 @@ class UploadBody:
         def on_part_begin() -> None:
             self._part = None
             self._headers = {}
+            # A part ended and the boundary line after it is complete.
+            self._at_boundary = self._parts_ended > 0
+
+        def on_part_end() -> None:
+            self._parts_ended += 1
 
         def on_header_field(data: bytes, start: int, end: int) -> None:
+            self._at_boundary = False
             self._field += data[start:end]
 
         def on_header_value(data: bytes, start: int, end: int) -> None:
@@ -96,6 +106,7 @@ class UploadBody:
             self._field = self._value = b""
 
         def on_headers_finished() -> None:
+            self._at_boundary = False
             _, opts = parse_options_header(self._headers.get(b"content-disposition", b""))
             name = opts.get(b"name", b"").decode("utf-8", "replace")
             self._part = name
@@ -125,8 +136,11 @@ class UploadBody:
             self._ended = True
 
         self._ended = False
+        self._parts_ended = 0
+        self._at_boundary = False
         return {
             "on_part_begin": on_part_begin,
+            "on_part_end": on_part_end,
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
@@ -144,17 +158,31 @@ class UploadBody:
         if self._parser is None:
             self.files["file"].write(data)
             return
+        keep = len(self._boundary_line)
+        self._tail = data[-keep:] if len(data) >= keep else (self._tail + data)[-keep:]
         try:
             self._parser.write(data)
         except Exception as e:  # python_multipart raises its own errors
             self.error = f"malformed multipart body: {e}"
+
+    def _ended_at_boundary(self) -> bool:
+        """The body stopped right after a complete part and the boundary
+        line following it (``\\r\\n--BOUNDARY\\r\\n``, then EOF), as the
+        original management OS sends it: complete, though the closing
+        ``--`` is missing.  A body cut off anywhere else is not."""
+        return self._at_boundary and self._tail == self._boundary_line
 
     def seek(self, offset: int, whence: int = 0) -> int:
         # Twisted rewinds the content once the whole body has arrived.
         self.complete = True
         if self._paused:
             self._paused = False
-        if self._parser is not None and not self._ended and not self.error:
+        if (
+            self._parser is not None
+            and not self._ended
+            and not self.error
+            and not self._ended_at_boundary()
+        ):
             self.error = "multipart body ended early"
         return 0
 

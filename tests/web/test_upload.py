@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import http.client
+import json
 import os
 import random
 import subprocess
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
@@ -443,3 +446,75 @@ async def test_a_body_complete_at_shutdown_is_still_finished(storage, pool):
     upload.close()
     await stopped
     assert os.listdir(storage.staging) == []
+
+
+# -- multipart framing as the original management OS sends it ---------------
+
+GO_BOUNDARY = "ProfessorDrIngJanRellermeyer"
+
+
+def go_file_part(data: bytes) -> bytes:
+    """The original client's upload up to the file data's end."""
+    return (
+        f'--{GO_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="image.img"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + data
+
+
+def post_chunked(url: str, token: str, body: bytes) -> tuple[int, bytes]:
+    """*body* POSTed multipart with chunked transfer encoding, 64 KiB
+    chunks (blocking: run it in a thread)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request(
+            "POST",
+            parts.path,
+            body=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+            headers={
+                "Authorization": token,
+                "Content-Type": f"multipart/form-data; boundary={GO_BOUNDARY}",
+                "Accept": "application/json",
+            },
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_multipart_ending_at_a_boundary_without_closing_dashes(server):
+    # The original client: "\r\n--BOUNDARY\r\n", then EOF, chunked.
+    image = await new_image(server.admin)
+    data = payload(2 * MIB + 5, seed=4)
+    body = go_file_part(data) + f"\r\n--{GO_BOUNDARY}\r\n".encode()
+    token = server.admin.headers["Authorization"]
+    code, answer = await threads.deferToThread(
+        post_chunked, f"{server.url}/image/{image}", token, body
+    )
+    assert code == 200, answer
+    assert json.loads(answer)["Sha256"] == hashlib.sha256(data).hexdigest()
+    assert (await server.admin.get(f"/image/{image}/1")).body == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_multipart_cut_off_before_or_inside_the_boundary_is_400(server):
+    image = await new_image(server.admin)
+    data = payload(MIB, seed=5)
+    token = server.admin.headers["Authorization"]
+    end = f"\r\n--{GO_BOUNDARY}\r\n".encode()
+    for body in (
+        go_file_part(data),  # cut off inside the file data
+        go_file_part(data) + end[:-1],  # the boundary line unfinished
+        go_file_part(data) + end + b"Content-Dis",  # a next part begun
+        go_file_part(data) + end + b"\r\n",  # a next part with no headers
+    ):
+        code, answer = await threads.deferToThread(
+            post_chunked, f"{server.url}/image/{image}", token, body
+        )
+        assert code == 400, (body[-20:], answer)
+        assert json.loads(answer)["error"] == "multipart body ended early"
+    assert len((await server.admin.get(f"/image/{image}")).json()["Versions"]) == 1
+    await eventually(lambda: staging(server) == [])
