@@ -192,7 +192,7 @@ class Pxed:
 
     def create_image(self, name: str) -> str:
         status, data = self.request("POST", "/image", {"Name": name, "Size": MiB})
-        if status != 200:
+        if status != 201:
             raise BenchError(f"POST /image: {status} {data[:200]!r}")
         return json.loads(data)["UUID"]
 
@@ -204,7 +204,7 @@ class Pxed:
             "MacAddresses": [{"Mac": mac}],
         }
         status, data = self.request("POST", "/machine", machine)
-        if status != 200:
+        if status != 201:
             raise BenchError(f"POST /machine: {status} {data[:200]!r}")
 
     def delete_image(self, image_uuid: str) -> None:

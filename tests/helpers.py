@@ -189,14 +189,14 @@ async def add_machine(
     if arch is not None:
         body["Architecture"] = arch
     r = await server.admin.post("/machine", body)
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     return r.json()
 
 
 async def new_image(client: Client, name: str = "disk", size: int = MIB) -> str:
     """A small raw image owned by the client's user; its UUID."""
     r = await client.post("/image", {"Name": name, "Size": size})
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     return r.json()["UUID"]
 
 
@@ -223,6 +223,16 @@ async def new_setup(client: Client, user: str, images: list[dict], name: str = "
     r = await client.post(f"/user/{user}/image_setup", {"Name": name, "Images": images})
     assert r.code == 201, r.text
     return r.json()
+
+
+def entries(setup: dict) -> list[dict]:
+    """A setup's ImageFrozen entries (the original's ``{"Image": {…},
+    "Version": {"Version"…}, "Update"}``) as flat ``{UUID, Version,
+    Update}``, for comparing."""
+    return [
+        {"UUID": e["Image"]["UUID"], "Version": e["Version"]["Version"], "Update": e["Update"]}
+        for e in setup["Images"]
+    ]
 
 
 async def enqueue(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -54,6 +55,14 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> l
     ):
         macs[m.machine_id].append(m.mac)
     return [Machine(**r._mapping, macs=tuple(macs[r.id])) for r in rows]
+
+
+def load_by_id(conn: sa.Connection, ids: Iterable[int]) -> dict[int, Machine]:
+    """The machines of *ids* by id, in two queries."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {m.id: m for m in _load(conn, machines.c.id.in_(wanted))}
 
 
 def _id_for_mac(conn: sa.Connection, mac: str) -> int | None:

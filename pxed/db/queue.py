@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from pxed.db import credentials, events, images, setups
+from pxed.db import machines as machines_db
 from pxed.db.images import Image
 from pxed.db.schema import boot_setup_images, boot_setups, machine_logs, machines, utcnow
 from pxed.db.setups import Setup
@@ -44,6 +46,10 @@ class Work:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     images: tuple[WorkImage, ...]
+    # Loaded with the entry (same transaction) for the original's BootSetup
+    # encoding: the machine, and each image by UUID.
+    machine: machines_db.Machine | None = None
+    models: Mapping[str, Image] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,17 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Work]:
             .order_by(boot_setup_images.c.position)
         ):
             found[i.boot_setup_id].append(WorkImage(i.image_uuid, i.version, i.update))
-    return [Work(**r._mapping, images=tuple(found[r.id])) for r in rows]
+    models = images.load_by_uuid(conn, (i.image_uuid for its in found.values() for i in its))
+    by_id = machines_db.load_by_id(conn, (r.machine_id for r in rows))
+    return [
+        Work(
+            **r._mapping,
+            images=tuple(found[r.id]),
+            machine=by_id.get(r.machine_id),
+            models=models,
+        )
+        for r in rows
+    ]
 
 
 def _one(conn: sa.Connection, where: sa.ColumnElement[bool]) -> Work | None:

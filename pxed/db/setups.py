@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from pxed.db import events
-from pxed.db.images import new_uuid
+from pxed.db import images as images_db
+from pxed.db.images import Image, new_uuid
 from pxed.db.schema import image_setups, image_versions, images, setup_images, users, utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 
@@ -27,6 +29,13 @@ class Setup:
     owner: str
     created_at: dt.datetime
     entries: tuple[Entry, ...]
+    # Each entry's image by UUID, loaded with the setup (in the same
+    # transaction): the original's ImageSetup shows every ImageFrozen's
+    # Image in full.
+    models: Mapping[str, Image] = field(default_factory=dict)
+
+    def image(self, image_uuid: str) -> Image:
+        return self.models[image_uuid]
 
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Setup]:
@@ -41,7 +50,8 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Setup]:
             .order_by(setup_images.c.position)
         ):
             entries[e.setup_uuid].append(Entry(e.image_uuid, e.version, e.update))
-    return [Setup(**r._mapping, entries=tuple(entries[r.uuid])) for r in rows]
+    models = images_db.load_by_uuid(conn, (e.image_uuid for es in entries.values() for e in es))
+    return [Setup(**r._mapping, entries=tuple(entries[r.uuid]), models=models) for r in rows]
 
 
 def thd_get(conn: sa.Connection, setup_uuid: str) -> Setup | None:

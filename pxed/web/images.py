@@ -30,10 +30,14 @@ class VersionFile(StaticFiles):
 
 
 def _choice(body: Fields, name: str, allowed: tuple[str, ...]) -> str | None:
+    """An enum value, case-insensitive (the original's docs write "System",
+    "GZip"), stored lower case; "" is unset, as Go's zero value."""
     value = body.str(name)
-    if value is not None and value not in allowed:
+    if not value:
+        return None
+    if value.lower() not in allowed:
         raise BadRequest(f"{name}: must be one of {', '.join(allowed)}")
-    return value
+    return value.lower()
 
 
 def image_fields(body: Fields, creating: bool) -> ImageFields:
@@ -76,6 +80,7 @@ class ImagesResource:
     async def _create(self, request: IRequest, owner: str) -> dict:
         fields = image_fields(read_json(request), creating=True)
         image = await self._store.create_image(owner, fields, fields.size, actor(request))
+        request.setResponseCode(201)
         return render.image(image)
 
     # -- routes -------------------------------------------------------------

@@ -82,6 +82,7 @@ class MachinesResource:
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         m, _ = await self._store.create_machine(fields, actor(request))
+        request.setResponseCode(201)
         return render.machine(m)
 
     @route("/machine", ["PUT"], access="admin")

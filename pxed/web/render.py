@@ -20,13 +20,16 @@ def iso(when: dt.datetime | None) -> str | None:
 
 
 def machine(m: Machine) -> dict[str, Any]:
-    # "name" is lower case in the seed's machine examples (its Go struct tag).
+    """The original's ``MachineModel`` (Name, Architecture, Managed,
+    MacAddress {Address}: the first MAC, ImageUUID), and pxed's additions
+    beside them: every MAC (``MacAddresses``), state and times."""
     return {
-        "name": m.name,
+        "Name": m.name,
         "Architecture": m.architecture,
         "Managed": m.managed,
+        "MacAddress": {"Address": m.macs[0] if m.macs else ""},
+        "ImageUUID": m.image_uuid or "",
         "MacAddresses": [{"Mac": mac} for mac in m.macs],
-        "ImageUUID": m.image_uuid,
         "State": m.state,
         "LastSeen": iso(m.last_seen),
         "CreatedAt": iso(m.created_at),
@@ -119,25 +122,38 @@ def frozen(i: Image, number: int, update: bool) -> dict[str, Any]:
 
 
 def setup(s: Setup) -> dict[str, Any]:
+    """The original's ``ImageSetup`` {Name, Images: [ImageFrozen…],
+    Username, UUID}, and pxed's CreatedAt."""
     return {
-        "UUID": s.uuid,
         "Name": s.name,
+        "Images": [frozen(s.image(e.image_uuid), e.version, e.update) for e in s.entries],
         "Username": s.owner,
+        "UUID": s.uuid,
         "CreatedAt": iso(s.created_at),
-        "Images": [
-            {"UUID": e.image_uuid, "Version": e.version, "Update": e.update} for e in s.entries
-        ],
     }
 
 
 def work(w: Work, mac: str) -> dict[str, Any]:
+    """A queue entry as the original's ``BootSetup`` {Machine, MachineMAC,
+    Setup: ImageSetup, SetupUUID, Update} (the setup as it was frozen when
+    queued), and pxed's additions beside them: its ID, state, message,
+    times and the flat ``Images`` list."""
+    images = [frozen(w.models[i.image_uuid], i.version, i.update) for i in w.images]
     out: dict[str, Any] = {
+        "Machine": machine(w.machine) if w.machine is not None else None,
+        "MachineMAC": mac,
+        "Setup": {
+            "Name": w.setup_name,
+            "Images": images,
+            "Username": w.owner,
+            "UUID": w.setup_uuid or "",
+        },
+        "SetupUUID": w.setup_uuid or "",
+        "Update": w.update,
         "ID": w.id,
         "Mac": mac,
-        "SetupUUID": w.setup_uuid,
         "Name": w.setup_name,
         "Username": w.owner,
-        "Update": w.update,
         "State": w.state,
         "Message": w.message,
         "CreatedAt": iso(w.created_at),

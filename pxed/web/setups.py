@@ -14,8 +14,13 @@ from pxed.web.router import route
 
 
 def entry(item: Fields) -> tuple[str, int | None, bool]:
-    image_uuid = item.str("UUID", required=True, max_length=36)
-    version = item.int("Version")
+    """One setup entry in any of its forms: ``{"UUID"|"Uuid", "Version",
+    "Update"}`` (the doc's) or the original's ImageFrozen ``{"Image":
+    {"UUID"}, "Version": {"Version"}, "Update"}``."""
+    image = item.object("Image") if isinstance(item.raw("Image"), dict) else None
+    image_uuid = (image or item).str("UUID", required=True, max_length=36)
+    version_of = item.object("Version") if isinstance(item.raw("Version"), dict) else item
+    version = version_of.int("Version")
     if version is not None and version < 0:
         raise BadRequest("Version: must not be negative")
     return image_uuid, version, bool(item.bool("Update"))
@@ -26,7 +31,10 @@ def entries(body: Fields) -> list[tuple[str, int | None, bool]] | None:
     if items is None:
         return None
     if not all(isinstance(i, dict) for i in items):
-        raise BadRequest('Images: must be a list of {"UUID", "Version", "Update"}')
+        raise BadRequest(
+            'Images: must be a list of {"UUID", "Version", "Update"} or'
+            ' {"Image": {"UUID"}, "Version": {"Version"}, "Update"}'
+        )
     return [entry(Fields(i)) for i in items]
 
 
@@ -95,6 +103,7 @@ class SetupsResource:
 
     @route("/user/<name>/image_setup/<setup_uuid>/images", ["GET"], access="self-or-staff")
     async def setup_images(self, request: IRequest, name: str, setup_uuid: str) -> list:
+        # The setup's ImageFrozen entries.
         return render.setup(await self._db.run(setups.get_owned, name, setup_uuid))["Images"]
 
     @route("/user/<name>/image_setup/<setup_uuid>/images", ["POST"], access="self-or-staff")

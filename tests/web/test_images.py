@@ -22,7 +22,7 @@ def sha256_of(path) -> str:
 @pytest_twisted.ensureDeferred
 async def test_create_with_defaults_makes_sparse_version_0(server):
     r = await server.admin.post("/image", {"Name": "debian"})
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     image = r.json()
     assert (image["Name"], image["Type"], image["Username"]) == ("debian", "base", "admin")
     assert (image["DiskCompressionStrategy"], image["ImageFileType"], image["Filesystem"]) == (
@@ -43,13 +43,13 @@ async def test_filesystems_are_made(server):
     require_tool("mkfs.ext4", "e2fsprogs")
     require_tool("mkfs.fat", "dosfstools")
     r = await server.admin.post("/image", {"Name": "e", "Size": 16 * MIB, "Filesystem": "ext4"})
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     with open(server.config.data_dir / "images" / r.json()["UUID"] / "0.img", "rb") as f:
         f.seek(1024 + 56)
         assert f.read(2) == b"\x53\xef", "ext4 superblock magic"
 
     r = await server.admin.post("/image", {"Name": "f", "Size": 64 * MIB, "Filesystem": "fat32"})
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     with open(server.config.data_dir / "images" / r.json()["UUID"] / "0.img", "rb") as f:
         boot = f.read(512)
     assert boot[82:90] == b"FAT32   " and boot[510:512] == b"\x55\xaa"
@@ -102,9 +102,9 @@ async def test_owner_and_listing(server):
     r = await alice.post("/image", {"Name": "b", "Size": MIB, "Owner": "mod"})
     assert r.code == 403
     r = await mod.post("/image", {"Name": "for-alice", "Size": MIB, "Owner": "alice"})
-    assert r.code == 200 and r.json()["Username"] == "alice"
+    assert r.code == 201 and r.json()["Username"] == "alice"
     r = await mod.post("/user/alice/image", {"Name": "a", "Size": MIB})
-    assert r.code == 200
+    assert r.code == 201
     listed = (await alice.get("/user/alice/images")).json()
     assert sorted(i["Name"] for i in listed) == ["a", "a", "for-alice"]
     by_name = (await alice.get("/user/alice/images/a")).json()

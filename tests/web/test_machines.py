@@ -19,11 +19,12 @@ def machine(name="node1", *macs, **extra):
 @pytest_twisted.ensureDeferred
 async def test_create_get_list_in_seed_shape(client):
     r = await client.post("/machine", machine())
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     created = r.json()
-    assert created["name"] == "node1"
+    assert created["Name"] == "node1"
     assert created["Architecture"] == "x86_64"
     assert created["Managed"] is True
+    assert created["MacAddress"] == {"Address": MAC}
     assert created["MacAddresses"] == [{"Mac": MAC}]
     assert created["ImageUUID"]
 
@@ -42,7 +43,7 @@ async def test_mac_normalised_on_input_and_lookup(client):
     for form in ("52-54-00-AB-CD-EF", "52:54:00:Ab:cD:eF", "525400abcdef"):
         r = await client.get(f"/machine/{form}")
         assert r.code == 200, form
-        assert r.json()["name"] == "n"
+        assert r.json()["Name"] == "n"
 
 
 @pytest_twisted.ensureDeferred
@@ -56,10 +57,11 @@ async def test_keys_matched_case_insensitively_and_single_mac_form(client):
             "macaddress": {"address": "AA:BB:CC:DD:EE:01"},
         },
     )
-    assert r.code == 200, r.text
+    assert r.code == 201, r.text
     body = r.json()
-    assert (body["name"], body["Architecture"], body["Managed"]) == ("lower", "arm64", False)
+    assert (body["Name"], body["Architecture"], body["Managed"]) == ("lower", "arm64", False)
     assert body["MacAddresses"] == [{"Mac": "aa:bb:cc:dd:ee:01"}]
+    assert body["MacAddress"] == {"Address": "aa:bb:cc:dd:ee:01"}
 
 
 @pytest_twisted.ensureDeferred
@@ -67,7 +69,7 @@ async def test_several_macs_find_the_same_machine(client):
     macs = ("52:54:00:00:00:01", "52:54:00:00:00:02")
     await client.post("/machine", machine("multi", *macs))
     for mac in macs:
-        assert (await client.get(f"/machine/{mac}")).json()["name"] == "multi"
+        assert (await client.get(f"/machine/{mac}")).json()["Name"] == "multi"
 
 
 @pytest_twisted.ensureDeferred
@@ -78,7 +80,7 @@ async def test_put_machine_creates_then_updates(client):
         "/machine", machine("renamed", MAC, "52:54:00:00:00:09", Architecture="arm64")
     )
     assert r.code == 200
-    assert r.json()["name"] == "renamed"
+    assert r.json()["Name"] == "renamed"
     assert r.json()["Architecture"] == "arm64"
     all_machines = (await client.get("/machines")).json()
     assert len(all_machines) == 1
@@ -91,7 +93,7 @@ async def test_put_machine_by_mac_changes_only_given_fields(client):
     r = await client.put(f"/machine/{MAC}", {"Managed": False})
     assert r.code == 200
     assert r.json()["Managed"] is False
-    assert r.json()["name"] == "node1"
+    assert r.json()["Name"] == "node1"
 
 
 @pytest_twisted.ensureDeferred

@@ -11,6 +11,7 @@ from tests.helpers import (
     OCTETS,
     Client,
     add_machine,
+    entries,
     machine_client,
     machine_events,
     new_image,
@@ -96,7 +97,7 @@ async def test_single_image_form_wraps_the_image_into_a_setup(server):
     assert len(setups) == 1
     assert setups[0]["UUID"] == work["SetupUUID"]
     assert setups[0]["Username"] == "alice"
-    assert setups[0]["Images"] == [{"UUID": disk, "Version": 0, "Update": True}]
+    assert entries(setups[0]) == [{"UUID": disk, "Version": 0, "Update": True}]
     assert [w["ID"] for w in await queue_of(alice)] == [work["ID"]]
 
 
@@ -231,7 +232,8 @@ async def test_queued_work_is_a_snapshot_of_its_setup(server):
     assert queued["Images"] == [{"UUID": a, "Version": 0, "Update": True}]
     machine = await machine_client(server)
     taken = (await machine.get(f"/machine/{MAC}/boot")).json()
-    assert [i["UUID"] for i in taken["Images"]] == [a]
+    # BootInform lists ImageFrozen entries, the machine image last.
+    assert [i["Image"]["UUID"] for i in taken["Images"] if i["Image"]["Type"] != "machine"] == [a]
 
 
 @pytest_twisted.ensureDeferred

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.helpers import new_image, upload_version
+from tests.helpers import entries, new_image, upload_version
 
 
 async def setups_of(client, name: str) -> list:
@@ -33,7 +33,7 @@ async def test_create_list_get_update_delete(server):
     setup = r.json()
     assert setup["Name"] == "web"
     assert setup["Username"] == "alice"
-    assert setup["Images"] == [{"UUID": disk, "Version": 0, "Update": True}]
+    assert entries(setup) == [{"UUID": disk, "Version": 0, "Update": True}]
     uuid = setup["UUID"]
     base = f"/user/alice/image_setup/{uuid}"
 
@@ -41,7 +41,7 @@ async def test_create_list_get_update_delete(server):
     r = await alice.post("/user/alice/image_setup", {"name": "db"})
     assert r.code == 201, r.text
     db = r.json()
-    assert db["Name"] == "db" and db["Images"] == []
+    assert db["Name"] == "db" and entries(db) == []
 
     assert [s["UUID"] for s in await setups_of(alice, "alice")] == [uuid, db["UUID"]]
     assert (await alice.get(base)).json() == setup
@@ -59,7 +59,7 @@ async def test_create_list_get_update_delete(server):
     assert r.json()["Images"] == setup["Images"], "renaming keeps the images"
     assert (await alice.put(base, {"Name": ""})).code == 400
     r = await alice.put(base, {"Images": []})
-    assert r.code == 200 and r.json()["Images"] == [] and r.json()["Name"] == "www"
+    assert r.code == 200 and entries(r.json()) == [] and r.json()["Name"] == "www"
 
     r = await alice.delete(base)
     assert r.code == 200, r.text
@@ -116,16 +116,16 @@ async def test_add_replace_and_remove_images(server):
 
     r = await alice.post(images, {"UUID": a})
     assert r.code == 200, r.text
-    assert r.json()["Images"] == [{"UUID": a, "Version": 0, "Update": False}]
+    assert entries(r.json()) == [{"UUID": a, "Version": 0, "Update": False}]
     r = await alice.post(images, {"UUID": b, "Version": 0, "Update": True})
-    assert r.json()["Images"] == [
+    assert entries(r.json()) == [
         {"UUID": a, "Version": 0, "Update": False},
         {"UUID": b, "Version": 0, "Update": True},
     ]
     # Posting an image already in the setup replaces its entry in place.
     r = await alice.post(images, {"UUID": b, "Version": 1, "Update": False})
     assert r.code == 200, r.text
-    assert r.json()["Images"] == [
+    assert entries(r.json()) == [
         {"UUID": a, "Version": 0, "Update": False},
         {"UUID": b, "Version": 1, "Update": False},
     ]
@@ -134,10 +134,10 @@ async def test_add_replace_and_remove_images(server):
     # Remove by ?UUID=, then by body.
     r = await alice.delete(f"{images}?UUID={a}")
     assert r.code == 200, r.text
-    assert r.json()["Images"] == [{"UUID": b, "Version": 1, "Update": False}]
+    assert entries(r.json()) == [{"UUID": b, "Version": 1, "Update": False}]
     r = await alice.delete(images, json_body={"UUID": b})
     assert r.code == 200, r.text
-    assert r.json()["Images"] == []
+    assert entries(r.json()) == []
     # Removing what is not there is a 404 and changes nothing.
     assert (await alice.delete(f"{images}?UUID={a}")).code == 404
     assert (await alice.get(images)).json() == []
@@ -186,7 +186,7 @@ async def test_only_existing_versions_can_be_frozen(server):
     assert await upload_version(alice, disk, b"x" * 4096) == 1
     r = await alice.post(f"{base}/images", {"UUID": disk, "Version": 1})
     assert r.code == 200, r.text
-    assert r.json()["Images"] == [{"UUID": disk, "Version": 1, "Update": False}]
+    assert entries(r.json()) == [{"UUID": disk, "Version": 1, "Update": False}]
 
 
 @pytest_twisted.ensureDeferred
@@ -196,18 +196,18 @@ async def test_no_version_freezes_the_latest_at_that_moment(server):
     assert await upload_version(alice, disk, b"one" * 1000) == 1
     r = await alice.post("/user/alice/image_setup", {"Name": "s", "Images": [{"UUID": disk}]})
     setup = r.json()
-    assert setup["Images"] == [{"UUID": disk, "Version": 1, "Update": False}]
+    assert entries(setup) == [{"UUID": disk, "Version": 1, "Update": False}]
 
     # A later upload does not move the setup along.
     assert await upload_version(alice, disk, b"two" * 1000) == 2
     base = f"/user/alice/image_setup/{setup['UUID']}"
-    assert (await alice.get(base)).json()["Images"][0]["Version"] == 1
+    assert (await alice.get(base)).json()["Images"][0]["Version"]["Version"] == 1
 
     # Adding it again without a version freezes the new latest.
     r = await alice.post(f"{base}/images", {"UUID": disk, "Update": True})
-    assert r.json()["Images"] == [{"UUID": disk, "Version": 2, "Update": True}]
+    assert entries(r.json()) == [{"UUID": disk, "Version": 2, "Update": True}]
     r = await alice.put(base, {"Images": [{"UUID": disk}]})
-    assert r.json()["Images"] == [{"UUID": disk, "Version": 2, "Update": False}]
+    assert entries(r.json()) == [{"UUID": disk, "Version": 2, "Update": False}]
 
 
 @pytest_twisted.ensureDeferred
@@ -271,7 +271,7 @@ async def test_moderator_acts_for_a_user(server):
     # Alice sees what the moderator made for her and may change it herself.
     mine = (await alice.get(base)).json()
     assert mine["Name"] == "t"
-    assert mine["Images"] == [{"UUID": disk, "Version": 0, "Update": True}]
+    assert entries(mine) == [{"UUID": disk, "Version": 0, "Update": True}]
     assert (await mod.get("/user/alice/image_setups")).json() == [mine]
 
     assert (await mod.delete(base)).code == 200

@@ -22,13 +22,20 @@ async def test_bootstrap_admin_token_file(server):
 @pytest_twisted.ensureDeferred
 async def test_create_list_get_update_delete(server):
     admin = server.admin
+    # The original answered a text; asked for JSON, pxed answers the user.
     r = await admin.post("/user", {"Username": "alice", "Name": "Alice A", "Email": "a@x.org"})
     assert r.code == 201, r.text
-    assert r.json()["Role"] == "user"
-    # The original named users by Name; a valid name stands in for Username.
-    r = await admin.post("/user", {"name": "bob", "email": "b@x.org", "role": "moderator"})
+    assert r.text.strip() == "Successfully created user"
+    assert (await admin.get("/user/alice")).json()["Role"] == "user"
+    # The original named users by Name; a valid name stands in for Username
+    # (and roles are case-insensitive, "Moderator" as its tests wrote them).
+    r = await admin.post(
+        "/user",
+        {"name": "bob", "email": "b@x.org", "role": "Moderator"},
+        headers={"Accept": "application/json"},
+    )
     assert r.code == 201, r.text
-    assert r.json()["Username"] == "bob"
+    assert (r.json()["Username"], r.json()["Role"]) == ("bob", "moderator")
     names = [u["Username"] for u in (await admin.get("/users")).json()]
     assert names == ["admin", "alice", "bob"]
 
