@@ -5,7 +5,9 @@
 # -----------------
 # The images of a setup go, in the order BootInform lists them, to the
 # machine's disks in kernel name order: the first image to the first disk,
-# the second to the second, and so on.  The disks are the whole-disk entries
+# the second to the second, and so on (each BootInform entry names its disk
+# by that index, "Disk"; the machine image's entry has none and is not
+# written to a disk).  The disks are the whole-disk entries
 # of /sys/block named vd*, sd*, nvme<N>n<M>, xvd* or hd* -- never loop, ram,
 # sr (CD/DVD), zram, md or dm devices, hidden NVMe multipath paths, or a disk
 # of size 0 (a card reader without a card).  "Kernel name order" sorts the
@@ -21,7 +23,10 @@
 # ------------
 #  1. reads pxed.url, pxed.mac, pxed.token (and pxed.after=reboot|poweroff,
 #     pxed.debug=1) from the kernel command line;
-#  2. GET {url}/machine/{mac}/boot (BootInform).  404: no work, log it and
+#  2. GET {url}/machine/{mac}/boot (BootInform: the original's ImageSetup,
+#     Images[N] = {Image:{UUID, Name, ImageFileType, Type...},
+#     Version:{Version...}, Update} plus pxed's URL, UploadURL, Size,
+#     Sha256, DiskCompressionStrategy, Disk).  404: no work, log it and
 #     reboot without reporting anything;
 #  3. for each image flagged Update: reads its whole disk, compresses it as
 #     the image's DiskCompressionStrategy says (none, gzip, zstd) and
@@ -199,7 +204,12 @@ awk -f "$JSON_AWK" "$WORK/inform.json" >"$WORK/inform" 2>"$WORK/json.err" ||
 	fail "cannot parse the answer: $(cat "$WORK/json.err")"
 
 WORK_ID=$(jget "$WORK/inform" ID)
-COUNT=$(awk -F '\t' '$1 ~ /^Images\.[0-9]+\.UUID$/' "$WORK/inform" | wc -l)
+# The entries written to a disk (those with a Disk index), in order; the
+# machine image's entry has none.
+DEPLOY=$(awk -F '\t' '$1 ~ /^Images\.[0-9]+\.Disk$/ && $2 ~ /^[0-9]+$/ { split($1, p, "."); print p[2] }' "$WORK/inform")
+COUNT=$(echo $DEPLOY | wc -w)
+# Disks needed: the highest Disk index plus one.
+NEED=$(awk -F '\t' 'BEGIN { n = 0 } $1 ~ /^Images\.[0-9]+\.Disk$/ && $2 ~ /^[0-9]+$/ && $2 + 1 > n { n = $2 + 1 } END { print n }' "$WORK/inform")
 log info "work $WORK_ID (setup $(jget "$WORK/inform" Name)): $COUNT image(s)"
 
 # --- disks -----------------------------------------------------------------------
@@ -229,19 +239,19 @@ ndisks=$(echo "$DISKS" | grep -c . || true)
 # Disk drivers (AHCI, NVMe, SCSI) probe asynchronously: wait up to 30 s for
 # enough of them.
 n=0
-while [ "$ndisks" -lt "$COUNT" ] && [ $n -lt 30 ]; do
+while [ "$ndisks" -lt "$NEED" ] && [ $n -lt 30 ]; do
 	sleep 1
 	n=$((n + 1))
 	DISKS=$(list_disks)
 	ndisks=$(echo "$DISKS" | grep -c . || true)
 done
 log info "disks: $(for d in $DISKS; do printf '%s%s (%s bytes)' "$sep" "$d" "$(disk_size "$d")"; sep=", "; done)"
-[ "$ndisks" -ge "$COUNT" ] ||
+[ "$ndisks" -ge "$NEED" ] ||
 	fail "the setup has $COUNT image(s) but this machine has $ndisks disk(s) ($(echo $DISKS)); images go to disks in kernel name order, one each"
 
-disk_for() { echo "$DISKS" | sed -n "$(($1 + 1))p"; } # image index -> disk
+disk_for() { echo "$DISKS" | sed -n "$(($1 + 1))p"; } # Disk index -> disk
 
-# Image fields of image $1.
+# Field $2 of BootInform entry $1 (Image.UUID, Version.Version, URL, ...).
 img() { jget "$WORK/inform" "Images.$1.$2"; }
 
 # The fastest tools at hand (measured under QEMU TCG and natively):
@@ -346,11 +356,11 @@ upload_stage() {
 
 capture() { # index
 	i=$1
-	uuid=$(img "$i" UUID)
-	name=$(img "$i" Name)
+	uuid=$(img "$i" Image.UUID)
+	name=$(img "$i" Image.Name)
 	strategy=$(img "$i" DiskCompressionStrategy)
 	upload=$(img "$i" UploadURL)
-	disk=$(disk_for "$i")
+	disk=$(disk_for "$(img "$i" Disk)")
 	STEP="capturing image $name ($uuid) from $disk"
 	comp=$(compressor "$strategy") || fail "unknown DiskCompressionStrategy '$strategy'"
 	[ -n "$upload" ] && [ "$upload" != null ] || fail "BootInform gave no UploadURL"
@@ -392,10 +402,8 @@ capture() { # index
 }
 
 CAPTURED=""
-i=0
-while [ $i -lt "$COUNT" ]; do
-	[ "$(img $i Update)" = true ] && capture $i
-	i=$((i + 1))
+for i in $DEPLOY; do
+	[ "$(img "$i" Update)" = true ] && capture "$i"
 done
 
 # --- 4. deploys ------------------------------------------------------------------
@@ -413,15 +421,15 @@ write_stage() {
 
 deploy() { # index
 	i=$1
-	uuid=$(img "$i" UUID)
-	name=$(img "$i" Name)
-	version=$(img "$i" Version)
+	uuid=$(img "$i" Image.UUID)
+	name=$(img "$i" Image.Name)
+	version=$(img "$i" Version.Version)
 	want_sha=$(img "$i" Sha256)
 	want_size=$(img "$i" Size)
 	strategy=$(img "$i" DiskCompressionStrategy)
-	ftype=$(img "$i" ImageFileType)
+	ftype=$(img "$i" Image.ImageFileType)
 	url=$(img "$i" URL)
-	disk=$(disk_for "$i")
+	disk=$(disk_for "$(img "$i" Disk)")
 	STEP="deploying image $name ($uuid) v$version to $disk"
 	decomp=$(decompressor "$strategy") || fail "unknown DiskCompressionStrategy '$strategy'"
 	case "$ftype" in
@@ -483,10 +491,8 @@ deploy() { # index
 
 DEPLOYED=""
 T_START=$(now)
-i=0
-while [ $i -lt "$COUNT" ]; do
-	deploy $i
-	i=$((i + 1))
+for i in $DEPLOY; do
+	deploy "$i"
 done
 
 # --- 5. the machine image ----------------------------------------------------------

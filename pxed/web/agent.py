@@ -6,6 +6,7 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from pxed.db import events, queue
+from pxed.db.images import Image
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound
@@ -16,7 +17,27 @@ from pxed.web.lookup import machine_or_404
 from pxed.web.origin import Origin
 from pxed.web.router import route
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Every level logrus has (the original's log hook sends Level.String()) and
+# pxed's own, to the level stored.
+LEVEL_NAMES = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "fatal": "critical",
+    "panic": "critical",
+    "critical": "critical",
+}
+
+
+def log_level(name: str | None) -> str:
+    """The stored level for a log line's Level (case-insensitive; none is info)."""
+    level = LEVEL_NAMES.get((name or "info").lower())
+    if level is None:
+        raise BadRequest(f"Level: one of {', '.join(LEVEL_NAMES)}")
+    return level
 
 
 class AgentResource:
@@ -27,41 +48,36 @@ class AgentResource:
     async def _boot_inform_answer(
         self, request: IRequest, machine: Machine, mac: str, work: queue.Work
     ) -> dict:
+        """The original's ``images.ImageSetup`` {Name, Images, Username, UUID}
+        whose Images are ``ImageFrozen`` entries: the work's images, then the
+        machine image (Type "machine", no Disk), as the original listed it.
+        Beside them pxed's fields: per entry where to download and upload,
+        size, sha256, compression and the disk it goes to; at the top the
+        work (ID, State, ...), the Machine and the MachineImage."""
         base = self._origin.base_url(request)
         work_images, own = await self._db.run(queue.thd_work_images, work, machine.image_uuid)
-        answer = render.work(work, mac)
-        answer["Images"] = []
-        for entry, image in zip(work.images, work_images, strict=True):
-            version = image.version(entry.version)
-            answer["Images"].append(
-                {
-                    "UUID": image.uuid,
-                    "Name": image.name,
-                    "Version": entry.version,
-                    "Update": entry.update,
-                    "Size": version.size if version else None,
-                    "Sha256": version.sha256 if version else None,
-                    "DiskUUID": image.disk_uuid,
-                    "DiskCompressionStrategy": image.compression,
-                    "ImageFileType": image.file_type,
-                    "Filesystem": image.filesystem,
-                    "URL": f"{base}/image/{image.uuid}/{entry.version}",
-                    "UploadURL": f"{base}/machine/{mac}/disk/{image.uuid}",
-                }
-            )
-        latest = own.latest
-        answer["MachineImage"] = {
-            "UUID": own.uuid,
-            "Version": latest.version if latest else None,
-            "Size": latest.size if latest else None,
-            "Sha256": latest.sha256 if latest else None,
-            "Filesystem": own.filesystem,
-            "DiskCompressionStrategy": own.compression,
-            "URL": f"{base}/machine/{mac}/image",
-            "UploadURL": f"{base}/machine/{mac}/disk/{own.uuid}",
+        entries = [
+            _entry(base, mac, image, e.version, e.update, disk)
+            for disk, (e, image) in enumerate(zip(work.images, work_images, strict=True))
+        ]
+        # The machine image goes back after every run: Update.
+        latest = own.latest.version if own.latest else 0
+        entries.append(_entry(base, mac, own, latest, True, None))
+        # render.work's one-image ImageUUID/Version are the queue's shape,
+        # not the ImageSetup's.
+        pxed = {
+            k: v for k, v in render.work(work, mac).items() if k not in ("ImageUUID", "Version")
         }
-        answer["Machine"] = render.machine(machine)
-        return answer
+        return {
+            **pxed,
+            # images.ImageSetup
+            "Name": work.setup_name,
+            "Images": entries,
+            "Username": work.owner,
+            "UUID": work.setup_uuid or "",
+            "MachineImage": _machine_image(base, mac, own),
+            "Machine": render.machine(machine),
+        }
 
     @route("/machine/<mac>/boot", ["GET"], access="machine")
     async def boot_inform(self, request: IRequest, mac: str) -> dict:
@@ -90,9 +106,7 @@ class AgentResource:
             raise BadRequest(
                 "POST /log takes log lines from the management OS (a machine credential)"
             )
-        level = (body.str("Level", max_length=16) or "info").lower()
-        if level not in LOG_LEVELS:
-            raise BadRequest(f"Level: one of {', '.join(LOG_LEVELS)}")
+        level = log_level(body.str("Level", max_length=16))
         message = body.str("Message", required=True, max_length=16000)
         origin = body.str("Origin", max_length=64) or "mgmtos"
         await self._db.run(queue.thd_add_log, cred.machine_id, level, origin, message)
@@ -108,3 +122,35 @@ class AgentResource:
         machine = await machine_or_404(self._db, mac)
         found = await self._db.run(events.thd_list, "machine", str(machine.id), 500)
         return [render.event(e) for e in found]
+
+
+def _entry(base: str, mac: str, image: Image, number: int, update: bool, disk: int | None) -> dict:
+    """One BootInform entry: the original's ImageFrozen and, beside it,
+    what pxed's management OS reads (Disk: the index of the machine's disk
+    it is written to, null for the machine image, which is not written)."""
+    found = image.version(number)
+    return {
+        **render.frozen(image, number, update),
+        "URL": f"{base}/image/{image.uuid}/{number}",
+        "UploadURL": f"{base}/machine/{mac}/disk/{image.uuid}",
+        "Size": found.size if found else None,
+        "Sha256": found.sha256 if found else None,
+        "DiskCompressionStrategy": image.compression,
+        "Disk": disk,
+    }
+
+
+def _machine_image(base: str, mac: str, own: Image) -> dict:
+    """pxed's flat description of the machine image (as before the
+    ImageSetup shape; its entry in Images says the same)."""
+    latest = own.latest
+    return {
+        "UUID": own.uuid,
+        "Version": latest.version if latest else None,
+        "Size": latest.size if latest else None,
+        "Sha256": latest.sha256 if latest else None,
+        "Filesystem": own.filesystem,
+        "DiskCompressionStrategy": own.compression,
+        "URL": f"{base}/machine/{mac}/image",
+        "UploadURL": f"{base}/machine/{mac}/disk/{own.uuid}",
+    }

@@ -24,6 +24,7 @@ from tests.helpers import (
     new_image,
     upload,
 )
+from tests.original_structs import decode
 
 
 async def machine(server, mac: str = MAC) -> dict:
@@ -109,22 +110,38 @@ async def test_boot_inform_takes_the_oldest_entry_and_describes_it(server):
     r = await agent.get(f"/machine/{MAC}/boot")
     assert r.code == 200, r.text
     work = r.json()
+    # The original's images.ImageSetup, which its management OS decodes.
+    setup = decode("ImageSetup", work)
+    assert (setup.Name, setup.Username, setup.UUID) == ("s", "alice", first["SetupUUID"])
     assert work["ID"] == first["ID"]
     assert work["State"] == "in-progress"
     assert work["StartedAt"] is not None
-    [img_a, img_b] = work["Images"]
-    assert img_a["UUID"] == a and img_a["Version"] == 0 and img_a["Update"] is True
+    [img_a, img_b, own] = work["Images"]
+    assert [f.Image.UUID for f in setup.Images] == [a, b, m["ImageUUID"]]
+    assert [(f.Version.Version, f.Version.ImageModelUUID) for f in setup.Images] == [
+        (0, a),
+        (1, b),
+        (0, m["ImageUUID"]),
+    ]
+    assert [f.Update for f in setup.Images] == [True, False, True]
+    assert [f.Image.Type for f in setup.Images] == ["base", "base", "machine"]
+    assert [f.Image.Name for f in setup.Images] == ["a", "b", "machine-m"]
+    # pxed's fields beside each entry: where it goes and how to check it.
+    assert [e["Disk"] for e in work["Images"]] == [0, 1, None]
     assert img_a["Size"] == MIB
     assert img_a["Sha256"] == hashlib.sha256(bytes(MIB)).hexdigest()
     assert img_a["URL"] == f"{server.url}/image/{a}/0"
-    assert img_b["UUID"] == b and img_b["Version"] == 1 and img_b["Update"] is False
+    assert img_a["UploadURL"] == f"{server.url}/machine/{MAC}/disk/{a}"
+    assert img_a["DiskCompressionStrategy"] == "none"
     assert (img_b["Size"], img_b["Sha256"]) == (5000, b1["Sha256"])
     assert img_b["URL"] == f"{server.url}/image/{b}/1"
+    assert own["URL"] == f"{server.url}/image/{m['ImageUUID']}/0"
+    assert own["UploadURL"] == f"{server.url}/machine/{MAC}/disk/{m['ImageUUID']}"
     assert work["MachineImage"]["UUID"] == m["ImageUUID"]
     assert work["MachineImage"]["Version"] == 0
     assert work["MachineImage"]["DiskCompressionStrategy"] == "none"
     assert work["MachineImage"]["URL"] == f"{server.url}/machine/{MAC}/image"
-    assert work["Machine"]["name"] == "m"
+    assert decode("MachineModel", work["Machine"]).Name == "m"
     assert work["Machine"]["MacAddresses"] == [{"Mac": MAC}]
     assert work["Machine"]["State"] == "provisioning"
     seen = dt.datetime.fromisoformat(work["Machine"]["LastSeen"])
@@ -268,6 +285,41 @@ async def test_machine_image_and_log_lines(server):
     ]
     assert (await server.anonymous.get(f"/machine/{MAC}/logs")).code == 401
     assert (await alice.get(f"/machine/{OTHER_MAC}/logs")).code == 404
+
+
+# Every level logrus has (Level.String(), which the original's log hook
+# sends), pxed's own, other casings, and the level each is stored as.
+LOGRUS_LEVELS = [
+    ("trace", "debug"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warning", "warning"),
+    ("error", "error"),
+    ("fatal", "critical"),
+    ("panic", "critical"),
+    ("WARN", "warning"),
+    ("Critical", "critical"),
+    ("Trace", "debug"),
+    ("PANIC", "critical"),
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_logrus_level_is_taken_and_stored_mapped(server):
+    await queued_disk(server)
+    agent = await machine_client(server)
+    for level, _ in LOGRUS_LEVELS:
+        line = {"Level": level, "Message": f"a {level} line", "Origin": "MMOS"}
+        r = await agent.post("/log", line, headers={"type": "log"})
+        assert r.code == 200, (level, r.text)
+    r = await agent.post("/log", {"Level": "verbose", "Message": "x"})
+    assert r.code == 400
+    assert "trace" in r.json()["error"] and "panic" in r.json()["error"]
+
+    lines = (await server.admin.get(f"/machine/{MAC}/logs")).json()
+    assert [(x["Level"], x["Message"], x["Origin"]) for x in lines] == [
+        (stored, f"a {level} line", "MMOS") for level, stored in LOGRUS_LEVELS
+    ]
 
 
 @pytest_twisted.ensureDeferred
