@@ -63,11 +63,10 @@ class AgentResource:
         # The machine image goes back after every run: Update.
         latest = own.latest.version if own.latest else 0
         entries.append(_entry(base, mac, own, latest, True, None))
-        # render.work's one-image ImageUUID/Version are the queue's shape,
-        # not the ImageSetup's.
-        pxed = {
-            k: v for k, v in render.work(work, mac).items() if k not in ("ImageUUID", "Version")
-        }
+        # The queue entry's own fields, less what would repeat or contradict
+        # the ImageSetup: its nested Setup and its one-image ImageUUID/Version.
+        skip = ("Setup", "ImageUUID", "Version")
+        pxed = {k: v for k, v in render.work(work, mac).items() if k not in skip}
         return {
             **pxed,
             # images.ImageSetup

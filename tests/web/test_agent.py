@@ -114,6 +114,7 @@ async def test_boot_inform_takes_the_oldest_entry_and_describes_it(server):
     setup = decode("ImageSetup", work)
     assert (setup.Name, setup.Username, setup.UUID) == ("s", "alice", first["SetupUUID"])
     assert work["ID"] == first["ID"]
+    assert "Setup" not in work and "Version" not in work  # one ImageSetup, not two
     assert work["State"] == "in-progress"
     assert work["StartedAt"] is not None
     [img_a, img_b, own] = work["Images"]
