@@ -211,7 +211,12 @@ def thd_add_entry(
                 image_uuid=image_uuid,
                 version=entry.version,
                 update=entry.update,
-                position=len(setup.entries),
+                # After the last one: removals leave gaps, so not the count.
+                position=conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(setup_images.c.position) + 1, 0)).where(
+                        setup_images.c.setup_uuid == setup_uuid
+                    )
+                ).scalar(),
             )
         )
     events.thd_record(

@@ -10,7 +10,7 @@ from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
 from pxed.web import render
 from pxed.web.auth import actor, check_owner, identity, user
-from pxed.web.body import read_json
+from pxed.web.body import Fields, read_json
 from pxed.web.lookup import machine_or_404
 from pxed.web.router import route
 
@@ -18,6 +18,15 @@ from pxed.web.router import route
 def _check_managed(machine: Machine) -> None:
     if not machine.managed:
         raise Conflict("the machine is not managed, so it will not netboot into pxed")
+
+
+def setup_uuid_of(body: Fields) -> str | None:
+    """``SetupUUID``, or the ``Setup.UUID`` of a body in the original's
+    BootSetup encoding; "" is unset (Go's zero value)."""
+    found = body.str("SetupUUID", max_length=36)
+    if not found and isinstance(body.raw("Setup"), dict):
+        found = body.object("Setup").str("UUID", max_length=36)
+    return found or None
 
 
 class QueueResource:
@@ -29,7 +38,7 @@ class QueueResource:
         body = read_json(request)
         machine = await machine_or_404(self._db, mac)
         caller = user(request)
-        setup_uuid = body.str("SetupUUID", max_length=36)
+        setup_uuid = setup_uuid_of(body)
         if setup_uuid is not None:
             setup = await self._db.run(setups.thd_get, setup_uuid)
             if setup is None:

@@ -207,6 +207,14 @@ async def test_queue_entries_are_boot_setups(server):
         (disk, 0, True)
     ]
 
+    # A body in the BootSetup encoding (Go's zero SetupUUID, the setup's
+    # UUID in Setup) queues that setup.
+    r = await alice.post(f"/machine/{MAC}/boot", {**r.json(), "SetupUUID": ""})
+    assert r.code == 200, r.text
+    assert go.decode("BootSetup", r.json()).SetupUUID == setup["UUID"]
+    r = await alice.delete(f"/machine/{MAC}/boot/queue/{r.json()['ID']}")
+    assert r.code == 200, r.text
+
     # The seed's one-image form answers a BootSetup as well.
     r = await alice.post(f"/machine/{MAC}/boot", {"ImageUUID": disk, "Version": 0})
     assert r.code == 200, r.text
