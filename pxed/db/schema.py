@@ -188,6 +188,10 @@ image_versions = sa.Table(
     # created, upload, capture or build
     sa.Column("origin", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The file's name in images/<image_uuid>/: "<version>.img", and a new
+    # name each time the version is replaced (the old file is removed only
+    # after this names the new one).  The default is only for ALTER TABLE.
+    sa.Column("file", sa.String(255), nullable=False, server_default=""),
 )
 
 image_setups = sa.Table(
