@@ -14,7 +14,7 @@ from pxed.db.schema import api_tokens, sessions, users, utcnow
 from pxed.errors import BadRequest, Conflict, NotFound
 
 ROLES = ("user", "moderator", "admin")
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # Path segments under /user/ that are routes, not users.
 RESERVED = frozenset({"me", "logout", "login"})
 
@@ -56,7 +56,8 @@ class UserFields:
 
 
 def check_username(username: str) -> str:
-    if not USERNAME.match(username) or username in RESERVED:
+    # fullmatch: with match, "$" also matches before a trailing newline.
+    if not USERNAME.fullmatch(username) or username in RESERVED:
         raise BadRequest(
             "Username: 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter "
             "or digit" + (f" ('{username}' is reserved)" if username in RESERVED else "")
@@ -169,10 +170,21 @@ def thd_create_token(
     name: str,
     actor: str,
     expires_at: dt.datetime | None = None,
+    made_with: str | None = None,
 ) -> tuple[Token, str]:
-    """A new token; the secret is returned here and never again."""
+    """A new token; the secret is returned here and never again.  A token
+    made with another (*made_with*, the caller's secret) ends no later than
+    that one does: a short-lived token cannot mint a lasting one."""
     if thd_get(conn, username) is None:
         raise NotFound(f"no user {username!r}")
+    if made_with is not None:
+        parent_ends = conn.execute(
+            sa.select(api_tokens.c.expires_at).where(
+                api_tokens.c.token_hash == secret.digest(made_with)
+            )
+        ).scalar_one_or_none()
+        if parent_ends is not None and (expires_at is None or parent_ends < expires_at):
+            expires_at = parent_ends
     token = secret.new(secret.USER_TOKEN)
     token_id = conn.execute(
         api_tokens.insert().values(

@@ -100,7 +100,7 @@ class PxedApp:
         authenticator = Authenticator(db)
         for resource in self.resources:
             router.mount(self.app, resource, authenticator.authorise)
-        router.handle_errors(self.app)
+        router.handle_errors(self.app, config.base_url)
 
     def resource(self) -> IResource:
-        return self.app.resource()
+        return router.TextPaths(self.app.resource())

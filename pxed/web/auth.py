@@ -20,6 +20,7 @@ from pxed.db.credentials import MachineCredential
 from pxed.db.pool import DBPool
 from pxed.db.users import User
 from pxed.errors import Forbidden, Unauthorized
+from pxed.web import body
 from pxed.web.origin import Origin
 
 SESSION_COOKIE = b"session-name"
@@ -130,7 +131,7 @@ class Authenticator:
         self._db = db
 
     async def authenticate(self, request: IRequest) -> Identity:
-        header = request.getHeader("authorization")
+        header = body.header(request, "Authorization")
         if header is not None:
             scheme, _, token = header.strip().partition(" ")
             token = token.strip()

@@ -5,6 +5,7 @@ whose errors name the field."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -12,6 +13,12 @@ from twisted.web.iweb import IRequest
 from pxed.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_JSON_BODY = 1024 * 1024
+# No request of pxed's nests deeper than a few levels; a deeper body is
+# refused rather than walked (Python's parser recurses per level).
+MAX_JSON_DEPTH = 32
+# Integers are stored in 64-bit signed columns; beyond them is an error of
+# the client's, not the database's.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 _MISSING = object()
 
@@ -49,7 +56,10 @@ class Fields:
         return self._get(name, bool, "true or false", required)
 
     def int(self, name: str, required: bool = False) -> int | None:
-        return self._get(name, int, "an integer", required)
+        value = self._get(name, int, "an integer", required)
+        if value is not None and not INT_MIN <= value <= INT_MAX:
+            raise BadRequest(f"{name}: out of range (a 64-bit signed integer)")
+        return value
 
     def list(self, name: str, required: bool = False) -> list | None:
         return self._get(name, list, "a list", required)
@@ -74,13 +84,32 @@ def read_json(request: IRequest) -> Fields:
         raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BODY} bytes")
     if not raw.strip():
         raise BadRequest("request body is empty; expected a JSON object")
+    if _nesting(raw) > MAX_JSON_DEPTH:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BadRequest(f"malformed JSON: {e}") from None
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
     return Fields(data)
+
+
+# A whole string (its brackets are not structure) or one bracket.
+_STRUCTURE = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[{]|[\]}]', re.DOTALL)
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep *raw*'s arrays and objects nest, found without parsing it."""
+    depth = deepest = 0
+    for m in _STRUCTURE.finditer(raw):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 class BoundedBody:
@@ -117,3 +146,59 @@ class BoundedBody:
 
     def close(self) -> None:
         self._data.clear()
+
+
+# -- headers and query parameters ---------------------------------------------
+
+
+def header(request: IRequest, name: str) -> str | None:
+    """A request header's value as text, or None if absent; a value that
+    is not UTF-8 is the client's error (400), never a decoding traceback."""
+    value = request.getHeader(name.encode("ascii"))
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name}: not valid UTF-8") from None
+
+
+def query_arg(request: IRequest, name: str) -> str | None:
+    """The first value of a query parameter as text (None if absent)."""
+    values = request.args.get(name.encode()) if request.args else None
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name}: not valid UTF-8") from None
+
+
+def query_args(request: IRequest) -> dict[str, str]:
+    """Every query parameter's first value, as text."""
+    out = {}
+    for key, values in (request.args or {}).items():
+        try:
+            out[key.decode("utf-8")] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("query: not valid UTF-8") from None
+    return out
+
+
+def int_arg(args: dict[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+    """A query parameter that is an integer from *minimum* up to 2^63-1."""
+    if name not in args:
+        return default
+    text = args[name]
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise BadRequest(f"{name}: must be an integer")
+    # Compared by length first: Python refuses to convert very long digit
+    # strings, and nothing that long is in range anyway.
+    if len(text.lstrip("-").lstrip("0")) > 19 or int(text) > INT_MAX:
+        if text.startswith("-"):
+            raise BadRequest(f"{name}: must be at least {minimum}")
+        raise BadRequest(f"{name}: must be at most {INT_MAX}")
+    value = int(text)
+    if value < minimum:
+        raise BadRequest(f"{name}: must be at least {minimum}")
+    return value

@@ -11,7 +11,7 @@ from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
 from pxed.imagestore import ImageStore
 from pxed.web import render
 from pxed.web.auth import actor, identity, user
-from pxed.web.body import Fields, read_json
+from pxed.web.body import Fields, header, read_json
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.lookup import machine_or_404
 from pxed.web.receive import receive_checked
@@ -65,7 +65,7 @@ class ImagesResource:
         self._access = access
 
     async def _store_upload(self, request: IRequest, image: Image, origin: str) -> images.Version:
-        replace = (request.getHeader("x-baas-newversion") or "").strip().lower() == "false"
+        replace = (header(request, "X-BAAS-NewVersion") or "").strip().lower() == "false"
         staged = await receive_checked(request)
         return await self._store.add_version(image.uuid, staged, origin, replace, actor(request))
 

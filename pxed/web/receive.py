@@ -9,21 +9,22 @@ import errno
 
 from twisted.web.iweb import IRequest
 
-from pxed.errors import BadRequest, UnsupportedMediaType
+from pxed.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from pxed.storage import InsufficientStorage, Staged
+from pxed.web.body import header
 from pxed.web.upload import UploadBody
 
 
 def expected_sha256(request: IRequest) -> str | None:
     """The digest a client says the body has: ``X-Checksum-Sha256: <hex>``
     or RFC 9530 ``Content-Digest: sha-256=:<base64>:``."""
-    hexdigest = request.getHeader("x-checksum-sha256")
+    hexdigest = header(request, "X-Checksum-Sha256")
     if hexdigest is not None:
         hexdigest = hexdigest.strip().lower()
         if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
             raise BadRequest("X-Checksum-Sha256: expected 64 hex digits")
         return hexdigest
-    digest = request.getHeader("content-digest")
+    digest = header(request, "Content-Digest")
     if digest is not None:
         for item in digest.split(","):
             algo, _, value = item.strip().partition("=")
@@ -48,7 +49,7 @@ async def receive(request: IRequest, part: str = "file") -> Staged:
             "with a 'file' part"
         )
     if body.error:
-        raise BadRequest(body.error)
+        raise (PayloadTooLarge if body.error_status == 413 else BadRequest)(body.error)
     upload = body.files.get(part)
     if upload is None:
         raise BadRequest(f"multipart body has no {part!r} part")

@@ -15,14 +15,17 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import RequestRedirect
+from werkzeug.routing import IntegerConverter, RequestRedirect, ValidationError
 
 from pxed.errors import ApiError
+from pxed.web.body import INT_MAX
 
 log = Logger()
 
@@ -76,8 +79,50 @@ def route_table(resource_classes: Iterable[type]) -> dict[str, RouteInfo]:
     return table
 
 
+class Int64Converter(IntegerConverter):
+    """``<int:…>`` path segments: what fits the database's 64-bit integer
+    columns; anything longer or larger matches no route (404), rather than
+    reaching a query that cannot take it."""
+
+    regex = r"\d{1,19}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > INT_MAX:
+            raise ValidationError()
+        return number
+
+
+class TextPaths(Resource):
+    """In front of the Klein app: a path or Host that is not UTF-8 (``%ff``)
+    has its undecodable bytes replaced (U+FFFD) instead of getting Klein's
+    plain-text 400 and a logged traceback, so it is routed like any other
+    path: JSON 404 for a resource that does not exist, the boot routes'
+    own "no work" answers for a MAC that is not one."""
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: IRequest) -> Any:
+        request.prepath = [_as_text(s) for s in request.prepath]
+        request.postpath = [_as_text(s) for s in request.postpath]
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        if hosts:
+            request.requestHeaders.setRawHeaders(b"host", [_as_text(h) for h in hosts])
+        return self._inner.render(request)
+
+
+def _as_text(raw: bytes) -> bytes:
+    return raw.decode("utf-8", "replace").encode("utf-8")
+
+
 def mount(app: Klein, resource: object, authorise: Authorise) -> None:
     """Serve *resource*'s handlers on *app*, each behind *authorise*."""
+    # Before any rule is added: a rule compiles its converters when added.
+    app.url_map.converters["int"] = Int64Converter
     for name, info in routes_of(type(resource)):
         handler = getattr(resource, name)
 
@@ -111,9 +156,10 @@ def error_body(request: IRequest, status: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode() + b"\n"
 
 
-def handle_errors(app: Klein) -> None:
+def handle_errors(app: Klein, base_url: str = "") -> None:
     """Every error becomes JSON ``{"error": …}``; tracebacks go to the log,
-    never to the client."""
+    never to the client.  Redirects go to *base_url* (the configured public
+    URL), else are relative: never to the host a client's Host header names."""
 
     @app.handle_errors(ApiError)
     def api_error(request: IRequest, failure: Any) -> bytes:
@@ -132,8 +178,11 @@ def handle_errors(app: Klein) -> None:
 
     @app.handle_errors(RequestRedirect)
     def redirect(request: IRequest, failure: Any) -> bytes:
-        # werkzeug's canonical form of a path (trailing slash, merged slashes).
-        request.setHeader(b"location", failure.value.new_url.encode())
+        # werkzeug's canonical form of a path (trailing slash, merged
+        # slashes), built on the request's Host: only its path is kept.
+        target = urlsplit(failure.value.new_url)
+        location = urlunsplit(("", "", target.path or "/", target.query, ""))
+        request.setHeader(b"location", (base_url.rstrip("/") + location).encode())
         return error_body(request, failure.value.code, "moved")
 
     @app.handle_errors(Exception)

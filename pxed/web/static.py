@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from twisted.web import http, resource, static
@@ -14,10 +15,33 @@ from pxed.web import sendfile
 READ_SIZE = 1024 * 1024
 
 
+class JSONError(resource.Resource):
+    """An error answered as the rest of the API answers them: JSON
+    ``{"error": …}`` (Twisted's own pages are HTML)."""
+
+    isLeaf = True
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__()
+        self._status = status
+        self._message = message
+
+    def render(self, request: IRequest) -> bytes:
+        request.setResponseCode(self._status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"error": self._message}).encode() + b"\n"
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
+        return self
+
+
 class StaticFiles(static.File):
-    """static.File without directory listings, with large reads, and with
+    """static.File without directory listings, with large reads, with
     If-Range honoured (a stale validator means the whole file, not a range
-    of a changed one)."""
+    of a changed one), and with JSON errors."""
+
+    childNotFound = JSONError(404, "no such file")
+    forbidden = JSONError(403, "forbidden")
 
     def __init__(
         self,
@@ -33,6 +57,13 @@ class StaticFiles(static.File):
 
     def directoryListing(self) -> resource.Resource:
         return self.childNotFound
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
+        # A NUL (%00) cannot be in a file name; the OS would refuse it with
+        # a ValueError, not "no such file".
+        if b"\x00" in path:
+            return self.childNotFound
+        return super().getChild(path, request)
 
     def makeProducer(self, request: IRequest, fileForReading):
         producer = super().makeProducer(request, fileForReading)

@@ -11,9 +11,9 @@ from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.web import render
-from pxed.web.auth import Sessions, actor
+from pxed.web.auth import Sessions, actor, identity
 from pxed.web.auth import user as caller
-from pxed.web.body import Fields, read_json
+from pxed.web.body import Fields, header, int_arg, query_args, read_json
 from pxed.web.router import route
 
 MAX_TOKEN_DAYS = 3650
@@ -27,6 +27,15 @@ def _fields(body: Fields) -> users.UserFields:
     if role is not None:
         role = users.check_role(role)
     return users.UserFields(name=body.str("Name"), email=email, role=role)
+
+
+def _bearer(request: IRequest) -> str | None:
+    """The API token the request was made with (None: a browser session):
+    a token it creates may not outlive it."""
+    if identity(request).session_id is not None:
+        return None
+    scheme, _, token = (header(request, "Authorization") or "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class UsersResource:
@@ -110,7 +119,7 @@ class UsersResource:
                 raise BadRequest(f"ExpiresInDays: between 1 and {MAX_TOKEN_DAYS}")
             expires = utcnow() + dt.timedelta(days=days)
         token, token_secret = await self._db.run(
-            users.thd_create_token, name, label, actor(request), expires
+            users.thd_create_token, name, label, actor(request), expires, _bearer(request)
         )
         request.setResponseCode(201)
         request.setHeader(b"cache-control", b"no-store")
@@ -138,9 +147,9 @@ class UsersResource:
 
     @route("/events", ["GET"], access="admin")
     async def list_events(self, request: IRequest) -> list:
-        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
-        limit = _int_arg(args, "limit", 100)
-        before = _int_arg(args, "before", None)
+        args = query_args(request)
+        limit = int_arg(args, "limit", 100)
+        before = int_arg(args, "before", None)
         found = await self._db.run(
             events.thd_list,
             args.get("target_type"),
@@ -149,15 +158,3 @@ class UsersResource:
             before,
         )
         return [render.event(e) for e in found]
-
-
-def _int_arg(args: dict[str, str], name: str, default: int | None) -> int | None:
-    if name not in args:
-        return default
-    try:
-        value = int(args[name])
-    except ValueError:
-        raise BadRequest(f"{name}: must be an integer") from None
-    if value <= 0:
-        raise BadRequest(f"{name}: must be positive")
-    return value
