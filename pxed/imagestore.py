@@ -4,13 +4,22 @@ The file work (mkfs, fsync, rename, removing trees) runs on the IO pool and
 the rows on the database pool, never one inside the other: with SQLite's
 one database thread, a multi-GiB fsync inside a transaction would hold up
 every query in the server.  The order makes failures safe: a file is put in
-place first and its row recorded after; if recording fails the file is
-removed, so a row never names a missing file."""
+place first, under a name no file has, and its row recorded after; if
+recording fails the new file is removed, so a row never names a missing
+file.  Replacing a version follows the same order: the new bytes get a new
+file, the row is changed to name it, and only after that commit is the old
+file removed; until then the old version is intact.  A crash between the
+steps leaves only files no row names, which ``sweep`` removes at startup."""
 
 from __future__ import annotations
 
+import shutil
+import uuid as uuidlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from twisted.logger import Logger
 
 from pxed.db import images, machines
 from pxed.db.images import Image, ImageFields, Version, VersionFile
@@ -19,6 +28,8 @@ from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
 from pxed.storage import FormatError, Staged, Storage
 from pxed.workers import IOPool
+
+log = Logger()
 
 
 class ImageStore:
@@ -32,18 +43,34 @@ class ImageStore:
     ) -> Version:
         """Commit a received file as the image's next version (or over its
         latest) and record it."""
+        if staged.size == 0:
+            raise BadRequest("the upload is empty: a version needs at least one byte")
         number, replacing = await self._db.run(images.thd_plan_version, image_uuid, replace_latest)
         if replacing:
-            await self._io.run(self.storage.replace, staged.path, image_uuid, number)
+            file = await self._io.run(self.storage.place_beside, staged.path, image_uuid, number)
         else:
-            number = await self._io.run(self.storage.place, staged.path, image_uuid, number)
-        disk = VersionFile(image_uuid, number, staged.size, staged.sha256)
+            number, file = await self._io.run(self.storage.place, staged.path, image_uuid, number)
+        disk = VersionFile(image_uuid, number, staged.size, staged.sha256, file)
         try:
-            return await self._db.run(images.thd_record_version, disk, origin, replacing, actor)
+            version, old_file = await self._db.run(
+                images.thd_record_version, disk, origin, replacing, actor
+            )
         except BaseException:
-            if not replacing:
-                await self._io.run(self.storage.remove_version, image_uuid, number)
+            await self._io.run(self.storage.remove_version, image_uuid, file)
             raise
+        if old_file is not None and old_file != file:
+            try:
+                await self._io.run(self.storage.remove_file, image_uuid, old_file)
+            except Exception as e:
+                # The row names the new file already; the old one is
+                # garbage that the next start's sweep removes.
+                log.warn(
+                    "removing the replaced file {file} of image {image}: {e}",
+                    file=old_file,
+                    image=image_uuid,
+                    e=e,
+                )
+        return version
 
     async def create_image(
         self, owner: str | None, fields: ImageFields, size: int, actor: str
@@ -84,8 +111,8 @@ class ImageStore:
         await self._io.run(self.storage.remove_image, image_uuid)
 
     async def _place_first(self, image_uuid: str, blank: Staged) -> VersionFile:
-        number = await self._io.run(self.storage.place, blank.path, image_uuid, 0)
-        return VersionFile(image_uuid, number, blank.size, blank.sha256)
+        number, file = await self._io.run(self.storage.place, blank.path, image_uuid, 0)
+        return VersionFile(image_uuid, number, blank.size, blank.sha256, file)
 
     @asynccontextmanager
     async def _blank(self, size: int, filesystem: str, compression: str) -> AsyncIterator[Staged]:
@@ -99,3 +126,57 @@ class ImageStore:
             yield blank
         finally:
             await self._io.run(self.storage.discard, blank.path)
+
+
+def sweep(engine: sa.Engine, storage: Storage) -> int:
+    """Remove what no row names under images/: files of versions whose rows
+    were never recorded, replaced files whose removal a crash cut off, and
+    the directories of images whose rows are gone.  Run at startup, before
+    anything serves (nothing is being put in place then).  Returns how many
+    files and directories were removed.
+
+    A database that knows no image at all while image directories exist is
+    more likely the wrong database than a crash: nothing is removed then."""
+    with engine.connect() as conn:
+        files = images.thd_files(conn)
+    if not storage.images.is_dir():
+        return 0
+    # Only what pxed makes: a directory per image, named by its UUID (a
+    # lost+found of a mount point, say, stays).
+    directories = [d for d in storage.images.iterdir() if d.is_dir() and _is_uuid(d.name)]
+    if not files and directories:
+        log.warn(
+            "the database knows no image but {n} image directories exist under {path}; "
+            "not removing any",
+            n=len(directories),
+            path=str(storage.images),
+        )
+        return 0
+    removed = 0
+    for directory in directories:
+        known = files.get(directory.name)
+        if known is None:
+            log.info("removing {path}: no image has it", path=str(directory))
+            storage.remove_image(directory.name)
+            removed += 1
+            continue
+        for entry in directory.iterdir():
+            name = entry.name
+            if name in known or (
+                name.endswith(".Dockerfile") and name[: -len(".Dockerfile")] + ".img" in known
+            ):
+                continue
+            log.info("removing {path}: no version names it", path=str(entry))
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(uuidlib.UUID(name)) == name
+    except ValueError:
+        return False

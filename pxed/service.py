@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pxed import imagestore
 from pxed.bootstrap import bootstrap_admin
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
@@ -111,6 +112,12 @@ def prepare(config: Config) -> sa.Engine:
         raise StartupError(f"data_dir: cannot prepare the images directory: {e.strerror}") from None
     if removed:
         log.info("removed {n} unfinished upload(s) from staging", n=removed)
+    try:
+        swept = imagestore.sweep(engine, Storage(config.data_dir))
+    except OSError as e:
+        raise StartupError(f"data_dir: cannot clean the images directory: {e.strerror}") from None
+    if swept:
+        log.info("removed {n} image file(s) no version names", n=swept)
     try:
         created = bootstrap_admin(engine, config.data_dir)
     except OSError as e:

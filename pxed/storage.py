@@ -1,10 +1,14 @@
 """Image files on disk.
 
-Layout under the data dir: ``images/<uuid>/<version>.img`` for committed
-versions, ``images/.staging/`` for files being written.  Staging is on the
-same filesystem, so a commit is an fsync and a rename: a version file is
-either complete or absent.  Everything here blocks; call it through the IO
-pool."""
+Layout under the data dir: ``images/<uuid>/<file>`` for committed versions,
+where *file* is the name the version's row records (``<version>.img``, or
+``<version>-<random>.img`` once the version has been replaced), and
+``images/.staging/`` for files being written.  Staging is on the same
+filesystem, so putting a file in place is an fsync and a link(2) to a name
+nothing has: a version file is either complete or absent, and no bytes a
+row names are ever overwritten.  A replaced file is removed only after the
+row naming its successor is committed.  Everything here blocks; call it
+through the IO pool."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import errno
 import gzip
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -57,47 +62,64 @@ class Storage:
             removed += 1
         return removed
 
-    def path(self, image_uuid: str, version: int) -> Path:
-        return self.images / image_uuid / f"{version}.img"
+    def path(self, image_uuid: str, file: str) -> Path:
+        """Where a version's file is: *file* is the name its row records
+        (``Version.file``), not derived from the number, since a replaced
+        version lives under a new name."""
+        if not isinstance(file, str) or "/" in file or file in ("", ".", ".."):
+            raise TypeError(f"a version's file name, not {file!r}")
+        return self.images / image_uuid / file
 
     def new_staging(self, prefix: str = "upload-") -> tuple[Path, int]:
         fd, name = tempfile.mkstemp(dir=self.staging, prefix=prefix)
         return Path(name), fd
 
-    def place(self, staged: Path, image_uuid: str, first: int) -> int:
-        """Durably move a fully written staging file into place as a new
+    def place(self, staged: Path, image_uuid: str, first: int) -> tuple[int, str]:
+        """Durably put a fully written staging file in place as a new
         version, numbered *first* or the next number free on disk (another
-        upload of the same image may have taken *first* meanwhile: the name
-        is claimed with O_EXCL, so two never share one).  Returns the number."""
+        upload of the same image may have taken *first* meanwhile: names are
+        claimed with link(2), which never overwrites, so two never share
+        one).  Returns the number and the file name to record."""
+        directory = self._directory(staged, image_uuid)
+        number = first
+        while not _link_new(staged, directory / version_file(number)):
+            number += 1
+        _fsync_dir(directory)
+        staged.unlink(missing_ok=True)
+        return number, version_file(number)
+
+    def place_beside(self, staged: Path, image_uuid: str, version: int) -> str:
+        """Durably put a fully written staging file in place under a new
+        name for *version*, which already has a file: the replacement of a
+        version.  The old file is not touched; it goes (remove_file) only
+        once the row names the new one.  Returns the new name."""
+        directory = self._directory(staged, image_uuid)
+        while not _link_new(staged, directory / (name := replacement_file(version))):
+            pass
+        _fsync_dir(directory)
+        staged.unlink(missing_ok=True)
+        return name
+
+    def _directory(self, staged: Path, image_uuid: str) -> Path:
         _fsync_file(staged)
         directory = self.images / image_uuid
         directory.mkdir(exist_ok=True)
-        number = first
-        while True:
-            try:
-                os.close(os.open(self.path(image_uuid, number), os.O_CREAT | os.O_EXCL, 0o644))
-                break
-            except FileExistsError:
-                number += 1
-        os.replace(staged, self.path(image_uuid, number))
-        _fsync_dir(directory)
-        return number
+        return directory
 
-    def replace(self, staged: Path, image_uuid: str, version: int) -> None:
-        """Durably move a fully written staging file over an existing version."""
-        _fsync_file(staged)
-        final = self.path(image_uuid, version)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(staged, final)
-        _fsync_dir(final.parent)
-
-    def remove_version(self, image_uuid: str, version: int) -> None:
-        path = self.path(image_uuid, version)
+    def remove_file(self, image_uuid: str, file: str) -> None:
+        """A version's file that no row names any more (replaced), with the
+        Dockerfile kept beside it if a build made it."""
+        path = self.path(image_uuid, file)
         path.unlink(missing_ok=True)
+        path.with_suffix(".Dockerfile").unlink(missing_ok=True)
+
+    def remove_version(self, image_uuid: str, file: str) -> None:
+        """A version's file put in place whose row could not be recorded."""
+        self.remove_file(image_uuid, file)
         # The image itself may be gone (deleted while this version was
         # being put in place): leave no empty directory for it.
         with contextlib.suppress(OSError):
-            path.parent.rmdir()
+            (self.images / image_uuid).rmdir()
 
     def remove_image(self, image_uuid: str) -> None:
         shutil.rmtree(self.images / image_uuid, ignore_errors=True)
@@ -136,6 +158,36 @@ class Storage:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def version_file(version: int) -> str:
+    """The name a version's first file gets."""
+    return f"{version}.img"
+
+
+def replacement_file(version: int) -> str:
+    """A fresh name for a version's replacement file."""
+    return f"{version}-{secrets.token_hex(6)}.img"
+
+
+def _link_new(staged: Path, final: Path) -> bool:
+    """Give *staged* the name *final* unless that name exists (link(2) never
+    overwrites, unlike rename(2)).  False if it exists."""
+    try:
+        os.link(staged, final)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A filesystem without hard links: claim the name with O_EXCL, then
+        # rename over that empty claim (never over anyone's bytes).
+        try:
+            os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        os.replace(staged, final)
+    return True
 
 
 def _fsync_file(path: Path) -> None:

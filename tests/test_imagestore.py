@@ -1,15 +1,24 @@
 """Version files are committed off the database thread: queries go on while
-a commit's file work runs, and a version whose row cannot be recorded
-leaves no file behind."""
+a commit's file work runs, a version whose row cannot be recorded leaves no
+file behind, a replacement never destroys the bytes a row names, and what
+a crash leaves is removed at startup."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sqlite3
 import threading
 
 import pytest_twisted
 from twisted.internet import defer, threads
 
-from tests.helpers import MAC, MIB, OCTETS, add_machine, new_image
+from pxed import imagestore
+from pxed.db import migrate
+from pxed.db.pool import make_engine
+from pxed.storage import Storage
+from tests.conftest import _sqlite_file
+from tests.helpers import MAC, MIB, OCTETS, add_machine, eventually, new_image
 
 
 class HeldCommits:
@@ -95,3 +104,130 @@ async def test_concurrent_uploads_get_distinct_versions(server):
     versions = (await server.admin.get(f"/image/{image}")).json()["Versions"]
     assert sorted(v["Version"] for v in versions) == [0, 1, 2, 3, 4]
     assert len({v["Sha256"] for v in versions}) == 5
+
+
+def _rows(server) -> list[tuple[str, int, str, str]]:
+    """(image, version, sha256, file) of every version, read from the
+    server's database file directly."""
+    db = sqlite3.connect(_sqlite_file(server.config))
+    try:
+        return db.execute("SELECT image_uuid, version, sha256, file FROM image_versions").fetchall()
+    finally:
+        db.close()
+
+
+def assert_no_orphans(server) -> None:
+    """Every file under images/ is one a row names (or a build's Dockerfile
+    beside it), and the reverse."""
+    storage = server.pxed.store.storage
+    named = {(image, file) for image, _, _, file in _rows(server)}
+    on_disk = {
+        (d.name, f.name.replace(".Dockerfile", ".img"))
+        for d in storage.images.iterdir()
+        if d != storage.staging
+        for f in d.iterdir()
+    }
+    assert on_disk == named
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replace_the_database_cannot_commit_keeps_the_old_version(server, monkeypatch):
+    image = await new_image(server.admin)
+    old = b"old bytes " * 100_000
+    r = await server.admin.request("POST", f"/image/{image}", data=old, headers=OCTETS)
+    assert r.code == 200, r.text
+
+    # Another process takes SQLite's write lock once the new bytes are on
+    # disk (the file step of a replacement, named place_beside now and
+    # replace before) and holds it while the row would be committed: the
+    # row cannot change, so the old bytes must stay.
+    store = server.pxed.store
+    locker = sqlite3.connect(
+        _sqlite_file(server.config), timeout=0, isolation_level=None, check_same_thread=False
+    )
+    io_run = store._io.run
+
+    def run(f, *args):
+        d = io_run(f, *args)
+        if getattr(f, "__name__", "") in ("place_beside", "replace"):
+            d.addCallback(lambda result: (locker.execute("BEGIN IMMEDIATE"), result)[1])
+        return d
+
+    monkeypatch.setattr(store._io, "run", run)
+    try:
+        r = await server.admin.request(
+            "POST",
+            f"/image/{image}",
+            data=b"new bytes " * 100_000,
+            headers={**OCTETS, "X-BAAS-NewVersion": "false"},
+        )
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+        monkeypatch.undo()
+    assert not 200 <= r.code < 300, r.text
+
+    [_, v1] = (await server.admin.get(f"/image/{image}")).json()["Versions"]
+    assert v1["Sha256"] == hashlib.sha256(old).hexdigest()
+    body = (await server.admin.get(f"/image/{image}/1")).body
+    assert hashlib.sha256(body).hexdigest() == v1["Sha256"]
+    storage = server.pxed.store.storage
+    await eventually(lambda: list(storage.staging.iterdir()) == [])
+    assert_no_orphans(server)
+
+    # Once the database is free the same replacement goes through, and
+    # the replaced file goes with it.
+    new = b"new bytes " * 100_000
+    r = await server.admin.request(
+        "POST", f"/image/{image}", data=new, headers={**OCTETS, "X-BAAS-NewVersion": "false"}
+    )
+    assert r.code == 200, r.text
+    assert (await server.admin.get(f"/image/{image}/1")).body == new
+    [(_, _, sha, file)] = [row for row in _rows(server) if row[1] == 1]
+    assert sha == hashlib.sha256(new).hexdigest() and file != "1.img"
+    assert_no_orphans(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_startup_removes_files_no_version_names(server):
+    image = await new_image(server.admin)
+    storage = server.pxed.store.storage
+    kept = storage.images / image / "0.Dockerfile"
+    kept.write_text("FROM scratch\n")
+    # What a crash between the steps leaves: a new version's file never
+    # recorded, a replacement never recorded (or the file it replaced),
+    # an image whose row is gone.
+    (storage.images / image / "1.img").write_bytes(b"never recorded")
+    (storage.images / image / "0-5eb0c0ffee00.img").write_bytes(b"replacement")
+    gone = storage.images / "0b8e3a5c-7a43-4a8e-9a0a-3f6c0c1d2e3f"
+    gone.mkdir()
+    (gone / "0.img").write_bytes(b"deleted image")
+    # Not pxed's: left alone.
+    (storage.images / "lost+found").mkdir()
+
+    engine = make_engine(server.config.database_url)
+    try:
+        assert imagestore.sweep(engine, storage) == 3
+    finally:
+        engine.dispose()
+    assert sorted(os.listdir(storage.images / image)) == ["0.Dockerfile", "0.img"]
+    assert not gone.exists()
+    assert (storage.images / "lost+found").is_dir()
+    (storage.images / "lost+found").rmdir()
+    assert_no_orphans(server)
+
+
+def test_sweep_leaves_everything_when_the_database_knows_no_image(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    try:
+        migrate.prepare(engine)
+        storage = Storage(tmp_path / "data")
+        storage.prepare()
+        image = storage.images / "0b8e3a5c-7a43-4a8e-9a0a-3f6c0c1d2e3f"
+        image.mkdir()
+        (image / "0.img").write_bytes(b"someone's image")
+        assert imagestore.sweep(engine, storage) == 0
+        assert (image / "0.img").exists()
+    finally:
+        engine.dispose()

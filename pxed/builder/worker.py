@@ -184,7 +184,7 @@ class BuildWorker(Service):
             version = await ImageStore(self._db, self._io, self._storage).add_version(
                 build.image_uuid, staged, "build", False, f"build:{build.id}"
             )
-            await self._io.run(_keep_dockerfile, self._storage, build, version.version)
+            await self._io.run(_keep_dockerfile, self._storage, build, version.file)
             self._log(
                 build.id,
                 f"pxed: committed version {version.version} "
@@ -260,8 +260,9 @@ def _remove_work(paths: list[Path]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _keep_dockerfile(storage: Storage, build: Build, version: int) -> None:
-    storage.path(build.image_uuid, version).with_suffix(".Dockerfile").write_text(build.dockerfile)
+def _keep_dockerfile(storage: Storage, build: Build, file: str) -> None:
+    """Beside the version's file (the name its row records)."""
+    storage.path(build.image_uuid, file).with_suffix(".Dockerfile").write_text(build.dockerfile)
 
 
 def timings_of(build: Build) -> dict:

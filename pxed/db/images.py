@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events
-from pxed.db.schema import boot_setup_images, boot_setups, image_versions, images, utcnow
+from pxed.db.schema import (
+    boot_setup_images,
+    boot_setups,
+    image_setups,
+    image_versions,
+    images,
+    setup_images,
+    utcnow,
+)
 from pxed.errors import Conflict, NotFound
 
 USER_TYPES = ("base", "system", "user", "temporal")
@@ -27,6 +35,8 @@ class Version:
     sha256: str
     origin: str
     created_at: dt.datetime
+    # The name of its file in the image's directory (Storage.path).
+    file: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,9 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Image]:
         .where(image_versions.c.image_uuid.in_(list(versions)))
         .order_by(image_versions.c.version)
     ):
-        versions[v.image_uuid].append(Version(v.version, v.size, v.sha256, v.origin, v.created_at))
+        versions[v.image_uuid].append(
+            Version(v.version, v.size, v.sha256, v.origin, v.created_at, v.file)
+        )
     return [Image(**r._mapping, versions=tuple(versions[r.uuid])) for r in rows]
 
 
@@ -115,6 +127,7 @@ class VersionFile:
     version: int
     size: int
     sha256: str
+    file: str
 
 
 def thd_create(
@@ -151,6 +164,7 @@ def insert_version(conn: sa.Connection, disk: VersionFile, origin: str) -> None:
             sha256=disk.sha256,
             origin=origin,
             created_at=utcnow(),
+            file=disk.file,
         )
     )
 
@@ -175,29 +189,64 @@ def thd_plan_version(
 ) -> tuple[int, bool]:
     """The number a version written now gets, and whether it replaces the
     latest (as the original's X-BAAS-NewVersion: false did).  The file is
-    put in place after this, outside the database thread; a held latest
-    version is refused before any byte moves."""
+    put in place after this, outside the database thread; a frozen latest
+    version is refused before any byte moves (and again when recording)."""
     latest = _lock(conn, image_uuid)
     if replace_latest and latest is not None:
-        if thd_held(conn, image_uuid, latest):
-            raise Conflict(f"version {latest} is held by queued or running boot work")
+        _check_mutable(conn, image_uuid, latest)
         return latest, True
     return (0 if latest is None else latest + 1), False
 
 
+def _check_mutable(conn: sa.Connection, image_uuid: str, version: int) -> None:
+    """409 if *version* is frozen: named by a setup or by queued or running
+    boot work, which promised those exact bytes."""
+    setup = conn.execute(
+        sa.select(image_setups.c.name, image_setups.c.uuid)
+        .join(setup_images, setup_images.c.setup_uuid == image_setups.c.uuid)
+        .where(setup_images.c.image_uuid == image_uuid, setup_images.c.version == version)
+        .order_by(image_setups.c.created_at)
+        .limit(1)
+    ).first()
+    if setup is not None:
+        raise Conflict(
+            f"version {version} is frozen in setup {setup.name!r} ({setup.uuid}); "
+            "upload a new version instead"
+        )
+    if thd_held(conn, image_uuid, version):
+        raise Conflict(
+            f"version {version} is held by queued or running boot work; "
+            "upload a new version instead"
+        )
+
+
 def thd_record_version(
     conn: sa.Connection, disk: VersionFile, origin: str, replaced: bool, actor: str
-) -> Version:
-    """Record a version whose file is in place (planned by thd_plan_version)."""
+) -> tuple[Version, str | None]:
+    """Record a version whose file is in place (planned by thd_plan_version).
+    Returns it and, for a replacement, the file the row named before, which
+    the caller removes once this has committed."""
     _lock(conn, disk.image_uuid)
+    old_file = None
     if replaced:
+        _check_mutable(conn, disk.image_uuid, disk.version)
+        where = sa.and_(
+            image_versions.c.image_uuid == disk.image_uuid,
+            image_versions.c.version == disk.version,
+        )
+        old_file = conn.execute(sa.select(image_versions.c.file).where(where)).scalar()
+        if old_file is None:
+            raise NotFound(f"image {disk.image_uuid} has no version {disk.version}")
         conn.execute(
             image_versions.update()
-            .where(
-                image_versions.c.image_uuid == disk.image_uuid,
-                image_versions.c.version == disk.version,
+            .where(where)
+            .values(
+                size=disk.size,
+                sha256=disk.sha256,
+                origin=origin,
+                created_at=utcnow(),
+                file=disk.file,
             )
-            .values(size=disk.size, sha256=disk.sha256, origin=origin, created_at=utcnow())
         )
     else:
         insert_version(conn, disk, origin)
@@ -211,7 +260,18 @@ def thd_record_version(
     )
     version = get_or_404(conn, disk.image_uuid).version(disk.version)
     assert version is not None
-    return version
+    return version, old_file
+
+
+def thd_files(conn: sa.Connection) -> dict[str, set[str]]:
+    """Every image's UUID and the files its versions' rows name: what may
+    stay under images/ (Storage.sweep removes the rest at startup)."""
+    files: dict[str, set[str]] = {
+        u: set() for u in conn.execute(sa.select(images.c.uuid)).scalars()
+    }
+    for row in conn.execute(sa.select(image_versions.c.image_uuid, image_versions.c.file)):
+        files.setdefault(row.image_uuid, set()).add(row.file)
+    return files
 
 
 def thd_held(conn: sa.Connection, image_uuid: str, version: int | None = None) -> bool:

@@ -74,7 +74,7 @@ class ImagesResource:
             b"content-disposition", f"attachment; filename={image.uuid}-{version.version}.img"
         )
         request.setHeader(b"x-checksum-sha256", version.sha256.encode())
-        path = self._store.storage.path(image.uuid, version.version)
+        path = self._store.storage.path(image.uuid, version.file)
         return VersionFile(str(path), etag=f'"{version.sha256}"')
 
     async def _create(self, request: IRequest, owner: str) -> dict:

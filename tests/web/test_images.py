@@ -8,7 +8,17 @@ import os
 
 import pytest_twisted
 
-from tests.helpers import MIB, require_tool
+from tests.helpers import (
+    MIB,
+    OCTETS,
+    entries,
+    eventually,
+    multipart,
+    new_image,
+    new_setup,
+    require_tool,
+    upload_version,
+)
 
 
 def sha256_of(path) -> str:
@@ -140,3 +150,56 @@ async def test_machine_gets_an_ext4_machine_image(server):
     assert (await server.admin.delete(f"/image/{m['ImageUUID']}")).code == 409
     await server.admin.delete("/machine/52:54:00:00:00:01")
     assert not (server.config.data_dir / "images" / m["ImageUUID"]).exists()
+
+
+# -- versions: replacing, frozen versions, empty uploads ----------------------
+
+REPLACE = {**OCTETS, "X-BAAS-NewVersion": "false"}
+
+
+def version_files(server, image: str) -> list[str]:
+    return sorted(os.listdir(server.config.data_dir / "images" / image))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_frozen_in_a_setup_cannot_be_replaced(server):
+    alice = await server.user("alice")
+    image = await new_image(alice)
+    v1 = b"frozen" * 1000
+    assert await upload_version(alice, image, v1) == 1
+    setup = await new_setup(alice, "alice", [{"UUID": image, "Version": 1}], name="web")
+    assert entries(setup) == [{"UUID": image, "Version": 1, "Update": False}]
+    before = (await alice.get(f"/image/{image}")).json()
+
+    r = await alice.request("POST", f"/image/{image}", data=b"other" * 1000, headers=REPLACE)
+    assert r.code == 409, r.text
+    assert "setup 'web'" in r.json()["error"] and "version 1" in r.json()["error"]
+    assert (await alice.get(f"/image/{image}")).json() == before
+    assert (await alice.get(f"/image/{image}/1")).body == v1
+    assert version_files(server, image) == ["0.img", "1.img"]
+
+    # A new version is fine, and the latest (2, in no setup) may be replaced.
+    assert await upload_version(alice, image, b"v2" * 1000) == 2
+    r = await alice.request("POST", f"/image/{image}", data=b"v2 again", headers=REPLACE)
+    assert r.code == 200, r.text
+    assert (await alice.get(f"/image/{image}/2")).body == b"v2 again"
+    [replaced] = [f for f in version_files(server, image) if f.startswith("2")]
+    assert replaced != "2.img"
+    assert version_files(server, image) == ["0.img", "1.img", replaced]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_upload_is_400_and_stores_nothing(server):
+    image = await new_image(server.admin)
+    before = (await server.admin.get(f"/image/{image}")).json()
+    for headers in (OCTETS, REPLACE):
+        r = await server.admin.request("POST", f"/image/{image}", data=b"", headers=headers)
+        assert r.code == 400, r.text
+        assert "empty" in r.json()["error"]
+    body, headers = multipart({"file": ("disk.img", b"")})
+    r = await server.admin.request("POST", f"/image/{image}", data=body, headers=headers)
+    assert r.code == 400, r.text
+    assert (await server.admin.get(f"/image/{image}")).json() == before
+    assert version_files(server, image) == ["0.img"]
+    staging = server.config.data_dir / "images" / ".staging"
+    await eventually(lambda: os.listdir(staging) == [])
