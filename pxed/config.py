@@ -82,6 +82,11 @@ class Config:
     boot_policy: Literal["on-demand", "always"] = "on-demand"
     static_dir: Path | None = None
     cors_origins: tuple[str, ...] = ()
+    # Seconds a client has for a request's line and headers (from when it
+    # connects, or from the previous answer); connections one client
+    # address may hold open at once.
+    header_timeout: Annotated[float, Positive] = 30.0
+    max_connections_per_client: Annotated[int, Positive] = 64
     migrate: bool = True
     session_hours: Annotated[float, Positive] = 8.0
     machine_token_hours: Annotated[float, Positive] = 4.0

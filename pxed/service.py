@@ -199,7 +199,16 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     builder.setServiceParent(top)
     store = ImageStore(db, io, storage)
     app = PxedApp(config, db, io, store, builder, reactor)
-    site = PxedSite(app.resource(), config.cors_origins, storage, reactor, io)
+    site = PxedSite(
+        app.resource(),
+        config.cors_origins,
+        storage,
+        reactor,
+        io,
+        authenticator=app.authenticator,
+        header_timeout=config.header_timeout,
+        max_connections_per_client=config.max_connections_per_client,
+    )
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)
     return Pxed(top, db, app, web, store=store, builder=builder)

@@ -97,7 +97,8 @@ class PxedApp:
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()
-        authenticator = Authenticator(db)
+        # Also used by the site, to authenticate uploads before their body.
+        self.authenticator = authenticator = Authenticator(db)
         for resource in self.resources:
             router.mount(self.app, resource, authenticator.authorise)
         router.handle_errors(self.app, config.base_url)

@@ -160,7 +160,9 @@ class Authenticator:
         if rule is None:
             request.identity = ANONYMOUS
             return
-        who = await self.authenticate(request)
+        # Found from the headers before the body was read (pxed.web.site),
+        # or looked up now.
+        who = getattr(request, "preauthenticated", None) or await self.authenticate(request)
         request.identity = who
         if who is ANONYMOUS:
             raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")

@@ -1,37 +1,96 @@
-"""The twisted.web Site: request logging through twisted.logger and no
-tracebacks in responses."""
+"""The twisted.web Site: request logging through twisted.logger, no
+tracebacks in responses, and the limits that hold before a client is known.
+
+Before authentication a client gets nothing that costs much:
+
+* A request with a body that matters (an upload, or any body larger than
+  EARLY_AUTH_BODY) is authenticated from its headers alone: the socket is
+  paused in ``gotLength`` and the credential checked; an absent or invalid
+  one gets its 401 and the connection is closed with the body unread,
+  unparsed and unstaged.  The identity found is kept on the request, so
+  the route's own check does not look it up again.
+* The request line and headers must arrive within ``header_timeout``
+  seconds of the connection (or of the previous response): Twisted's idle
+  timeout restarts with every byte, so a client sending one byte now and
+  then would otherwise hold its connection for ever.
+* At most ``max_connections_per_client`` connections from one address are
+  open at once; more are closed as soon as they are accepted."""
 
 from __future__ import annotations
 
+import json
 import time
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from pxed.errors import ApiError
 from pxed.storage import READ_SIZE, Storage
-from pxed.web.auth import SESSION_COOKIE
+from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity
 from pxed.web.body import MAX_JSON_BODY, BoundedBody
 from pxed.web.cors import CORS
 from pxed.web.upload import UploadBody, is_upload
 from pxed.workers import ThreadPoolService
 
 access_log = Logger(namespace="pxed.access")
+log = Logger()
+
+# Bodies up to this size (not uploads) are read before the route checks the
+# credential; larger ones, and chunked ones, are authenticated first.
+EARLY_AUTH_BODY = 64 * 1024
+
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64
+
+
+def _raw_response(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole HTTP/1.1 response (JSON error body, connection closing),
+    for answers given outside Twisted's Request."""
+    body = json.dumps({"error": message}).encode() + b"\n"
+    lines = [b"HTTP/1.1 %d %s" % (status, RESPONSES.get(status, b"Error"))]
+    lines += [name + b": " + value for name, value in headers]
+    lines += [
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(body),
+        b"Connection: close",
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class PxedRequest(Request):
     started: float
+    # The identity found from the headers before the body was read (see
+    # Authenticator.authorise), if it was looked up then.
+    preauthenticated: Identity | None = None
 
     def gotLength(self, length: int | None) -> None:
         # Only the headers are known here, not yet the method or path.
         site = self.channel.site
         ctype = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
+        upload = is_upload(ctype) and site.storage is not None
+        # length: None is chunked; 0 means the request is complete now
+        # (Twisted processes it right after this call: nothing to hold).
+        if (
+            site.authenticator is not None
+            and length != 0
+            and (upload or length is None or length > EARLY_AUTH_BODY)
+        ):
+            self._authenticate_first(upload, ctype)
+            return
         # Nobody uploads without a credential; such a body is not written to
         # disk at all (the request gets its 401 once it has arrived).
         has_credential = self.requestHeaders.hasHeader(b"authorization") or (
             SESSION_COOKIE + b"=" in b";".join(self.requestHeaders.getRawHeaders(b"cookie", []))
         )
-        if is_upload(ctype) and site.storage is not None and has_credential:
+        self._install_body(upload and has_credential, ctype)
+
+    def _install_body(self, upload: bool, ctype: bytes) -> None:
+        site = self.channel.site
+        if upload:
             # 1 MiB socket reads: 0.40-0.45 GB/s instead of 0.27-0.37 with
             # 64 KiB on this machine kind (DESIGN.md).
             if hasattr(self.channel.transport, "bufferSize"):
@@ -39,6 +98,74 @@ class PxedRequest(Request):
             self.content = UploadBody(site.storage, site.io, ctype, self.channel.transport)
         else:
             self.content = BoundedBody(MAX_JSON_BODY)
+
+    # -- authentication before the body ---------------------------------------
+
+    def _authenticate_first(self, upload: bool, ctype: bytes) -> None:
+        channel = self.channel
+        # Read no more from the socket, and leave what this read brought
+        # beyond the headers unparsed (LineReceiver stops at ``paused``).
+        channel.transport.pauseProducing()
+        channel.paused = True
+        self.content = BoundedBody(0)
+        # "100 Continue" only once the credential is good: a client that
+        # waits for it then sends no body at all before its 401.
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        if expect:
+            self.requestHeaders.removeHeader(b"expect")
+        continue_ = bool(expect) and expect[0].lower() == b"100-continue"
+        d = Deferred.fromCoroutine(channel.site.authenticator.authenticate(self))
+        d.addCallbacks(self._admitted, self._refused, callbackArgs=(upload, ctype, continue_))
+        d.addErrback(lambda f: log.failure("authenticating before the body", f))
+
+    def _admitted(self, who: Identity, upload: bool, ctype: bytes, continue_: bool) -> None:
+        channel = self.channel
+        if channel is None:  # the client went away meanwhile
+            return
+        if who is ANONYMOUS:
+            self._refuse(401, "sign in, or send 'Authorization: Bearer <token>'")
+            return
+        self.preauthenticated = who
+        self._install_body(upload, ctype)
+        if continue_ and getattr(channel, "_version", None) == b"HTTP/1.1":
+            channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        channel.paused = False
+        channel.transport.resumeProducing()
+        # What arrived with the headers, held back until now.
+        channel.dataReceived(b"")
+
+    def _refused(self, failure: Failure) -> None:
+        if self.channel is None:
+            return
+        if isinstance(failure.value, ApiError):
+            self._refuse(failure.value.status, failure.value.message)
+        else:
+            log.failure("authenticating before the body", failure)
+            self._refuse(500, "internal error")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer *status* and close, the body left unread."""
+        channel = self.channel
+        site = channel.site
+        site.cors.apply(self)  # not a preflight: the method is not known here
+        headers = [
+            (name, value)
+            for name, values in self.responseHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        response = _raw_response(status, message, headers)
+        channel.transport.write(response)
+        # Whatever the client still sends is not read: the socket stays
+        # paused until it closes (once the answer is written).
+        channel.transport.loseConnection()
+        access_log.info(
+            '{client} "{method} {path}" {status} {size} before the body',
+            client=getattr(channel.transport.getPeer(), "host", "-"),
+            method=getattr(channel, "_command", b"-").decode("ascii", "replace"),
+            path=getattr(channel, "_path", b"-").split(b"?")[0].decode("utf-8", "replace"),
+            status=status,
+            size=len(response),
+        )
 
     def process(self) -> None:
         self.started = time.monotonic()
@@ -48,9 +175,75 @@ class PxedRequest(Request):
         super().process()
 
 
+class PxedChannel(HTTPChannel):
+    """HTTPChannel with a deadline for each request's line and headers, and
+    a cap on the connections one client address holds."""
+
+    site: PxedSite
+    _header_deadline = None
+    # Bytes of the next request have arrived (its deadline gets a 408).
+    _request_begun = False
+    _client: str | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if not self.site.connection_opened(self):
+            self.transport.abortConnection()
+            return
+        self._start_header_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._header_deadline is not None:
+            self._request_begun = True
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_header_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Request) -> None:
+        # Started before the pipelined data (if any) is parsed, which may
+        # complete the next request's headers at once.
+        if self.persistent:
+            self._start_header_deadline()
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_header_deadline()
+        self.site.connection_closed(self)
+        super().connectionLost(reason)
+
+    def _start_header_deadline(self) -> None:
+        timeout = self.site.header_timeout
+        if timeout and self._header_deadline is None:
+            self._request_begun = False
+            self._header_deadline = self.site.reactor.callLater(timeout, self._headers_late)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_late(self) -> None:
+        self._header_deadline = None
+        log.info(
+            "closing {client}: no complete request headers within {timeout} s",
+            client=self._client or "-",
+            timeout=self.site.header_timeout,
+        )
+        if self._request_begun:
+            message = f"request line and headers not received within {self.site.header_timeout} s"
+            self.transport.write(_raw_response(408, message, []))
+        # An idle keep-alive connection is closed without a word (a 408
+        # there could be taken as the answer to the client's next request).
+        self.transport.loseConnection()
+
+
 class PxedSite(Site):
     displayTracebacks = False
     requestFactory = PxedRequest
+    protocol = PxedChannel
 
     def __init__(
         self,
@@ -59,6 +252,9 @@ class PxedSite(Site):
         storage: Storage | None = None,
         reactor=None,
         io: ThreadPoolService | None = None,
+        authenticator: Authenticator | None = None,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     ) -> None:
         # parsePOSTFormSubmission=False: Twisted would otherwise parse whole
         # multipart bodies into memory.
@@ -67,8 +263,44 @@ class PxedSite(Site):
         )
         self.cors = CORS(cors_origins)
         self.storage = storage
-        self.reactor = reactor
         self.io = io  # writes and hashes uploads
+        self.authenticator = authenticator
+        self.header_timeout = header_timeout
+        self.max_connections_per_client = max_connections_per_client
+        # client address -> connections open
+        self._connections: dict[str, int] = {}
+        self._warned: set[str] = set()
+
+    def connection_opened(self, channel: PxedChannel) -> bool:
+        """Count *channel*'s connection; False if its client has too many."""
+        host = getattr(channel.transport.getPeer(), "host", None)
+        if host is None:  # a UNIX socket: no address to count by
+            return True
+        open_now = self._connections.get(host, 0)
+        if open_now >= self.max_connections_per_client:
+            if host not in self._warned:  # once, until it drops below again
+                self._warned.add(host)
+                log.warn(
+                    "{client} has {n} connections open: closing further ones",
+                    client=host,
+                    n=open_now,
+                )
+            return False
+        self._connections[host] = open_now + 1
+        channel._client = host
+        return True
+
+    def connection_closed(self, channel: PxedChannel) -> None:
+        host = channel._client
+        if host is None:
+            return
+        channel._client = None
+        left = self._connections[host] - 1
+        self._warned.discard(host)
+        if left:
+            self._connections[host] = left
+        else:
+            del self._connections[host]
 
     def log(self, request: Request) -> None:
         # The path only: query strings may carry secrets (OAuth codes).

@@ -20,8 +20,14 @@ from pxed.workers import ThreadPoolService
 
 log = Logger()
 
-# Form fields that are not files (small text values) are kept in memory.
+# Form fields that are not files (small text values) are kept in memory,
+# within these limits (a body over them is answered 400 or 413): the
+# size of one field, how many there are, their size together (values and
+# part headers), and the headers of any one part.
 MAX_FIELD = 64 * 1024
+MAX_FIELDS = 64
+MAX_FIELDS_SIZE = 1024 * 1024
+MAX_PART_HEADERS = 16 * 1024
 # Multipart parts streamed to staging files.
 FILE_PARTS = ("file", "context")
 
@@ -48,6 +54,8 @@ class UploadBody:
         self.files: dict[str, StagedUpload] = {}
         self.fields: dict[str, bytes] = {}
         self.error: str | None = None
+        # The status to answer *error* with: 400, or 413 for a limit.
+        self.error_status = 400
         self.filenames: dict[str, str] = {}
         kind, options = parse_options_header(content_type)
         self._parser: MultipartParser | None = None
@@ -65,6 +73,9 @@ class UploadBody:
                 self._headers: dict[bytes, bytes] = {}
                 self._field = b""
                 self._value = b""
+                self._field_parts = 0
+                self._form_bytes = 0
+                self._header_bytes = 0
         else:
             self.files["file"] = self._new_file()
 
@@ -88,18 +99,30 @@ class UploadBody:
         def on_part_begin() -> None:
             self._part = None
             self._headers = {}
+            self._header_bytes = 0
             # A part ended and the boundary line after it is complete.
             self._at_boundary = self._parts_ended > 0
 
         def on_part_end() -> None:
             self._parts_ended += 1
 
+        def header_bytes(n: int) -> bool:
+            self._header_bytes += n
+            self._form_bytes += n
+            if self._header_bytes > MAX_PART_HEADERS:
+                self._too_large(f"multipart part headers are limited to {MAX_PART_HEADERS} bytes")
+            elif self._form_bytes > MAX_FIELDS_SIZE:
+                self._too_large(f"form fields are limited to {MAX_FIELDS_SIZE} bytes together")
+            return self.error is None
+
         def on_header_field(data: bytes, start: int, end: int) -> None:
             self._at_boundary = False
-            self._field += data[start:end]
+            if header_bytes(end - start):
+                self._field += data[start:end]
 
         def on_header_value(data: bytes, start: int, end: int) -> None:
-            self._value += data[start:end]
+            if header_bytes(end - start):
+                self._value += data[start:end]
 
         def on_header_end() -> None:
             self._headers[self._field.lower()] = self._value
@@ -117,6 +140,10 @@ class UploadBody:
                 self.files[name] = self._new_file()
                 self.filenames[name] = opts.get(b"filename", b"").decode("utf-8", "replace")
             else:
+                self._field_parts += 1
+                if self._field_parts > MAX_FIELDS:
+                    self.error = f"more than {MAX_FIELDS} form fields"
+                    return
                 self.fields[name] = b""
 
         def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -127,8 +154,12 @@ class UploadBody:
                 self.files[name].write(data[start:end])
             else:
                 value = self.fields[name] + data[start:end]
+                self._form_bytes += end - start
                 if len(value) > MAX_FIELD:
-                    self.error = f"form field {name!r} is larger than {MAX_FIELD} bytes"
+                    self._too_large(f"form field {name!r} is larger than {MAX_FIELD} bytes")
+                    return
+                if self._form_bytes > MAX_FIELDS_SIZE:
+                    self._too_large(f"form fields are limited to {MAX_FIELDS_SIZE} bytes together")
                     return
                 self.fields[name] = value
 
@@ -148,6 +179,10 @@ class UploadBody:
             "on_part_data": on_part_data,
             "on_end": on_end,
         }
+
+    def _too_large(self, message: str) -> None:
+        self.error = message
+        self.error_status = 413
 
     # -- the file interface Twisted uses ------------------------------------
 
