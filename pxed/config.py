@@ -90,6 +90,9 @@ class Config:
     migrate: bool = True
     session_hours: Annotated[float, Positive] = 8.0
     machine_token_hours: Annotated[float, Positive] = 4.0
+    # Seconds a database write waits for a lock held elsewhere (SQLite's
+    # busy_timeout, PostgreSQL's lock_timeout) before answering 503.
+    db_busy_timeout: Annotated[float, Positive] = 1.0
     # Image builds: the Docker engine ("" = $DOCKER_HOST, else the local
     # socket), how many run at once, when one is killed, and room left free
     # on a built disk's root filesystem.

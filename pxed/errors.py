@@ -6,6 +6,8 @@ from __future__ import annotations
 
 class ApiError(Exception):
     status = 500
+    # Seconds, sent as Retry-After: the client may try again then.
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,3 +50,18 @@ class BadGateway(ApiError):
 
 class ServiceUnavailable(ApiError):
     status = 503
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """A lock held elsewhere kept the database from answering in time."""
+
+    retry_after = 1
+
+    def __init__(self, message: str = "the database is busy; try again shortly") -> None:
+        super().__init__(message)
+
+
+class InsufficientStorage(ApiError):
+    """No room on the server's disk (the data dir or the database)."""
+
+    status = 507

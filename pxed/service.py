@@ -98,7 +98,7 @@ def prepare(config: Config) -> sa.Engine:
     _tune_malloc()
     _ensure_writable_dir("data_dir", config.data_dir)
     try:
-        engine = make_engine(config.database_url)
+        engine = make_engine(config.database_url, config.db_busy_timeout)
     except Exception as e:  # a driver that is not installed, a bad URL
         raise StartupError(f"database: {e}") from None
     try:
@@ -186,7 +186,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     engine = engine if engine is not None else prepare(config)
     top = OrderedServices()
     top.setName("pxed")
-    db = DBPool(engine, reactor)
+    db = DBPool(engine, reactor, config.db_busy_timeout)
     db.setServiceParent(top)
     io = IOPool(reactor)
     io.setServiceParent(top)

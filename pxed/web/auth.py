@@ -142,14 +142,14 @@ class Authenticator:
                 if cred is None:
                     raise Unauthorized("machine credential is invalid, expired or revoked")
                 return Identity(machine=cred)
-            found = await self._db.run(users.thd_user_for_token, token)
+            found = await users.user_for_token(self._db, token)
             if found is None:
                 raise Unauthorized("API token is invalid, expired or revoked")
             return Identity(user=found)
         session_id = request.getCookie(SESSION_COOKIE)
         if session_id:
             sid = session_id.decode("ascii", "replace")
-            found = await self._db.run(users.thd_user_for_session, sid)
+            found = await self._db.read(users.thd_user_for_session, sid)
             if found is None:
                 raise Unauthorized("session expired; sign in again")
             return Identity(user=found, session_id=sid)
@@ -168,7 +168,7 @@ class Authenticator:
             raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")
         rule(who, args)
         if who.machine is not None and "mac" in args:
-            machine = await self._db.run(machines.thd_get, macaddr.normalise(args["mac"]))
+            machine = await self._db.read(machines.thd_get, macaddr.normalise(args["mac"]))
             if machine is None or machine.id != who.machine.machine_id:
                 raise Forbidden("this machine credential is for another machine")
 

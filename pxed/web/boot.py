@@ -29,7 +29,7 @@ class BootResource:
             mac = macaddr.normalise(mac)
         except BadRequest:
             return bootconfig.Decision(False, "not a MAC address"), None
-        machine = await self._db.run(machines.thd_get, mac)
+        machine = await self._db.read(machines.thd_get, mac)
         decision, params = await self._decide(request, machine, mac)
         if machine is not None:
             # "Why did this MAC get this answer": every answer to a known

@@ -10,4 +10,4 @@ from pxed.db.pool import DBPool
 
 async def machine_or_404(db: DBPool, mac: str) -> Machine:
     """The machine with MAC *mac* (any spelling macaddr accepts)."""
-    return await db.run(machines.thd_get_or_404, macaddr.normalise(mac))
+    return await db.read(machines.thd_get_or_404, macaddr.normalise(mac))

@@ -70,7 +70,7 @@ class MachinesResource:
 
     @route("/machines", ["GET"], access="signed-in")
     async def list_machines(self, request: IRequest) -> list:
-        return [render.machine(m) for m in await self._db.run(machines.thd_list)]
+        return [render.machine(m) for m in await self._db.read(machines.thd_list)]
 
     @route("/machine/<mac>", ["GET"], access="signed-in")
     async def get_machine(self, request: IRequest, mac: str) -> dict:

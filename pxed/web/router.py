@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import sqlalchemy as sa
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -24,7 +25,8 @@ from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter, RequestRedirect, ValidationError
 
-from pxed.errors import ApiError
+from pxed.db import pool
+from pxed.errors import ApiError, DatabaseBusy, InsufficientStorage
 from pxed.web.body import INT_MAX
 
 log = Logger()
@@ -156,6 +158,22 @@ def error_body(request: IRequest, status: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode() + b"\n"
 
 
+def api_error_body(request: IRequest, err: ApiError) -> bytes:
+    if err.retry_after is not None:
+        request.setHeader(b"retry-after", str(err.retry_after).encode())
+    return error_body(request, err.status, err.message)
+
+
+def internal_error(request: IRequest, failure: Any) -> bytes:
+    log.failure(
+        "unhandled error in {method} {path}",
+        failure,
+        method=request.method.decode(),
+        path=request.path.decode(errors="replace"),
+    )
+    return error_body(request, 500, "internal error")
+
+
 def handle_errors(app: Klein, base_url: str = "") -> None:
     """Every error becomes JSON ``{"error": …}``; tracebacks go to the log,
     never to the client.  Redirects go to *base_url* (the configured public
@@ -163,8 +181,23 @@ def handle_errors(app: Klein, base_url: str = "") -> None:
 
     @app.handle_errors(ApiError)
     def api_error(request: IRequest, failure: Any) -> bytes:
-        err: ApiError = failure.value
-        return error_body(request, err.status, err.message)
+        return api_error_body(request, failure.value)
+
+    @app.handle_errors(sa.exc.DBAPIError, OSError)
+    def resource_error(request: IRequest, failure: Any) -> bytes:
+        # Wherever a handler met them: a lock held elsewhere is 503 with
+        # Retry-After, no room on the disk 507; anything else is unexpected.
+        if pool.is_busy(failure.value):
+            return api_error_body(request, DatabaseBusy())
+        if pool.is_full(failure.value):
+            log.warn(
+                "no room on the disk in {method} {path}: {error}",
+                method=request.method.decode(),
+                path=request.path.decode(errors="replace"),
+                error=str(failure.value),
+            )
+            return api_error_body(request, InsufficientStorage("not enough space on the server"))
+        return internal_error(request, failure)
 
     @app.handle_errors(NotFound)
     def not_found(request: IRequest, failure: Any) -> bytes:
@@ -187,10 +220,4 @@ def handle_errors(app: Klein, base_url: str = "") -> None:
 
     @app.handle_errors(Exception)
     def unexpected(request: IRequest, failure: Any) -> bytes:
-        log.failure(
-            "unhandled error in {method} {path}",
-            failure,
-            method=request.method.decode(),
-            path=request.path.decode(errors="replace"),
-        )
-        return error_body(request, 500, "internal error")
+        return internal_error(request, failure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from twisted.internet import reactor
 
 from pxed.db import migrate
-from pxed.db.pool import DBPool, make_engine
+from pxed.db.pool import DEFAULT_BUSY_TIMEOUT, DBPool, is_busy, is_full, make_engine
 from pxed.db.schema import events
 
 
@@ -39,7 +40,7 @@ async def test_sqlite_settings(pool):
             for p in ("journal_mode", "foreign_keys", "busy_timeout")
         ]
 
-    assert await pool.run(pragmas) == ["wal", 1, 5000]
+    assert await pool.run(pragmas) == ["wal", 1, int(DEFAULT_BUSY_TIMEOUT * 1000)]
 
 
 @pytest_twisted.ensureDeferred
@@ -58,3 +59,110 @@ async def test_error_rolls_back(pool):
         lambda c: c.execute(sa.select(sa.func.count()).select_from(events)).scalar()
     )
     assert count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_have_their_own_threads(pool):
+    writer = await pool.run(lambda conn: threading.current_thread().name)
+    reader = await pool.read(lambda conn: threading.current_thread().name)
+    assert "pxed-db-read" in reader
+    assert reader != writer
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_path_refuses_writes(pool):
+    def insert(conn):
+        conn.execute(
+            events.insert().values(
+                at=sa.func.now(), actor="a", action="x", target_type="t", target="1"
+            )
+        )
+
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        await pool.read(insert)
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_is_one_snapshot(pool):
+    """A read thd's queries see one state even if a write commits between
+    them (pysqlite alone would BEGIN only before a write)."""
+    count = sa.select(sa.func.count()).select_from(events)
+    committed = threading.Event()
+
+    def insert(conn):
+        conn.execute(
+            events.insert().values(
+                at=sa.func.now(), actor="a", action="x", target_type="t", target="1"
+            )
+        )
+
+    def read_twice(conn):
+        first = conn.execute(count).scalar()
+        with pool.engine.begin() as other:  # another connection writes meanwhile
+            insert(other)
+        committed.set()
+        return first, conn.execute(count).scalar()
+
+    assert await pool.read(read_twice) == (0, 0)
+    assert committed.is_set()
+    assert await pool.read(lambda c: c.execute(count).scalar()) == 1
+
+
+def _hold_write_lock(path):
+    """Another process's writer, as far as SQLite can tell: its own
+    connection holding the write lock until released."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+@pytest_twisted.ensureDeferred
+async def test_busy_write_fails_as_busy_and_reads_go_on(pool):
+    holder = _hold_write_lock(pool.engine.url.database)
+    try:
+
+        def insert(conn):
+            conn.execute(
+                events.insert().values(
+                    at=sa.func.now(), actor="a", action="x", target_type="t", target="1"
+                )
+            )
+
+        write = pool.run(insert)
+        # Queued behind the waiting write on its thread, a read would not
+        # answer until the write gave up; on the read path it answers first.
+        order = []
+        write.addBoth(lambda r: order.append("write") or r)
+        n = await pool.read(lambda c: c.execute(sa.select(sa.func.count()).select_from(events)))
+        order.append("read")
+        assert n is not None
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            await write
+        assert is_busy(raised.value)
+        assert order == ["read", "write"]
+        assert await pool.health(5.0) == "busy"
+    finally:
+        holder.rollback()
+        holder.close()
+    assert await pool.health(5.0) == "ok"
+
+
+def test_is_busy_and_is_full_tell_errors_apart(tmp_path):
+    import errno
+
+    def wrapped(orig):
+        return sa.exc.OperationalError("stmt", {}, orig)
+
+    assert is_busy(wrapped(sqlite3.OperationalError("database is locked")))
+    assert not is_busy(wrapped(sqlite3.OperationalError("no such table: x")))
+    assert is_full(wrapped(sqlite3.OperationalError("database or disk is full")))
+    assert is_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert not is_full(OSError(errno.EACCES, "Permission denied"))
+
+    class PgError(Exception):
+        def __init__(self, sqlstate):
+            self.sqlstate = sqlstate
+
+    assert is_busy(wrapped(PgError("55P03")))
+    assert not is_busy(wrapped(PgError("42P01")))
+    assert is_full(wrapped(PgError("53100")))
