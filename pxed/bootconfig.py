@@ -3,7 +3,10 @@ that is said to pixiecore (JSON) and to iPXE (a script)."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from pxed.config import BootFiles
@@ -29,6 +32,36 @@ def decide(machine: Machine | None, policy: str, has_work: bool) -> Decision:
     if policy == "always":
         return Decision(True, "boot policy is always")
     return Decision(False, "no queued work (boot policy on-demand)")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """The ``boot_networks`` setting, parsed (config checked each entry)."""
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+def client_address(request: Any) -> str | None:
+    """The request's peer address (the socket's, not a header's), with an
+    IPv4-mapped IPv6 address given as IPv4; None if it has no IP address."""
+    host = getattr(request.getClientAddress(), "host", None)
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def on_boot_network(address: str | None, allowed: Iterable[Network]) -> bool:
+    if address is None:
+        return False
+    ip = ipaddress.ip_address(address)
+    return any(ip.version == net.version and ip in net for net in allowed)
 
 
 @dataclass(frozen=True)

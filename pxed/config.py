@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -27,6 +28,19 @@ GITHUB_SECRET_ENV = "PXED_GITHUB_CLIENT_SECRET"
 
 Positive = Meta(gt=0)
 NonEmpty = Meta(min_length=1)
+
+
+# Loopback, the private ranges (RFC 1918, IPv6 unique local) and link-local.
+DEFAULT_BOOT_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "169.254.0.0/16",
+    "fe80::/10",
+)
 
 
 class ConfigError(Exception):
@@ -100,6 +114,9 @@ class Config:
     build_concurrency: Annotated[int, Positive] = 1
     build_timeout: Annotated[float, Positive] = 3600.0
     build_headroom_mib: Annotated[int, Positive] = 256
+    # Clients the boot routes answer (CIDRs); anyone else is told to boot
+    # locally and gets no credential.
+    boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 
@@ -231,6 +248,11 @@ def validate(config: Config) -> None:
         parts = _web_url(origin)
         if parts is None or parts.path:
             raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
+    for network in config.boot_networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as e:
+            raise ConfigError(f"boot_networks: {network!r} is not a CIDR ({e})") from None
     for key in ("url", "api_url"):
         if _web_url(getattr(config.github, key)) is None:
             raise ConfigError(f"github.{key}: must be an http(s) URL")

@@ -120,6 +120,9 @@ def test_environment_supplies_the_github_secret(tmp_path):
         ("[github]\nclient_id = 'x'", {}, "github"),
         ("github = 'x'", {}, "github"),
         ("", {"colour": "blue"}, "colour"),
+        ('boot_networks = ["10.0.0.1/8"]', {}, "boot_networks"),
+        ('boot_networks = ["lan"]', {}, "boot_networks"),
+        ('boot_networks = "10.0.0.0/8"', {}, "boot_networks"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, text, overrides, setting):
@@ -142,6 +145,9 @@ def test_messages_say_what_was_expected(tmp_path):
         "unknown setting in " + str(tmp_path / "pxed.toml") + " (did you mean port?)"
     )
     assert error("[mgmtos.sparc]\nkernel = 'k'").endswith("(known: x86_64, arm64)")
+    assert error('boot_networks = ["10.0.0.0/33"]').startswith(
+        "boot_networks: '10.0.0.0/33' is not a CIDR"
+    )
 
 
 def test_empty_string_leaves_an_optional_setting_unset(tmp_path):

@@ -1,15 +1,31 @@
 """Machine credentials: bearer tokens for the management OS, scoped to one
-machine and a set of images, with an expiry, revocable."""
+machine and a set of images, with an expiry, revocable.
+
+One credential per work item: minted on the first boot answer that serves
+the work and repeated in later answers.  Its token is not stored: it is
+derived again from the server's key (a file in the data dir, which the
+caller passes in) and a random nonce kept in the row; the row keeps only
+the token's hash for lookup.  The first BootInform binds it to that
+client's address; a credential ends with its work (completed, cancelled or
+deleted) or at its expiry."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from pxed import secret
-from pxed.db.schema import machine_credentials, utcnow
+from pxed.db import events
+from pxed.db.schema import boot_setups, machine_credentials, machines, utcnow
+
+# Work in these states keeps its credential alive (pxed.db.queue's names).
+LIVE_WORK = ("queued", "in-progress")
 
 
 @dataclass(frozen=True)
@@ -18,18 +34,59 @@ class MachineCredential:
     machine_id: int
     image_uuids: frozenset[str]
     expires_at: dt.datetime
+    work_id: int | None = None
+    # The client address of the first BootInform; None while unbound.
+    bound_address: str | None = None
+
+    def admits(self, address: str | None) -> bool:
+        """May a request from *address* use it?  Anyone while unbound (the
+        boot networks bound who could be handed it), then only the client
+        that bound it."""
+        return self.bound_address is None or self.bound_address == (address or "")
 
 
-def thd_mint(
-    conn: sa.Connection, machine_id: int, image_uuids: frozenset[str], lifetime: dt.timedelta
+def derive(key: bytes, work_id: int | None, nonce: str) -> str:
+    """The token of the credential with *nonce*: HMAC-SHA256 under the
+    server's key, so the database alone does not give it away."""
+    mac = hmac.new(key, f"pxm:{work_id or 0}:{nonce}".encode(), hashlib.sha256).digest()
+    return secret.MACHINE_TOKEN + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def thd_for_answer(
+    conn: sa.Connection,
+    key: bytes,
+    machine_id: int,
+    work_id: int | None,
+    image_uuids: frozenset[str],
+    lifetime: dt.timedelta,
 ) -> str:
-    """A new credential; the token is returned here and never again."""
+    """The token for a boot answer that serves *work_id* (None: no work,
+    under the "always" policy): the work's live credential if it has one,
+    else a new one.  Bound or not, the same token: once bound it works only
+    from the bound client."""
+    # Serialise answers for one machine (PostgreSQL), so two at once mint
+    # one credential, not two.
+    conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
     now = utcnow()
     conn.execute(machine_credentials.delete().where(machine_credentials.c.expires_at <= now))
-    token = secret.new(secret.MACHINE_TOKEN)
+    mc = machine_credentials.c
+    same_work = mc.work_id.is_(None) if work_id is None else mc.work_id == work_id
+    where = sa.and_(mc.machine_id == machine_id, same_work)
+    for row in conn.execute(sa.select(machine_credentials).where(where, mc.revoked_at.is_(None))):
+        if row.nonce is not None:
+            token = derive(key, work_id, row.nonce)
+            if secret.same(secret.digest(token), row.token_hash):
+                return token
+    # None usable (revoked, or from before the key or the nonce existed):
+    # those rows go, a new one takes their place.
+    conn.execute(machine_credentials.delete().where(where))
+    nonce = secrets.token_hex(32)
+    token = derive(key, work_id, nonce)
     conn.execute(
         machine_credentials.insert().values(
             machine_id=machine_id,
+            work_id=work_id,
+            nonce=nonce,
             token_hash=secret.digest(token),
             image_uuids=" ".join(sorted(image_uuids)),
             created_at=now,
@@ -40,15 +97,24 @@ def thd_mint(
 
 
 def thd_lookup(conn: sa.Connection, token: str) -> MachineCredential | None:
+    """The live credential of *token*: not revoked, not expired, and its
+    work (if it has one) still queued or in progress."""
     hashed = secret.digest(token)
     row = conn.execute(
-        sa.select(machine_credentials).where(machine_credentials.c.token_hash == hashed)
+        sa.select(machine_credentials, boot_setups.c.state)
+        .select_from(
+            machine_credentials.outerjoin(
+                boot_setups, boot_setups.c.id == machine_credentials.c.work_id
+            )
+        )
+        .where(machine_credentials.c.token_hash == hashed)
     ).first()
     if (
         row is None
         or not secret.same(row.token_hash, hashed)
         or row.revoked_at is not None
         or row.expires_at <= utcnow()
+        or (row.work_id is not None and row.state not in LIVE_WORK)
     ):
         return None
     return MachineCredential(
@@ -56,6 +122,51 @@ def thd_lookup(conn: sa.Connection, token: str) -> MachineCredential | None:
         machine_id=row.machine_id,
         image_uuids=frozenset(row.image_uuids.split()),
         expires_at=row.expires_at,
+        work_id=row.work_id,
+        bound_address=row.bound_address,
+    )
+
+
+def thd_bind(conn: sa.Connection, cred: MachineCredential, address: str, actor: str) -> str:
+    """Bind *cred* to *address* (BootInform) unless it is bound already;
+    the address it is bound to.  The binding is recorded once."""
+    bound = conn.execute(
+        machine_credentials.update()
+        .where(
+            machine_credentials.c.id == cred.id,
+            machine_credentials.c.bound_address.is_(None),
+        )
+        .values(bound_address=address, bound_at=utcnow())
+    ).rowcount
+    if bound:
+        events.thd_record(
+            conn,
+            actor,
+            "credential.bind",
+            "machine",
+            str(cred.machine_id),
+            f"credential {cred.id} (work={cred.work_id}) bound to {address}",
+        )
+        return address
+    found = conn.execute(
+        sa.select(machine_credentials.c.bound_address).where(machine_credentials.c.id == cred.id)
+    ).scalar()
+    return found if found is not None else address
+
+
+def thd_refused(
+    conn: sa.Connection, cred: MachineCredential, address: str | None, bound_to: str, what: str
+) -> None:
+    """Record a bound credential presented by another client (repeats are
+    counted, not added)."""
+    events.thd_record_change(
+        conn,
+        f"machine:{cred.machine_id}",
+        "credential.refused",
+        "machine",
+        str(cred.machine_id),
+        f"credential {cred.id} bound to {bound_to} presented from {address or '-'}",
+        what,
     )
 
 
@@ -65,6 +176,18 @@ def thd_revoke_all(conn: sa.Connection, machine_id: int) -> int:
         machine_credentials.update()
         .where(
             machine_credentials.c.machine_id == machine_id,
+            machine_credentials.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    ).rowcount
+
+
+def thd_revoke_work(conn: sa.Connection, work_id: int) -> int:
+    """Revoke the credential of one work item (it was cancelled)."""
+    return conn.execute(
+        machine_credentials.update()
+        .where(
+            machine_credentials.c.work_id == work_id,
             machine_credentials.c.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())

@@ -19,6 +19,9 @@ class Event:
     target_type: str
     target: str
     detail: str
+    # Repeats counted in this row, and when the last one was.
+    count: int = 1
+    last_at: dt.datetime | None = None
 
 
 def thd_record(
@@ -36,14 +39,55 @@ def thd_record(
     )
 
 
+def thd_record_change(
+    conn: sa.Connection,
+    actor: str,
+    action: str,
+    target_type: str,
+    target: str,
+    key: str,
+    more: str = "",
+) -> None:
+    """Record an event that repeats (a boot answer given again): if the
+    last *action* event about the target says the same *key*, that row
+    counts one more (its detail and last time become this one's);
+    otherwise a new row.  The log grows with changes, not with requests."""
+    detail = f"{key}; {more}" if more else key
+    last = conn.execute(
+        sa.select(events.c.id, events.c.detail)
+        .where(
+            events.c.target_type == target_type,
+            events.c.target == target,
+            events.c.action == action,
+        )
+        .order_by(events.c.id.desc())
+        .limit(1)
+    ).first()
+    if last is not None and (last.detail == key or last.detail.startswith(key + "; ")):
+        conn.execute(
+            events.update()
+            .where(events.c.id == last.id)
+            .values(count=events.c.count + 1, last_at=utcnow(), actor=actor, detail=detail)
+        )
+        return
+    thd_record(conn, actor, action, target_type, target, detail)
+
+
 def thd_list(
     conn: sa.Connection,
     target_type: str | None = None,
     target: str | None = None,
-    limit: int = 100,
+    limit: int | None = 100,
     before: int | None = None,
+    since: dt.datetime | None = None,
 ) -> list[Event]:
-    q = sa.select(events).order_by(events.c.id.desc()).limit(limit)
+    """Newest first: at most *limit*, older than event *before*, and (with
+    *since*) those that happened, or last repeated, since then."""
+    q = sa.select(events).order_by(events.c.id.desc())
+    if limit is not None:
+        q = q.limit(limit)
+    if since is not None:
+        q = q.where(sa.func.coalesce(events.c.last_at, events.c.at) >= since)
     if target_type is not None:
         q = q.where(events.c.target_type == target_type)
     if target is not None:

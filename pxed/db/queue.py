@@ -161,6 +161,8 @@ def thd_cancel(conn: sa.Connection, machine_id: int, work_id: int, actor: str) -
         raise NotFound(f"no queue entry {work_id} for this machine")
     if not cancelled:
         raise Conflict(f"queue entry {work_id} is {work.state}; only queued work can be cancelled")
+    # Its credential (a boot answer may have handed it out) ends with it.
+    credentials.thd_revoke_work(conn, work_id)
     events.thd_record(conn, actor, "queue.cancel", "machine", str(machine_id), f"work={work_id}")
     return work
 

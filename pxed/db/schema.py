@@ -103,6 +103,10 @@ events = sa.Table(
     sa.Column("target_type", sa.String(32), nullable=False),
     sa.Column("target", sa.String(128), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    # Repeats of the same event (a boot answer given again) are counted in
+    # one row: how many times, and when the last one was.
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("last_at", UTCDateTime, nullable=True),
     sa.Index("ix_events_target", "target_type", "target"),
 )
 
@@ -171,6 +175,21 @@ machine_credentials = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+    # The work it was minted for (one credential per work item; none under
+    # the "always" boot policy without work); it goes with its work.
+    sa.Column(
+        "work_id",
+        sa.Integer,
+        sa.ForeignKey("boot_setups.id", ondelete="CASCADE"),
+        nullable=True,
+        unique=True,
+    ),
+    # The token is derived again from this and the server's key (it is
+    # repeated in boot answers); only its hash is stored.
+    sa.Column("nonce", sa.String(64), nullable=True),
+    # The client address of the first BootInform: only it may use the token.
+    sa.Column("bound_address", sa.String(64), nullable=True),
+    sa.Column("bound_at", UTCDateTime, nullable=True),
 )
 
 image_versions = sa.Table(

@@ -3,13 +3,17 @@ reading a machine's logs and events back."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from twisted.web.iweb import IRequest
 
-from pxed.db import events, queue
+from pxed import bootconfig
+from pxed.db import credentials, events, queue
 from pxed.db.images import Image
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
-from pxed.errors import BadRequest, NotFound
+from pxed.db.schema import utcnow
+from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.web import render
 from pxed.web.auth import actor, identity
 from pxed.web.body import read_json
@@ -81,6 +85,16 @@ class AgentResource:
     @route("/machine/<mac>/boot", ["GET"], access="machine")
     async def boot_inform(self, request: IRequest, mac: str) -> dict:
         machine = await machine_or_404(self._db, mac)
+        cred = identity(request).machine
+        if cred is not None:
+            # The first BootInform binds the credential to its caller's
+            # address; from then on no other client may use it.
+            address = bootconfig.client_address(request) or ""
+            bound = await self._db.run(credentials.thd_bind, cred, address, actor(request))
+            if bound != address:  # another client bound it in between
+                what = "GET BootInform"
+                await self._db.run(credentials.thd_refused, cred, address, bound, what)
+                raise Forbidden("this machine credential is bound to another client")
         work = await self._db.run(queue.thd_take, machine.id, actor(request))
         if work is None:
             raise NotFound("no queued work for this machine")
@@ -118,9 +132,26 @@ class AgentResource:
 
     @route("/machine/<mac>/events", ["GET"], access="signed-in")
     async def machine_events(self, request: IRequest, mac: str) -> list:
+        since = _since(request)
         machine = await machine_or_404(self._db, mac)
-        found = await self._db.run(events.thd_list, "machine", str(machine.id), 500)
+        found = await self._db.run(events.thd_list, "machine", str(machine.id), None, None, since)
         return [render.event(e) for e in found]
+
+
+# How far back a machine's events go unless ?since= says otherwise.
+EVENTS_VIEW = dt.timedelta(days=7)
+
+
+def _since(request: IRequest) -> dt.datetime:
+    """``?since=`` (ISO 8601; without a zone, UTC), else a week ago."""
+    raw = request.args.get(b"since")
+    if not raw:
+        return utcnow() - EVENTS_VIEW
+    try:
+        since = dt.datetime.fromisoformat(raw[0].decode("ascii").replace("Z", "+00:00"))
+    except ValueError:  # UnicodeDecodeError included
+        raise BadRequest("since: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
 
 
 def _entry(base: str, mac: str, image: Image, number: int, update: bool, disk: int | None) -> dict:

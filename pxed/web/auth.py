@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from pxed import macaddr, secret
+from pxed import bootconfig, macaddr, secret
 from pxed.db import credentials, events, machines, users
 from pxed.db.credentials import MachineCredential
 from pxed.db.pool import DBPool
@@ -141,6 +141,13 @@ class Authenticator:
                 cred = await self._db.run(credentials.thd_lookup, token)
                 if cred is None:
                     raise Unauthorized("machine credential is invalid, expired or revoked")
+                # Bound by the first BootInform to its client: no other.
+                address = bootconfig.client_address(request)
+                if not cred.admits(address):
+                    what = f"{request.method.decode('ascii', 'replace')} {request.path[:200]!r}"
+                    bound = cred.bound_address or ""
+                    await self._db.run(credentials.thd_refused, cred, address, bound, what)
+                    raise Forbidden("this machine credential is bound to another client")
                 return Identity(machine=cred)
             found = await users.user_for_token(self._db, token)
             if found is None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+from pathlib import Path
 
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr
+from pxed.bootstrap import write_secret
 from pxed.config import Config
 from pxed.db import credentials, events, machines, queue
 from pxed.db.pool import DBPool
@@ -15,12 +18,37 @@ from pxed.web.auth import actor
 from pxed.web.origin import Origin
 from pxed.web.router import route
 
+KEY_FILE = "machine.key"
+
 
 class BootResource:
     def __init__(self, db: DBPool, config: Config, origin: Origin) -> None:
         self._db = db
         self._config = config
         self._origin = origin
+        self._networks = bootconfig.networks(config.boot_networks)
+        self._key: bytes | None = None
+
+    def _machine_key(self) -> bytes:
+        """The server's key machine tokens are derived from:
+        ``<data_dir>/machine.key`` (mode 0600), made on first use."""
+        if self._key is None:
+            path = Path(self._config.data_dir) / KEY_FILE
+            try:
+                text = path.read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            try:
+                key = bytes.fromhex(text)
+            except ValueError:
+                key = b""
+            if len(key) < 32:
+                # Tokens derived from a lost key no longer match their
+                # hashes: the next answer mints new ones.
+                key = secrets.token_bytes(32)
+                write_secret(path, key.hex() + "\n")
+            self._key = key
+        return self._key
 
     async def _answer(
         self, request: IRequest, mac: str, via: str
@@ -29,19 +57,27 @@ class BootResource:
             mac = macaddr.normalise(mac)
         except BadRequest:
             return bootconfig.Decision(False, "not a MAC address"), None
+        address = bootconfig.client_address(request)
         machine = await self._db.read(machines.thd_get, mac)
-        decision, params = await self._decide(request, machine, mac)
+        if bootconfig.on_boot_network(address, self._networks):
+            decision, params = await self._decide(request, machine, mac)
+        else:
+            # Netboot is unauthenticated: only the networks machines boot
+            # from are answered; elsewhere the same answer as an unknown MAC.
+            decision, params = bootconfig.Decision(False, "client not on a boot network"), None
         if machine is not None:
-            # "Why did this MAC get this answer": every answer to a known
-            # machine goes to its event log with the reason.
+            # "Why did this MAC get this answer": the machine's event log
+            # says each answer that differs from the one before; repeats
+            # are counted in that event.
             served = "management OS" if params is not None else "local disk"
             await self._db.run(
-                events.thd_record,
+                events.thd_record_change,
                 actor(request),
                 "boot.answer",
                 "machine",
                 str(machine.id),
-                f"{via} for {mac}: {served}: {decision.reason}",
+                f"{served}: {decision.reason}",
+                f"last asked via {via} for {mac} from {address or '-'}",
             )
         return decision, params
 
@@ -57,19 +93,26 @@ class BootResource:
         if files is None:
             return bootconfig.Decision(False, f"no management OS for {machine.architecture}"), None
         base = self._origin.base_url(request)
-        token = await self._mint(machine, work)
+        token = await self._credential(machine, work)
         return decision, bootconfig.params(files, base, mac, token)
 
-    async def _mint(self, machine: machines.Machine, work: queue.Work | None) -> str:
-        """A fresh credential for the management OS, minted into the cmdline
-        on every answer (pixiecore may use any of them), scoped to the
-        machine's own image and the images of *work*; all are revoked when
-        the work ends."""
+    async def _credential(self, machine: machines.Machine, work: queue.Work | None) -> str:
+        """The credential for the management OS: one per work item, minted
+        on the first answer that serves it and the same in every later one
+        (pixiecore and iPXE ask several times per boot), scoped to the
+        machine's own image and the images of *work*, gone with the work."""
         scope = {machine.image_uuid}
         if work is not None:
             scope |= {i.image_uuid for i in work.images}
         lifetime = dt.timedelta(hours=self._config.machine_token_hours)
-        return await self._db.run(credentials.thd_mint, machine.id, frozenset(scope), lifetime)
+        return await self._db.run(
+            credentials.thd_for_answer,
+            self._machine_key(),
+            machine.id,
+            None if work is None else work.id,
+            frozenset(scope),
+            lifetime,
+        )
 
     @route("/v1/boot/<mac>", ["GET"], access="public")
     async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:

@@ -45,6 +45,9 @@ def event(e: Event) -> dict[str, Any]:
         "TargetType": e.target_type,
         "Target": e.target,
         "Detail": e.detail,
+        # Repeats counted in this event (boot answers), and the last one.
+        "Count": e.count,
+        "LastAt": iso(e.last_at),
     }
 
 
