@@ -247,7 +247,7 @@ async def enqueue(
 
 async def machine_token(server: Server, mac: str = MAC) -> str:
     """The machine credential a netboot answer puts on the kernel cmdline
-    (a new one each time it is asked)."""
+    (the same for one work item until it ends)."""
     r = await server.anonymous.get(f"/v1/boot/{mac}")
     assert r.code == 200, r.text
     cmdline = r.json()["cmdline"]
@@ -256,7 +256,7 @@ async def machine_token(server: Server, mac: str = MAC) -> str:
 
 
 async def machine_client(server: Server, mac: str = MAC) -> Client:
-    """A client carrying a new machine credential, as the management OS."""
+    """A client carrying the machine credential, as the management OS."""
     return server.anonymous.bearer(await machine_token(server, mac))
 
 
