@@ -128,9 +128,7 @@ async def test_upload_without_a_credential_is_refused_before_its_body(server):
 async def test_multipart_fields_with_an_invalid_token_are_never_parsed(server):
     boundary = "b0undary"
     fields = multipart_fields(boundary, 10_000)
-    await refused_before_the_body(
-        server, f"multipart/form-data; boundary={boundary}", FAKE, fields
-    )
+    await refused_before_the_body(server, f"multipart/form-data; boundary={boundary}", FAKE, fields)
 
 
 @pytest_twisted.ensureDeferred
@@ -239,9 +237,7 @@ async def post_multipart(server, image: str, body: bytes, boundary: str):
 async def test_multipart_field_count_is_capped(server):
     image = await new_image(server.admin)
     boundary = "b0undary"
-    r = await post_multipart(
-        server, image, multipart_fields(boundary, MAX_FIELDS + 1), boundary
-    )
+    r = await post_multipart(server, image, multipart_fields(boundary, MAX_FIELDS + 1), boundary)
     assert r.code == 400, r.text
     assert r.json()["error"] == f"more than {MAX_FIELDS} form fields"
 
@@ -258,8 +254,7 @@ async def test_multipart_fields_size_is_capped(server):
     # Headers of one part count too (the parser limits each line to 4 KiB).
     padding = "".join(f"X-Padding-{i}: {'p' * 4000}\r\n" for i in range(5))
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n'
-        f"{padding}\r\nv\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n{padding}\r\nv\r\n'
     ).encode()
     r = await post_multipart(server, image, body, boundary)
     assert r.code == 413, r.text
