@@ -25,8 +25,8 @@ class HeldCommits:
     """Storage.place held on its IO thread until released: a commit that
     takes as long as the test wants, like a multi-GiB fsync."""
 
-    def __init__(self, storage) -> None:
-        self._place = storage.place
+    def __init__(self, storage, method: str = "place") -> None:
+        self._place = getattr(storage, method)
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -231,3 +231,35 @@ def test_sweep_leaves_everything_when_the_database_knows_no_image(tmp_path):
         assert (image / "0.img").exists()
     finally:
         engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_frozen_while_its_replacement_is_put_in_place_stays(server, monkeypatch):
+    image = await new_image(server.admin)
+    old = b"v1" * 1000
+    r = await server.admin.request("POST", f"/image/{image}", data=old, headers=OCTETS)
+    assert r.code == 200, r.text
+    storage = server.pxed.store.storage
+    held = HeldCommits(storage, "place_beside")
+    monkeypatch.setattr(storage, "place_beside", held.place)
+
+    replace = defer.ensureDeferred(
+        server.admin.request(
+            "POST",
+            f"/image/{image}",
+            data=b"v1 new",
+            headers={**OCTETS, "X-BAAS-NewVersion": "false"},
+        )
+    )
+    await _entered(held)
+    # A setup freezes version 1 while its replacement is being put in
+    # place: the row is checked again when recorded.
+    r = await server.admin.post(
+        "/user/admin/image_setup", {"Name": "s", "Images": [{"UUID": image, "Version": 1}]}
+    )
+    assert r.code == 201, r.text
+    held.release.set()
+    r = await replace
+    assert r.code == 409, r.text
+    assert (await server.admin.get(f"/image/{image}/1")).body == old
+    assert_no_orphans(server)
