@@ -28,6 +28,7 @@ from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.images import ImagesResource
 from pxed.web.machines import MachinesResource
+from pxed.web.openapi import OpenAPIResource
 from pxed.web.origin import Origin
 from pxed.web.queue import QueueResource
 from pxed.web.router import route
@@ -60,6 +61,7 @@ RESOURCES: tuple[type, ...] = (
     AgentResource,
     BuildsResource,
     StaticResource,
+    OpenAPIResource,
 )
 
 # endpoint -> route and access rule, for every route served
@@ -94,6 +96,7 @@ class PxedApp:
             AgentResource(db, origin),
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),
+            OpenAPIResource(RESOURCES),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()

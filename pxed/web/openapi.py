@@ -1,0 +1,544 @@
+"""``GET /openapi.json``: the API described as OpenAPI 3.0, generated from
+the route table, never written by hand.
+
+Each ``@route`` gives a path (werkzeug's ``<name>`` and ``<int:name>``
+become typed path parameters), its methods and its access rule (which
+becomes the operation's security).  The handler itself gives the rest:
+its docstring the summary, its return annotation the success answer
+(``dict``/``list`` JSON, ``str`` plain text, anything else a file), and
+its code, read once with ``ast``, what it reads from the request: a JSON
+body (``read_json`` and the typed ``Fields`` accessors it and the helpers
+it hands the body to call: ``body.str("Name", required=True)`` is a
+required string property), an upload (``receive``), query parameters
+(``int_arg``, ``query_arg``, ``request.args.get``), headers (``header``)
+and the status it sets (``setResponseCode``).  Every error is JSON
+``{"error": …}`` (pxed.web.router), so every operation documents that for
+4xx and 5xx."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import sys
+import textwrap
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from pxed.web import router
+from pxed.web.auth import RULES, SESSION_COOKIE
+from pxed.web.body import INT_MAX
+from pxed.web.router import RouteInfo, route
+
+OPENAPI_VERSION = "3.0.3"
+
+# werkzeug converter -> the schema of the path segment it matches
+CONVERTERS: dict[str, dict[str, Any]] = {
+    "default": {"type": "string", "pattern": "^[^/]+$", "minLength": 1},
+    "string": {"type": "string", "pattern": "^[^/]+$", "minLength": 1},
+    # pxed.web.router.Int64Converter: what fits a 64-bit signed column.
+    "int": {"type": "integer", "minimum": 0, "maximum": INT_MAX},
+    "path": {"type": "string", "minLength": 1},
+}
+_PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")
+
+# What each access rule of pxed.web.auth.RULES admits, for the reader.
+ACCESS: dict[str, str] = {
+    "public": "anyone, without a credential",
+    "signed-in": "any signed-in user",
+    "owner": "the owner of the resource, moderators and admins",
+    "moderator": "moderators and admins",
+    "admin": "admins",
+    "self-or-staff": "the user the path names, moderators and admins",
+    "self-or-admin": "the user the path names and admins",
+    "machine": "the management OS of that machine (machine credential) and admins",
+    "owner-or-machine": (
+        "the owner of the image, moderators, admins, and a management OS whose work covers it"
+    ),
+}
+USER_SECURITY = [{"bearerToken": []}, {"sessionCookie": []}]
+MACHINE_SECURITY = [*USER_SECURITY, {"machineCredential": []}]
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+# Fields accessor (pxed.web.body.Fields) -> JSON schema of the value
+_ACCESSORS: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer", "minimum": -(2**63), "maximum": INT_MAX},
+    "bool": {"type": "boolean"},
+    "list": {"type": "array"},
+    "object": {"type": "object"},
+    "raw": {},
+    "has": {},
+}
+# Headers a handler reads that OpenAPI describes elsewhere (security) or
+# that are the transport's (body length).
+_NOT_PARAMETERS = {"authorization", "content-length", "content-type", "cookie", "accept"}
+
+
+@dataclass
+class Reads:
+    """What a handler (and the helpers it calls) reads from the request."""
+
+    json: bool = False
+    json_optional: bool = False
+    upload: bool = False
+    raw_body: bool = False
+    # name -> (schema, required)
+    fields: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    statuses: set[int] = field(default_factory=set)
+
+    def add_field(self, name: str, schema: dict[str, Any], required: bool) -> None:
+        old = self.fields.get(name)
+        if old is None:
+            self.fields[name] = (dict(schema), required)
+            return
+        old_schema, old_required = old
+        if not old_schema:
+            merged = dict(schema)
+        elif not schema or old_schema.get("type") == schema.get("type"):
+            merged = old_schema
+        else:  # read as different types in different forms: either is taken
+            merged = {}
+        self.fields[name] = (merged, old_required or required)
+
+
+# -- reading the handlers -------------------------------------------------------
+
+
+@cache
+def _tree(func: Callable) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    try:
+        source = textwrap.dedent(inspect.getsource(func))
+    except (OSError, TypeError):
+        return None
+    node = ast.parse(source).body[0]
+    return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+
+
+def _const(node: ast.AST | None, consts: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return consts.get(node.id)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _keyword(call: ast.Call, name: str) -> ast.AST | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def _names(node: ast.AST) -> set[str]:
+    """The plain names an expression may evaluate to (``a or b``, ``x if c else y``)."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, ast.BoolOp):
+        return set().union(*(_names(v) for v in node.values))
+    if isinstance(node, ast.IfExp):
+        return _names(node.body) | _names(node.orelse)
+    return set()
+
+
+def _calls_read_json(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "read_json"
+        for n in ast.walk(node)
+    )
+
+
+class _Reader:
+    """Walks a handler and, through calls by name, the pxed functions and
+    methods it calls, noting what each reads from the request."""
+
+    def __init__(self, owner: type) -> None:
+        self._owner = owner
+        self._seen: set[tuple[Any, frozenset, tuple]] = set()
+        self.reads = Reads()
+
+    def read(self, func: Callable, bodies: frozenset[str], consts: dict[str, Any], depth=0):
+        key = (func, bodies, tuple(sorted(consts.items(), key=lambda kv: kv[0])))
+        if key in self._seen or depth > 6:
+            return
+        self._seen.add(key)
+        tree = _tree(func)
+        if tree is None:
+            return
+        module = sys.modules.get(getattr(func, "__module__", ""), None)
+        scope = vars(module) if module is not None else {}
+        bodies = set(bodies)
+        conditional = _conditional_nodes(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name):
+                    if _calls_read_json(node.value) or _names(node.value) & bodies:
+                        bodies.add(target.id)
+        query_dicts = {
+            t.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id == "query_args"
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id in ("BoundedBody",):
+                self.reads.raw_body = True
+            if not isinstance(node, ast.Call):
+                continue
+            self._call(node, scope, bodies, consts, query_dicts, conditional, depth)
+
+    def _call(self, call, scope, bodies, consts, query_dicts, conditional, depth) -> None:
+        reads = self.reads
+        func = call.func
+        args = call.args
+        if isinstance(func, ast.Name):
+            name = func.id
+            if name == "read_json":
+                reads.json = True
+                if id(call) in conditional:
+                    reads.json_optional = True
+                return
+            if name in ("receive", "receive_checked"):
+                reads.upload = True
+            if name == "int_arg" and len(args) >= 2:
+                param = _text(_const(args[1], consts))
+                if param:
+                    minimum = _const(_keyword(call, "minimum"), consts)
+                    if minimum is None and len(args) >= 4:
+                        minimum = _const(args[3], consts)
+                    lowest = 1 if minimum is None else minimum
+                    reads.query[param] = {"type": "integer", "minimum": lowest, "maximum": INT_MAX}
+                return
+            if name == "query_arg" and len(args) >= 2:
+                param = _text(_const(args[1], consts))
+                if param:
+                    reads.query.setdefault(param, {"type": "string"})
+                return
+            if name == "header" and len(args) >= 2:
+                param = _text(_const(args[1], consts))
+                if param and param.lower() not in _NOT_PARAMETERS:
+                    reads.headers.setdefault(param, {"type": "string"})
+            self._follow(scope.get(name), call, bodies, consts, depth)
+            return
+        if not isinstance(func, ast.Attribute):
+            return
+        receiver = func.value
+        # request.setResponseCode(201)
+        if func.attr == "setResponseCode" and args:
+            status = _const(args[0], consts)
+            if isinstance(status, int):
+                reads.statuses.add(status)
+            return
+        # request.args.get(b"Name"), args.get("target") (args = query_args(request))
+        if func.attr == "get" and args:
+            is_query = (isinstance(receiver, ast.Attribute) and receiver.attr == "args") or (
+                isinstance(receiver, ast.Name) and receiver.id in query_dicts
+            )
+            param = _text(_const(args[0], consts))
+            if is_query and param:
+                reads.query.setdefault(param, {"type": "string"})
+                return
+        # body.str("Name", required=True): a field of the JSON body
+        if func.attr in _ACCESSORS and args and _names(receiver) & bodies:
+            name = _text(_const(args[0], consts))
+            if name:
+                required = _const(_keyword(call, "required"), consts) is True
+                schema = dict(_ACCESSORS[func.attr])
+                if func.attr == "str":
+                    limit = _const(_keyword(call, "max_length"), consts)
+                    schema["maxLength"] = limit if isinstance(limit, int) else 255
+                reads.add_field(name, schema, required)
+            return
+        # self._helper(...)
+        if isinstance(receiver, ast.Name) and receiver.id == "self":
+            self._follow(getattr(self._owner, func.attr, None), call, bodies, consts, depth)
+
+    def _follow(self, target, call, bodies, consts, depth) -> None:
+        """Read a pxed function the handler calls, knowing which of its
+        parameters get the JSON body and which get constants."""
+        if isinstance(target, types.MethodType):
+            target = target.__func__
+        if not isinstance(target, types.FunctionType):
+            return
+        if not target.__module__.startswith("pxed.") or target.__module__ == __name__:
+            return
+        if target.__module__ == "pxed.web.body":
+            return  # the readers themselves, matched by name above
+        try:
+            params = list(inspect.signature(target).parameters)
+        except (TypeError, ValueError):
+            return
+        if params and params[0] == "self":
+            params = params[1:]
+        passed: list[tuple[str, ast.AST]] = list(zip(params, call.args, strict=False))
+        passed += [(kw.arg, kw.value) for kw in call.keywords if kw.arg in params]
+        inner_bodies = set()
+        inner_consts = {}
+        for param, value in passed:
+            if _names(value) & bodies or (
+                isinstance(value, ast.Call) and _calls_read_json(value) and _is_read(value)
+            ):
+                inner_bodies.add(param)
+                if isinstance(value, ast.Call):  # f(read_json(request))
+                    self.reads.json = True
+            const = _const(value, consts)
+            if isinstance(const, (str, bytes, int, bool)):
+                inner_consts[param] = const
+        self.read(target, frozenset(inner_bodies), inner_consts, depth + 1)
+
+
+def _is_read(call: ast.Call) -> bool:
+    return isinstance(call.func, ast.Name) and call.func.id == "read_json"
+
+
+def _conditional_nodes(tree: ast.AST) -> set[int]:
+    """ids of the calls made only on some paths (inside ``x if c else y``)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.IfExp):
+            for branch in (node.body, node.orelse):
+                found.update(id(n) for n in ast.walk(branch))
+    return found
+
+
+def handler_reads(resource_class: type, attribute: str) -> Reads:
+    reader = _Reader(resource_class)
+    reader.read(getattr(resource_class, attribute), frozenset(), {})
+    return reader.reads
+
+
+# -- the document -----------------------------------------------------------------
+
+
+def openapi_path(info: RouteInfo) -> tuple[str, list[dict[str, Any]]]:
+    """The route's path in OpenAPI form and its path parameters."""
+    parameters: list[dict[str, Any]] = []
+
+    def replace(m: re.Match) -> str:
+        converter = m.group("converter") or "default"
+        if converter not in CONVERTERS:
+            raise ValueError(f"{info.endpoint}: no schema for the <{converter}:…> converter")
+        parameters.append(
+            {
+                "name": m.group("name"),
+                "in": "path",
+                "required": True,
+                "schema": dict(CONVERTERS[converter]),
+            }
+        )
+        return "{" + m.group("name") + "}"
+
+    path = _PARAM.sub(replace, info.path)
+    if info.branch:
+        # Klein serves a branch route's subtree as <path:__rest__>.
+        path = path.rstrip("/") + "/{path}"
+        parameters.append(
+            {
+                "name": "path",
+                "in": "path",
+                "required": True,
+                "description": "a file's path below the route",
+                "schema": dict(CONVERTERS["default"]),
+            }
+        )
+    return path, parameters
+
+
+def _summary(handler: Callable, info: RouteInfo) -> tuple[str, str | None]:
+    doc = inspect.getdoc(handler)
+    if doc:
+        first, _, rest = doc.partition("\n\n")
+        return " ".join(first.split()), rest.strip() or None
+    # No docstring: the handler's name says what it does.
+    name = info.endpoint.rsplit(".", 1)[-1].replace("_", " ")
+    return name[:1].upper() + name[1:], None
+
+
+def _return_content(handler: Callable) -> dict[str, Any]:
+    annotation = str(inspect.get_annotations(handler).get("return", ""))
+    kinds = {part.strip() for part in annotation.split("|")}
+    content: dict[str, Any] = {}
+    if "dict" in kinds:
+        content["application/json"] = {"schema": {"type": "object"}}
+    if "list" in kinds:
+        content["application/json"] = {"schema": {"type": "array", "items": {}}}
+    if "str" in kinds:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    if not content:  # a resource serving a file
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    return content
+
+
+def _request_body(reads: Reads) -> dict[str, Any] | None:
+    content: dict[str, Any] = {}
+    if reads.json:
+        schema: dict[str, Any] = {"type": "object"}
+        if reads.fields:
+            schema["properties"] = {name: s for name, (s, _) in sorted(reads.fields.items())}
+            required = sorted(name for name, (_, req) in reads.fields.items() if req)
+            if required:
+                schema["required"] = required
+        content["application/json"] = {"schema": schema}
+    if reads.upload:
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+        content["multipart/form-data"] = {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        }
+    if reads.raw_body:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    if not content:
+        return None
+    return {"required": not reads.json_optional, "content": content}
+
+
+def operation(resource_class: type, attribute: str, info: RouteInfo, method: str) -> dict:
+    handler = getattr(resource_class, attribute)
+    reads = handler_reads(resource_class, attribute)
+    summary, description = _summary(handler, info)
+    if info.access not in ACCESS:
+        raise ValueError(f"{info.endpoint}: access rule {info.access!r} is not described")
+    access = f"Access ({info.access}): {ACCESS[info.access]}."
+    op: dict[str, Any] = {
+        "operationId": info.endpoint if len(info.methods) == 1 else f"{info.endpoint}.{method}",
+        "tags": [info.endpoint.split(".", 1)[0]],
+        "summary": summary,
+        "description": f"{description}\n\n{access}" if description else access,
+        "x-pxed-endpoint": info.endpoint,
+        "x-pxed-access": info.access,
+    }
+    if info.access == "public":
+        op["security"] = []
+    elif "machine" in info.access:
+        op["security"] = MACHINE_SECURITY
+    else:
+        op["security"] = USER_SECURITY
+    parameters = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in sorted(reads.query.items())
+    ] + [
+        {"name": name, "in": "header", "required": False, "schema": schema}
+        for name, schema in sorted(reads.headers.items())
+    ]
+    if parameters:
+        op["parameters"] = parameters
+    if method not in ("GET", "HEAD"):
+        body = _request_body(reads)
+        if body is not None:
+            op["requestBody"] = body
+    successes = sorted(s for s in reads.statuses if 200 <= s < 300) or [200]
+    content = _return_content(handler)
+    responses: dict[str, Any] = {}
+    for status in successes:
+        answer: dict[str, Any] = {"description": "success"}
+        if method != "HEAD":
+            answer["content"] = content
+        responses[str(status)] = answer
+    for group, what in (("4XX", "refused: the request is wrong"), ("5XX", "the server failed")):
+        answer = {"description": what}
+        if method != "HEAD":
+            answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+        responses[group] = answer
+    op["responses"] = responses
+    return op
+
+
+def document(resource_classes: Iterable[type]) -> dict[str, Any]:
+    """The OpenAPI document of every route the classes declare."""
+    paths: dict[str, dict[str, Any]] = {}
+    for cls in resource_classes:
+        for attribute, info in sorted(router.routes_of(cls), key=lambda r: r[1].path):
+            path, parameters = openapi_path(info)
+            item = paths.setdefault(path, {})
+            if parameters:
+                item["parameters"] = parameters
+            for method in info.methods:
+                item[method.lower()] = operation(cls, attribute, info, method)
+    unknown = set(RULES) - set(ACCESS)
+    if unknown:
+        raise ValueError(f"access rules not described: {sorted(unknown)}")
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "pxed",
+            "version": _version(),
+            "description": "Bare-metal provisioning: netboot, disk images, boot queues. "
+            "Generated from pxed's route table (pxed.web.openapi).",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA},
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "pxu_…",
+                    "description": "a user's API token",
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE.decode(),
+                    "description": "a browser session, after signing in with GitHub",
+                },
+                "machineCredential": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "pxm_…",
+                    "description": "the management OS's credential for its work",
+                },
+            },
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pxed")
+    except Exception:
+        return "0"
+
+
+class OpenAPIResource:
+    """Serves the document of the resources the app is built from."""
+
+    def __init__(self, resource_classes: Iterable[type]) -> None:
+        self._classes = tuple(resource_classes)
+        self._document: dict[str, Any] | None = None
+
+    @route("/openapi.json", ["GET"], access="public")
+    async def openapi(self, request: IRequest) -> dict:
+        """The whole API described as an OpenAPI 3.0 document, generated from
+        the route table."""
+        if self._document is None:
+            self._document = document(self._classes)
+        return self._document
