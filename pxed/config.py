@@ -114,6 +114,9 @@ class Config:
     build_concurrency: Annotated[int, Positive] = 1
     build_timeout: Annotated[float, Positive] = 3600.0
     build_headroom_mib: Annotated[int, Positive] = 256
+    # The largest image POST /image creates (bytes); 0: half the total size
+    # of the data dir's filesystem, measured at start.
+    max_image_size: Annotated[int, Meta(ge=0)] = 0
     # Clients the boot routes answer (CIDRs); anyone else is told to boot
     # locally and gets no credential.
     boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS

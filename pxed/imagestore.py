@@ -25,7 +25,8 @@ from pxed.db import images, machines
 from pxed.db.images import Image, ImageFields, Version, VersionFile
 from pxed.db.machines import Machine, MachineFields
 from pxed.db.pool import DBPool
-from pxed.errors import BadRequest
+from pxed.errors import BadRequest, ServiceUnavailable
+from pxed.sparse import Cancelled
 from pxed.storage import FormatError, Staged, Storage
 from pxed.workers import IOPool
 
@@ -119,9 +120,13 @@ class ImageStore:
         """A formatted disk in staging; whatever was not put in place is
         removed afterwards."""
         try:
-            blank = await self._io.run(self.storage.make_blank, size, filesystem, compression)
+            blank = await self._io.run(
+                self.storage.make_blank, size, filesystem, compression, self._io.cancel
+            )
         except FormatError as e:
             raise BadRequest(f"Filesystem: {e}") from None
+        except Cancelled:
+            raise ServiceUnavailable("the server is shutting down; try again") from None
         try:
             yield blank
         finally:

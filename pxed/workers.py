@@ -39,10 +39,15 @@ class ThreadPoolService(Service):
         self.stopping = False
         # Set (on the reactor) once the threads are being joined.
         self._closed = False
+        # Set as stopService begins: long work (compressing, hashing a
+        # blank disk) checks it between pieces and gives up, so stopping
+        # waits for seconds, not for the end of an hours-long job.
+        self.cancel = threading.Event()
 
     def startService(self) -> None:
         super().startService()
         self.stopping = False
+        self.cancel.clear()
         self._pool.start()
 
     def stopService(self) -> Deferred[None]:
@@ -50,6 +55,7 @@ class ThreadPoolService(Service):
         chained onto it, has finished and the threads have ended."""
         super().stopService()
         self.stopping = True
+        self.cancel.set()
         d = self.when_idle()
         d.addCallback(lambda _: self._join_threads())
         return d

@@ -26,7 +26,7 @@ from pxed.web.builds import BuildsResource
 from pxed.web.github import GitHubResource
 from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
-from pxed.web.images import ImagesResource
+from pxed.web.images import ImagesResource, max_image_size
 from pxed.web.machines import MachinesResource
 from pxed.web.openapi import OpenAPIResource
 from pxed.web.origin import Origin
@@ -90,7 +90,9 @@ class PxedApp:
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
             BootResource(db, config, origin),
-            ImagesResource(db, store, access),
+            ImagesResource(
+                db, store, access, max_image_size(config.max_image_size, config.data_dir)
+            ),
             SetupsResource(db),
             QueueResource(db),
             AgentResource(db, origin),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from twisted.web.iweb import IRequest
 
 from pxed.db import images, machines
@@ -19,7 +22,9 @@ from pxed.web.router import route
 from pxed.web.static import StaticFiles
 
 DEFAULT_SIZE = 512 * 1024 * 1024
-MAX_SIZE = 16 * 1024**4
+MIN_SIZE = 1024 * 1024
+# ext4's largest file (with 4 KiB blocks) is just under 16 TiB.
+MAX_SIZE = 16 * 1024**4 - 1024 * 1024
 
 
 class VersionFile(StaticFiles):
@@ -40,13 +45,36 @@ def _choice(body: Fields, name: str, allowed: tuple[str, ...]) -> str | None:
     return value.lower()
 
 
-def image_fields(body: Fields, creating: bool) -> ImageFields:
+def max_image_size(configured: int, data_dir: Path) -> int:
+    """The largest image POST /image creates: the configured size, else half
+    the total size of the data dir's filesystem; never more than MAX_SIZE."""
+    if configured:
+        return min(configured, MAX_SIZE)
+    try:
+        fs = os.statvfs(data_dir)
+    except OSError:
+        return MAX_SIZE
+    return min(fs.f_blocks * fs.f_frsize // 2, MAX_SIZE)
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} bytes"
+
+
+def image_fields(body: Fields, creating: bool, max_size: int = MAX_SIZE) -> ImageFields:
     name = body.str("Name", required=creating)
     if name is not None and not name.strip():
         raise BadRequest("Name: must not be empty")
     size = body.int("Size")
-    if size is not None and not 1024 * 1024 <= size <= MAX_SIZE:
-        raise BadRequest(f"Size: between 1 MiB and {MAX_SIZE} bytes")
+    if size is not None and size < MIN_SIZE:
+        raise BadRequest(f"Size: at least {MIN_SIZE} bytes (1 MiB)")
+    if creating and size is not None and size > max_size:
+        raise BadRequest(
+            f"Size: at most {max_size} bytes ({_bytes(max_size)}, the server's max_image_size)"
+        )
     return ImageFields(
         name=name,
         type=_choice(body, "Type", images.USER_TYPES),
@@ -59,10 +87,13 @@ def image_fields(body: Fields, creating: bool) -> ImageFields:
 
 
 class ImagesResource:
-    def __init__(self, db: DBPool, store: ImageStore, access: ImageAccess) -> None:
+    def __init__(
+        self, db: DBPool, store: ImageStore, access: ImageAccess, max_size: int = MAX_SIZE
+    ) -> None:
         self._db = db
         self._store = store
         self._access = access
+        self._max_size = max_size
 
     async def _store_upload(self, request: IRequest, image: Image, origin: str) -> images.Version:
         replace = (header(request, "X-BAAS-NewVersion") or "").strip().lower() == "false"
@@ -78,7 +109,7 @@ class ImagesResource:
         return VersionFile(str(path), etag=f'"{version.sha256}"')
 
     async def _create(self, request: IRequest, owner: str) -> dict:
-        fields = image_fields(read_json(request), creating=True)
+        fields = image_fields(read_json(request), creating=True, max_size=self._max_size)
         image = await self._store.create_image(owner, fields, fields.size, actor(request))
         request.setResponseCode(201)
         return render.image(image)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import time
 
 import pytest_twisted
+import zstandard
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 from tests.helpers import (
     MIB,
     OCTETS,
+    Response,
     entries,
     eventually,
     multipart,
@@ -82,6 +87,103 @@ async def test_compressed_version_0(server):
     with gzip.open(path) as f:
         assert f.read() == b"\0" * (4 * MIB)
     assert image["Versions"][0]["Size"] == os.path.getsize(path) < MIB
+
+
+@pytest_twisted.ensureDeferred
+async def test_compressed_blank_of_an_ext4_disk_reads_back(server):
+    """Holes written as ready-made compressed zeros, the filesystem's
+    metadata compressed: decompressed, it is the formatted disk."""
+    require_tool("mkfs.ext4", "e2fsprogs")
+    for compression in ("gzip", "zstd"):
+        r = await server.admin.post(
+            "/image",
+            {
+                "Name": compression,
+                "Size": 64 * MIB,
+                "Filesystem": "ext4",
+                "DiskCompressionStrategy": compression,
+            },
+        )
+        assert r.code == 201, r.text
+        v0 = r.json()["Versions"][0]
+        path = server.config.data_dir / "images" / r.json()["UUID"] / "0.img"
+        assert (v0["Size"], v0["Sha256"]) == (os.path.getsize(path), sha256_of(path))
+        if compression == "gzip":
+            disk = gzip.decompress(path.read_bytes())
+        else:
+            disk = (
+                zstandard.ZstdDecompressor()
+                .stream_reader(path.read_bytes(), read_across_frames=True)
+                .read()
+            )
+        assert len(disk) == 64 * MIB
+        assert disk[1024 + 56 : 1024 + 58] == b"\x53\xef"  # the ext4 superblock's magic
+
+
+@pytest_twisted.ensureDeferred
+async def test_size_is_capped_by_max_image_size(start_server):
+    server = await start_server(max_image_size=8 * MIB)
+    r = await server.admin.post("/image", {"Name": "big", "Size": 8 * MIB + 1})
+    assert r.code == 400, r.text
+    assert "max_image_size" in r.json()["error"] and str(8 * MIB) in r.json()["error"]
+    r = await server.admin.post("/image", {"Name": "ok", "Size": 8 * MIB})
+    assert r.code == 201, r.text
+    # The default: half the data dir's filesystem, so never 16 TiB.
+    server = await start_server()
+    fs = os.statvfs(server.config.data_dir)
+    half = fs.f_blocks * fs.f_frsize // 2
+    for size in (16 * 1024**4, half + 1):
+        r = await server.admin.post(
+            "/image", {"Name": "huge", "Size": size, "DiskCompressionStrategy": "gzip"}
+        )
+        assert r.code == 400, r.text
+        assert "max_image_size" in r.json()["error"] and str(half) in r.json()["error"]
+    assert os.listdir(server.config.data_dir / "images" / ".staging") == []
+
+
+async def _stop_while_creating(server, body: dict) -> tuple[float, Response | None]:
+    """Stop the server while it creates an image: how long the stop took,
+    and the answer the creation got (None: none before the stop)."""
+    staging = server.config.data_dir / "images" / ".staging"
+    answer: list = []
+    creating = Deferred.fromCoroutine(server.admin.post("/image", body))
+    creating.addBoth(answer.append)
+    await eventually(lambda: answer or os.listdir(staging))
+    started = time.monotonic()
+    stopped = server.pxed.service.stopService()
+    stopped.addTimeout(STOP_WITHIN, reactor)
+    await stopped
+    took = time.monotonic() - started
+    await eventually(lambda: answer)
+    assert os.listdir(staging) == []
+    return took, answer[0]
+
+
+STOP_WITHIN = 20.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_compressed_blank_does_not_hold_up_a_stop(start_server):
+    """8 GiB with gzip: compressing its zeros took minutes of an IO thread,
+    and a stop waited for them."""
+    server = await start_server(max_image_size=1024**4)
+    took, answer = await _stop_while_creating(
+        server, {"Name": "big", "Size": 8 * 1024**3, "DiskCompressionStrategy": "gzip"}
+    )
+    assert took < STOP_WITHIN
+    assert answer.code in (201, 503), answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_interrupts_hashing_a_large_blank(start_server):
+    """1 TiB uncompressed: its sha256 has to see every byte (minutes); a
+    stop interrupts it between pieces, answers 503 and leaves nothing."""
+    server = await start_server(max_image_size=1024**4)
+    took, answer = await _stop_while_creating(server, {"Name": "big", "Size": 1024**4})
+    assert took < STOP_WITHIN
+    assert answer.code == 503, answer
+    assert "shutting down" in answer.json()["error"]
+    assert os.listdir(server.config.data_dir / "images") == [".staging"]
 
 
 @pytest_twisted.ensureDeferred
