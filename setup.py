@@ -42,6 +42,7 @@ setup(
             "pytest>=8,<10",
             "pytest-twisted>=1.14,<2",
             "hypothesis>=6.100,<7",
+            "schemathesis>=4.30,<5",
             "ruff>=0.6",
         ],
     },
