@@ -123,7 +123,7 @@ def thd_create(
         images.insert().values(
             uuid=image_uuid,
             name=f"machine-{name}",
-            owner_id=None,
+            owner=None,
             type="machine",
             filesystem="ext4",
             size=MACHINE_IMAGE_SIZE,

@@ -197,8 +197,44 @@ class PxedChannel(HTTPChannel):
             self._request_begun = True
         super().dataReceived(data)
 
+    # -- requests the parser refuses: answered in JSON, never just closed --
+
+    # Lines of the current request's head so far, and their bytes.
+    _head_lines = 0
+    _head_bytes = 0
+
+    def lineReceived(self, line: bytes) -> None:
+        self._head_lines += 1
+        self._head_bytes += len(line)
+        # Checked here, as HTTPChannel would (its answer is a bare 400).
+        if self._head_bytes > self.totalHeadersSize:
+            self._refuse(
+                431, f"request line and headers are limited to {self.totalHeadersSize} bytes"
+            )
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver closes the connection without a word.
+        if self._head_lines == 0:
+            self._refuse(414, f"the request line is limited to {self.MAX_LENGTH} bytes")
+        else:
+            self._refuse(431, f"a header line is limited to {self.MAX_LENGTH} bytes")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # HTTPChannel's one answer to a request it cannot parse (a NUL in
+        # the request line, a malformed header): a bare 400, made JSON.
+        self._refuse(400, "malformed request")
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.transport.write(_raw_response(status, message, []))
+        # Nothing more from this connection is parsed.
+        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
+        self.loseConnection()
+
     def allHeadersReceived(self) -> None:
         self._cancel_header_deadline()
+        self._head_lines = self._head_bytes = 0
         super().allHeadersReceived()
 
     def requestDone(self, request: Request) -> None:

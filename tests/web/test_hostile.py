@@ -183,7 +183,6 @@ async def test_non_utf8_header_values(server, logged):
         assert_json_4xx(r, logged)
 
 
-@pytest.mark.xfail(strict=True, reason="the HTTP channel's own answers come next")
 @pytest_twisted.ensureDeferred
 async def test_requests_the_http_parser_refuses(server, logged):
     """Refused before any route: still an answer, in JSON."""
