@@ -104,6 +104,10 @@ class Config:
     migrate: bool = True
     session_hours: Annotated[float, Positive] = 8.0
     machine_token_hours: Annotated[float, Positive] = 4.0
+    # A deleted user's images, setups, boot work and builds: handed to an
+    # admin (the one deleting him, else the oldest), or removed with him.
+    # Either way his queued work never boots.
+    on_user_delete: Literal["admin", "remove"] = "admin"
     # Seconds a database write waits for a lock held elsewhere (SQLite's
     # busy_timeout, PostgreSQL's lock_timeout) before answering 503.
     db_busy_timeout: Annotated[float, Positive] = 1.0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pxed.db import events
+from pxed.db import events, users
 from pxed.db.schema import build_logs, builds, utcnow
 from pxed.errors import Conflict, NotFound
 
@@ -44,8 +44,15 @@ class Build:
         return self.state in FINISHED
 
 
+# A build's columns, its owner by name (stored by id).
+_COLUMNS = (
+    *(c for c in builds.c if c.name != "owner_id"),
+    users.owner_name(builds.c.owner_id).label("owner"),
+)
+
+
 def thd_get(conn: sa.Connection, build_id: int) -> Build | None:
-    row = conn.execute(sa.select(builds).where(builds.c.id == build_id)).first()
+    row = conn.execute(sa.select(*_COLUMNS).where(builds.c.id == build_id)).first()
     return None if row is None else Build(**row._mapping)
 
 
@@ -68,7 +75,7 @@ def thd_create(
     build_id = conn.execute(
         builds.insert().values(
             image_uuid=image_uuid,
-            owner=owner,
+            owner_id=users.thd_id(conn, owner),
             state=QUEUED,
             format=fmt,
             dockerfile=dockerfile,
@@ -82,7 +89,7 @@ def thd_create(
 
 def thd_list_for_image(conn: sa.Connection, image_uuid: str) -> list[Build]:
     rows = conn.execute(
-        sa.select(builds).where(builds.c.image_uuid == image_uuid).order_by(builds.c.id)
+        sa.select(*_COLUMNS).where(builds.c.image_uuid == image_uuid).order_by(builds.c.id)
     )
     return [Build(**r._mapping) for r in rows]
 

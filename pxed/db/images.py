@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pxed.db import events
+from pxed.db import events, users
 from pxed.db.schema import (
     boot_setup_images,
     boot_setups,
@@ -76,8 +76,15 @@ def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
+# An image's columns, its owner by name (stored by id).
+_COLUMNS = (
+    *(c for c in images.c if c.name != "owner_id"),
+    users.owner_name(images.c.owner_id).label("owner"),
+)
+
+
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Image]:
-    rows = conn.execute(sa.select(images).where(where).order_by(images.c.created_at)).all()
+    rows = conn.execute(sa.select(*_COLUMNS).where(where).order_by(images.c.created_at)).all()
     if not rows:
         return []
     versions: dict[str, list[Version]] = {r.uuid: [] for r in rows}
@@ -113,7 +120,8 @@ def get_or_404(conn: sa.Connection, image_uuid: str) -> Image:
 
 
 def thd_list_by_owner(conn: sa.Connection, owner: str, name: str | None = None) -> list[Image]:
-    where = images.c.owner == owner
+    """The images of the user called *owner* now (none if there is none)."""
+    where = images.c.owner_id == users.id_of(conn, owner)
     if name is not None:
         where = sa.and_(where, images.c.name == name)
     return _load(conn, where)
@@ -133,12 +141,13 @@ class VersionFile:
 def thd_create(
     conn: sa.Connection, owner: str | None, fields: ImageFields, disk: VersionFile, actor: str
 ) -> Image:
-    """Record a new image (the one *disk* names) with *disk* as version 0."""
+    """Record a new image (the one *disk* names) with *disk* as version 0,
+    owned by the user called *owner* (404 if there is none) or the system."""
     conn.execute(
         images.insert().values(
             uuid=disk.image_uuid,
             name=fields.name,
-            owner=owner,
+            owner_id=None if owner is None else users.thd_id(conn, owner),
             type=fields.type or "base",
             disk_uuid=fields.disk_uuid or "",
             compression=fields.compression or "none",

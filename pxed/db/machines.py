@@ -123,7 +123,7 @@ def thd_create(
         images.insert().values(
             uuid=image_uuid,
             name=f"machine-{name}",
-            owner=None,
+            owner_id=None,
             type="machine",
             filesystem="ext4",
             size=MACHINE_IMAGE_SIZE,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from pxed.db import credentials, events, images, setups
+from pxed.db import credentials, events, images, setups, users
 from pxed.db import machines as machines_db
 from pxed.db.images import Image
 from pxed.db.schema import boot_setup_images, boot_setups, machine_logs, machines, utcnow
@@ -62,7 +62,11 @@ class LogLine:
 
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Work]:
-    rows = conn.execute(sa.select(boot_setups).where(where).order_by(boot_setups.c.id)).all()
+    columns = (
+        *(c for c in boot_setups.c if c.name != "owner_id"),
+        users.owner_name(boot_setups.c.owner_id).label("owner"),
+    )
+    rows = conn.execute(sa.select(*columns).where(where).order_by(boot_setups.c.id)).all()
     found: dict[int, list[WorkImage]] = {r.id: [] for r in rows}
     if rows:
         for i in conn.execute(
@@ -99,7 +103,7 @@ def thd_enqueue(
             machine_id=machine_id,
             setup_uuid=setup.uuid,
             setup_name=setup.name,
-            owner=owner,
+            owner_id=users.thd_id(conn, owner),
             update=update,
             state=QUEUED,
             created_at=utcnow(),
@@ -138,7 +142,7 @@ def thd_list(conn: sa.Connection, machine_id: int, owner: str | None = None) -> 
         boot_setups.c.machine_id == machine_id, boot_setups.c.state.in_((QUEUED, IN_PROGRESS))
     )
     if owner is not None:
-        where = sa.and_(where, boot_setups.c.owner == owner)
+        where = sa.and_(where, boot_setups.c.owner_id == users.id_of(conn, owner))
     return _load(conn, where)
 
 

@@ -42,13 +42,26 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _owner_fk() -> sa.ForeignKey:
+    """Ownership is by user id, never by name: a new user who takes a deleted
+    user's name gets nothing of his.  No ON DELETE action (SQLite's NO
+    ACTION: the delete fails while anything still names him): deleting a
+    user hands his things over or removes them first
+    (pxed.db.users.thd_delete).  Nullable
+    everywhere: SQLite cannot ADD a NOT NULL column with REFERENCES (and
+    rebuilding these tables would cascade into the rows referencing them);
+    only images have an owner-less kind (the system's), the code always
+    sets the others."""
+    return sa.ForeignKey("users.id")
+
+
 images = sa.Table(
     "images",
     metadata,
     sa.Column("uuid", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(255), nullable=False),
     # None for images that belong to the system, such as a machine's own image.
-    sa.Column("owner", sa.String(64), nullable=True, index=True),
+    sa.Column("owner_id", sa.Integer, _owner_fk(), nullable=True, index=True),
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("disk_uuid", sa.String(64), nullable=False, server_default=""),
     sa.Column("compression", sa.String(16), nullable=False, server_default="none"),
@@ -113,7 +126,8 @@ events = sa.Table(
 users = sa.Table(
     "users",
     metadata,
-    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.String(255), nullable=False, server_default=""),
     sa.Column("email", sa.String(255), nullable=False, server_default=""),
     sa.Column("role", sa.String(16), nullable=False),
@@ -218,7 +232,7 @@ image_setups = sa.Table(
     metadata,
     sa.Column("uuid", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("owner", sa.String(64), nullable=False, index=True),
+    sa.Column("owner_id", sa.Integer, _owner_fk(), nullable=True, index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -272,7 +286,7 @@ boot_setups = sa.Table(
         nullable=True,
     ),
     sa.Column("setup_name", sa.String(255), nullable=False),
-    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("owner_id", sa.Integer, _owner_fk(), nullable=True, index=True),
     sa.Column("update", sa.Boolean, nullable=False),
     # queued -> in-progress -> done | failed; queued -> cancelled
     sa.Column("state", sa.String(16), nullable=False),
@@ -323,7 +337,7 @@ builds = sa.Table(
         nullable=False,
         index=True,
     ),
-    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("owner_id", sa.Integer, _owner_fk(), nullable=True, index=True),
     # queued -> running -> succeeded | failed; queued | running -> cancelled
     sa.Column("state", sa.String(16), nullable=False, index=True),
     # disk, tar or initramfs

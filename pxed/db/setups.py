@@ -10,8 +10,9 @@ import sqlalchemy as sa
 
 from pxed.db import events
 from pxed.db import images as images_db
+from pxed.db import users as users_db
 from pxed.db.images import Image, new_uuid
-from pxed.db.schema import image_setups, image_versions, images, setup_images, users, utcnow
+from pxed.db.schema import image_setups, image_versions, images, setup_images, utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 
 
@@ -39,9 +40,11 @@ class Setup:
 
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Setup]:
-    rows = conn.execute(
-        sa.select(image_setups).where(where).order_by(image_setups.c.created_at)
-    ).all()
+    columns = (
+        *(c for c in image_setups.c if c.name != "owner_id"),
+        users_db.owner_name(image_setups.c.owner_id).label("owner"),
+    )
+    rows = conn.execute(sa.select(*columns).where(where).order_by(image_setups.c.created_at)).all()
     entries: dict[str, list[Entry]] = {r.uuid: [] for r in rows}
     if rows:
         for e in conn.execute(
@@ -67,7 +70,7 @@ def get_owned(conn: sa.Connection, owner: str, setup_uuid: str) -> Setup:
 
 
 def thd_list(conn: sa.Connection, owner: str, name: str | None = None) -> list[Setup]:
-    where = image_setups.c.owner == owner
+    where = image_setups.c.owner_id == users_db.id_of(conn, owner)
     if name is not None:
         where = sa.and_(where, image_setups.c.name == name)
     return _load(conn, where)
@@ -76,7 +79,9 @@ def thd_list(conn: sa.Connection, owner: str, name: str | None = None) -> list[S
 def _check_entry(conn: sa.Connection, owner: str, staff: bool, entry: Entry) -> None:
     """Only existing versions of images the setup's owner may use."""
     image = conn.execute(
-        sa.select(images.c.owner, images.c.type).where(images.c.uuid == entry.image_uuid)
+        sa.select(users_db.owner_name(images.c.owner_id).label("owner"), images.c.type).where(
+            images.c.uuid == entry.image_uuid
+        )
     ).first()
     if image is None:
         raise BadRequest(f"UUID: no image {entry.image_uuid}")
@@ -120,12 +125,13 @@ def thd_create(
     staff: bool,
     actor: str,
 ) -> Setup:
-    if conn.execute(sa.select(users.c.username).where(users.c.username == owner)).first() is None:
-        # Staff may create setups for others, but only for users that exist.
-        raise NotFound(f"no user {owner!r}")
+    # Staff may create setups for others, but only for users that exist.
+    owner_id = users_db.thd_id(conn, owner)
     setup_uuid = new_uuid()
     conn.execute(
-        image_setups.insert().values(uuid=setup_uuid, name=name, owner=owner, created_at=utcnow())
+        image_setups.insert().values(
+            uuid=setup_uuid, name=name, owner_id=owner_id, created_at=utcnow()
+        )
     )
     _replace_entries(conn, setup_uuid, owner, staff, entries)
     events.thd_record(conn, actor, "setup.create", "setup", setup_uuid, f"name={name}")

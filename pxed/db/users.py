@@ -15,7 +15,19 @@ from twisted.python.failure import Failure
 
 from pxed import secret
 from pxed.db import events
-from pxed.db.schema import api_tokens, sessions, users, utcnow
+from pxed.db.schema import (
+    api_tokens,
+    boot_setup_images,
+    boot_setups,
+    builds,
+    image_setups,
+    images,
+    machine_credentials,
+    machines,
+    sessions,
+    users,
+    utcnow,
+)
 from pxed.errors import BadRequest, Conflict, NotFound
 
 if TYPE_CHECKING:
@@ -31,6 +43,9 @@ RESERVED = frozenset({"me", "logout", "login"})
 
 @dataclass(frozen=True)
 class User:
+    # What everything the user owns refers to: a later user who takes the
+    # name of a deleted one is someone else.
+    id: int
     username: str
     name: str
     email: str
@@ -101,6 +116,25 @@ def thd_list(conn: sa.Connection) -> list[User]:
     return [_user(r) for r in conn.execute(sa.select(users).order_by(users.c.username))]
 
 
+def id_of(conn: sa.Connection, username: str) -> int | None:
+    """The id of the user called *username* now (names are resolved to ids
+    where requests come in), None if there is none."""
+    return conn.execute(sa.select(users.c.id).where(users.c.username == username)).scalar()
+
+
+def thd_id(conn: sa.Connection, username: str) -> int:
+    """id_of, or 404."""
+    found = id_of(conn, username)
+    if found is None:
+        raise NotFound(f"no user {username!r}")
+    return found
+
+
+def owner_name(owner_id: sa.ColumnElement[int]) -> sa.ScalarSelect[str]:
+    """The owner's username beside a row that refers to him by id."""
+    return sa.select(users.c.username).where(users.c.id == owner_id).scalar_subquery()
+
+
 def thd_count_admins(conn: sa.Connection) -> int:
     return conn.execute(
         sa.select(sa.func.count()).select_from(users).where(users.c.role == "admin")
@@ -161,14 +195,102 @@ def thd_link_github(conn: sa.Connection, username: str, github_id: int) -> None:
     conn.execute(users.update().where(users.c.username == username).values(github_id=github_id))
 
 
-def thd_delete(conn: sa.Connection, username: str, actor: str) -> None:
+# What becomes of a deleted user's images, setups, boot work and builds
+# (the on_user_delete setting): handed to an admin, or removed with him.
+ON_USER_DELETE = ("admin", "remove")
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A deleted user: the images removed with him (their files go once this
+    has committed) and the admin his things went to ("admin" policy)."""
+
+    removed_images: tuple[str, ...] = ()
+    heir: str | None = None
+
+
+def thd_delete(conn: sa.Connection, username: str, actor: str, on_delete: str = "admin") -> Deleted:
+    """Delete the user, in one transaction with what he owned: his queued
+    and running work ends (never boots, credentials revoked), then his
+    images, setups, work and builds go to an admin or are removed."""
     user = thd_get(conn, username)
     if user is None:
         raise NotFound(f"no user {username!r}")
     if user.is_admin and thd_count_admins(conn) <= 1:
         raise Conflict("the last admin cannot be removed")
-    conn.execute(users.delete().where(users.c.username == username))
-    events.thd_record(conn, actor, "user.delete", "user", username)
+    if on_delete not in ON_USER_DELETE:
+        raise ValueError(f"on_user_delete: {on_delete!r}")
+    owned = tuple(t.c.owner_id == user.id for t in (images, image_setups, boot_setups, builds))
+    # What his images are to others: a machine's own image stays; queued or
+    # running work that would use them ends with them.
+    his_images = sa.select(images.c.uuid).where(owned[0])
+    if on_delete == "remove":
+        used = conn.execute(
+            sa.select(machines.c.name).where(machines.c.image_uuid.in_(his_images)).limit(1)
+        ).scalar()
+        if used is not None:
+            raise Conflict(f"machine {used!r} boots an image of {username!r}; delete it first")
+        holding = sa.select(boot_setup_images.c.boot_setup_id).where(
+            boot_setup_images.c.image_uuid.in_(his_images)
+        )
+        live = sa.or_(owned[2], boot_setups.c.id.in_(holding))
+    else:
+        live = owned[2]
+    message = f"its owner {username!r} was deleted by {actor}"
+    ended = []
+    for state, to in (("queued", "cancelled"), ("in-progress", "failed")):
+        where = sa.and_(live, boot_setups.c.state == state)
+        ids = list(conn.execute(sa.select(boot_setups.c.id).where(where)).scalars())
+        if ids:
+            conn.execute(
+                boot_setups.update()
+                .where(boot_setups.c.id.in_(ids))
+                .values(state=to, finished_at=utcnow(), message=message)
+            )
+            ended += ids
+    if ended:
+        conn.execute(
+            machine_credentials.update()
+            .where(
+                machine_credentials.c.work_id.in_(ended),
+                machine_credentials.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+    removed: tuple[str, ...] = ()
+    heir = None
+    if on_delete == "remove":
+        removed = tuple(conn.execute(his_images).scalars())
+        for table, where in zip(
+            (builds, boot_setups, image_setups, images), owned[::-1], strict=True
+        ):
+            conn.execute(table.delete().where(where))
+    else:
+        heir = _heir(conn, user, actor)
+        for table, where in zip((images, image_setups, boot_setups, builds), owned, strict=True):
+            conn.execute(table.update().where(where).values(owner_id=heir.id))
+    conn.execute(users.delete().where(users.c.id == user.id))
+    detail = f"work ended={len(ended)}"
+    detail += (
+        f" images removed={len(removed)}" if heir is None else f" owned now by {heir.username}"
+    )
+    events.thd_record(conn, actor, "user.delete", "user", username, detail)
+    return Deleted(removed, None if heir is None else heir.username)
+
+
+def _heir(conn: sa.Connection, user: User, actor: str) -> User:
+    """The admin who deletes the user, else the oldest admin."""
+    by = thd_get(conn, actor)
+    if by is not None and by.is_admin and by.id != user.id:
+        return by
+    row = conn.execute(
+        sa.select(users)
+        .where(users.c.role == "admin", users.c.id != user.id)
+        .order_by(users.c.id)
+        .limit(1)
+    ).first()
+    assert row is not None  # the last admin is never deleted
+    return _user(row)
 
 
 # -- API tokens ---------------------------------------------------------------
@@ -256,7 +378,7 @@ def thd_token_use(conn: sa.Connection, token: str) -> TokenUse | None:
     hashed = secret.digest(token)
     row = conn.execute(
         sa.select(
-            api_tokens.c.id,
+            api_tokens.c.id.label("token_id"),
             api_tokens.c.token_hash,
             api_tokens.c.expires_at,
             api_tokens.c.last_used_at,
@@ -270,7 +392,7 @@ def thd_token_use(conn: sa.Connection, token: str) -> TokenUse | None:
     if row.expires_at is not None and row.expires_at <= utcnow():
         return None
     user = User(**{f: getattr(row, f) for f in User.__dataclass_fields__})
-    return TokenUse(user, row.id, row.last_used_at)
+    return TokenUse(user, row.token_id, row.last_used_at)
 
 
 def thd_user_for_token(conn: sa.Connection, token: str) -> User | None:

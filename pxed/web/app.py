@@ -86,7 +86,7 @@ class PxedApp:
             github = GitHubClient(config.github, reactor, HTTPClient(Agent(reactor)))
         self.resources = (
             HealthResource(db),
-            UsersResource(db, sessions),
+            UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
             BootResource(db, config, origin),

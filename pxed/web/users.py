@@ -10,6 +10,7 @@ from pxed.db import events, users
 from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
+from pxed.imagestore import ImageStore
 from pxed.web import render
 from pxed.web.auth import Sessions, actor, identity
 from pxed.web.auth import user as caller
@@ -39,9 +40,17 @@ def _bearer(request: IRequest) -> str | None:
 
 
 class UsersResource:
-    def __init__(self, db: DBPool, sessions: Sessions) -> None:
+    def __init__(
+        self,
+        db: DBPool,
+        sessions: Sessions,
+        store: ImageStore | None = None,
+        on_user_delete: str = "admin",
+    ) -> None:
         self._db = db
         self._sessions = sessions
+        self._store = store
+        self._on_user_delete = on_user_delete
 
     @route("/user", ["POST"], access="admin")
     async def create_user(self, request: IRequest) -> dict | str:
@@ -99,7 +108,12 @@ class UsersResource:
     @route("/user/<name>", ["DELETE"], access="self-or-staff")
     async def delete_user(self, request: IRequest, name: str) -> str:
         await self._target(request, name)
-        await self._db.run(users.thd_delete, name, actor(request))
+        deleted = await self._db.run(users.thd_delete, name, actor(request), self._on_user_delete)
+        # The removed images' files, once their rows are gone (what a crash
+        # here leaves, the next start's sweep removes).
+        if self._store is not None:
+            for image_uuid in deleted.removed_images:
+                await self._store.remove_image(image_uuid)
         return "Successfully deleted user"
 
     # -- API tokens ---------------------------------------------------------
