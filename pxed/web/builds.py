@@ -12,7 +12,7 @@ from pxed.db.builds import Build
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound, PayloadTooLarge
 from pxed.web.auth import actor
-from pxed.web.body import BoundedBody
+from pxed.web.body import BoundedBody, query_arg
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.origin import Origin
 from pxed.web.receive import receive
@@ -81,8 +81,7 @@ class BuildsResource:
         image = await self._access.readable(request, uuid)
         body = request.content
         context = None
-        fmt_arg = request.args.get(b"format")
-        fmt = fmt_arg[0].decode() if fmt_arg else None
+        fmt = query_arg(request, "format")
         if isinstance(body, UploadBody):
             if body.error:
                 raise BadRequest(body.error)

@@ -9,7 +9,7 @@ from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
 from pxed.web import render
 from pxed.web.auth import actor, user
-from pxed.web.body import Fields, read_json
+from pxed.web.body import Fields, query_arg, read_json
 from pxed.web.router import route
 
 
@@ -74,8 +74,10 @@ class SetupsResource:
     @route("/user/<name>/image_setup", ["GET"], access="self-or-staff")
     async def setups_by_name(self, request: IRequest, name: str) -> list:
         """The original's GetImageSetupsByName: ?Name=… (all when absent)."""
-        wanted = request.args.get(b"Name") or request.args.get(b"name")
-        found = await self._db.run(setups.thd_list, name, wanted[0].decode() if wanted else None)
+        wanted = query_arg(request, "Name")
+        if wanted is None:
+            wanted = query_arg(request, "name")
+        found = await self._db.run(setups.thd_list, name, wanted)
         return [render.setup(s) for s in found]
 
     @route("/user/<name>/image_setup/<setup_uuid>", ["GET"], access="self-or-staff")
@@ -123,8 +125,10 @@ class SetupsResource:
 
     @route("/user/<name>/image_setup/<setup_uuid>/images", ["DELETE"], access="self-or-staff")
     async def remove_setup_image(self, request: IRequest, name: str, setup_uuid: str) -> dict:
-        query = request.args.get(b"UUID") or request.args.get(b"uuid")
-        image_uuid = query[0].decode() if query else entry(read_json(request))[0]
+        query = query_arg(request, "UUID")
+        if query is None:
+            query = query_arg(request, "uuid")
+        image_uuid = query if query is not None else entry(read_json(request))[0]
         setup = await self._db.run(
             setups.thd_remove_entry, name, setup_uuid, image_uuid, actor(request)
         )

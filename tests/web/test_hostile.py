@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import threads
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.helpers import MAC, Response
+from tests.helpers import MAC, Response, new_image
 
 BIG = 2**63
 
@@ -148,10 +148,14 @@ async def test_hostile_query_parameters(server, logged):
     ):
         r = await server.admin.get("/events?" + query)
         assert_json_4xx(r, logged, 400)
-    for path in ("/setups?Name=%ff", "/setups?UUID=%ff"):
-        r = await server.admin.get(path)
-        assert r.code < 500 and b"Traceback" not in r.body, (path, r.code, r.body)
-        assert not any("Traceback" in line for line in logged)
+    image = await new_image(server.admin)
+    for method, path in (
+        ("GET", "/user/admin/image_setup?Name=%ff"),
+        ("DELETE", "/user/admin/image_setup/x/images?UUID=%ff"),
+        ("POST", f"/image/{image}/docker?format=%ff"),
+    ):
+        r = await server.admin.request(method, path)
+        assert_json_4xx(r, logged, 400)
 
 
 # -- headers -----------------------------------------------------------------------
