@@ -96,7 +96,7 @@ class Int64Converter(IntegerConverter):
 
 
 class TextPaths(Resource):
-    """In front of the Klein app: a path or Host that is not UTF-8 (``%ff``)
+    """In front of the Klein app: a path that is not UTF-8 (``%ff``)
     has its undecodable bytes replaced (U+FFFD) instead of getting Klein's
     plain-text 400 and a logged traceback, so it is routed like any other
     path: JSON 404 for a resource that does not exist, the boot routes'
@@ -111,14 +111,24 @@ class TextPaths(Resource):
     def render(self, request: IRequest) -> Any:
         request.prepath = [_as_text(s) for s in request.prepath]
         request.postpath = [_as_text(s) for s in request.postpath]
+        # A Host that is no host name (werkzeug would fail binding the
+        # routes to it): as if none was sent, the address connected to.
         hosts = request.requestHeaders.getRawHeaders(b"host")
-        if hosts:
-            request.requestHeaders.setRawHeaders(b"host", [_as_text(h) for h in hosts])
+        if hosts and not _host_name(hosts[0]):
+            request.requestHeaders.removeHeader(b"host")
         return self._inner.render(request)
 
 
 def _as_text(raw: bytes) -> bytes:
     return raw.decode("utf-8", "replace").encode("utf-8")
+
+
+def _host_name(raw: bytes) -> bool:
+    try:
+        raw.decode("ascii").partition(":")[0].encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def mount(app: Klein, resource: object, authorise: Authorise) -> None:

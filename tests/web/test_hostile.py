@@ -66,9 +66,9 @@ async def send_raw(url: str, raw: bytes) -> Response:
     return Response(status, headers, body)
 
 
-def _get(path: bytes, headers: bytes = b"") -> bytes:
+def _get(path: bytes, headers: bytes = b"", host: bytes = b"x") -> bytes:
     # HTTP/1.0: the answer comes whole, not chunked.
-    return b"GET " + path + b" HTTP/1.0\r\nHost: x\r\n" + headers + b"\r\n"
+    return b"GET " + path + b" HTTP/1.0\r\nHost: " + host + b"\r\n" + headers + b"\r\n"
 
 
 def assert_json_4xx(r: Response, logged: list[str], status: int | None = None) -> dict:
@@ -217,6 +217,17 @@ async def test_undecodable_paths(server, logged):
     assert_json_4xx(r, logged, 404)
     r = await server.anonymous.raw(b"GET", b"/ipxe/%ff")
     assert r.code == 200 and r.body.startswith(b"#!ipxe") and b"exit" in r.body, r
+
+
+@pytest_twisted.ensureDeferred
+async def test_hosts_that_are_no_host_names(server, logged):
+    for host in (b"\xff\xfe", b"a" * 100 + b".example", b"\xc3\xa9.example"):
+        r = await send_raw(server.url, _get(b"/user/me", host=host))
+        assert_json_4xx(r, logged, 401)
+        r = await send_raw(server.url, _get(b"/ipxe", host=host))
+        assert r.code == 200 and r.body.startswith(b"#!ipxe"), r
+        assert host not in r.body
+    assert not any("Traceback" in line for line in logged)
 
 
 @pytest_twisted.ensureDeferred
