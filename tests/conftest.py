@@ -9,12 +9,13 @@ Markers (registered in pyproject.toml; --strict-markers rejects others):
   docker  needs a Docker engine: set on every test that uses the
           docker_host or base_image fixture (tests/docker_fixtures.py);
   e2e     boots QEMU VMs from a pxed: set on everything under tests/e2e;
-  slow    starts subprocesses such as twistd, pxed-admin or ruff.
+  slow    starts subprocesses such as twistd, pxed-admin or ruff, or
+          fuzzes every route (tests/web/test_fuzz.py).
 
 The inner loop, under a minute on two cores:
+    python -m pytest -m "not e2e and not docker and not slow"
+with the subprocesses and the fuzzer (about 90 s):
     python -m pytest -m "not e2e and not docker"
-quicker still while editing one area, leave out the subprocesses too:
-    python -m pytest -m "not e2e and not docker and not slow" tests/web
 before pushing, the rest (several minutes: they start dockerd and QEMU):
     python -m pytest -m "docker or e2e"
 """
