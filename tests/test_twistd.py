@@ -19,6 +19,20 @@ pytestmark = pytest.mark.slow
 TWISTD = [str(Path(sys.executable).with_name("twistd"))]
 
 
+def pxed_command(port: int, data_dir: Path) -> list[str]:
+    """twistd running pxed in the foreground on a loopback port."""
+    return [
+        *TWISTD,
+        "--pidfile=",
+        "-n",
+        "pxed",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,16 +55,7 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> bytes:
 def test_twistd_finds_the_plugin_and_serves(tmp_path: Path):
     port = free_port()
     proc = subprocess.Popen(
-        [
-            *TWISTD,
-            "--pidfile=",
-            "-n",
-            "pxed",
-            "--port",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--data-dir",
-            str(tmp_path / "var"),
-        ],
+        pxed_command(port, tmp_path / "var"),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -150,16 +155,7 @@ def test_a_port_in_use_stops_startup_naming_it(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [
-                *TWISTD,
-                "--pidfile=",
-                "-n",
-                "pxed",
-                "--port",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--data-dir",
-                str(tmp_path / "var"),
-            ],
+            pxed_command(port, tmp_path / "var"),
             cwd=tmp_path,
             capture_output=True,
             text=True,
