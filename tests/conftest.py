@@ -3,7 +3,9 @@ with a fresh SQLite file and data dir per test (``server``, ``client``,
 ``start_server``).  What tests import -- the HTTP client, MAC, MIB,
 add_machine, new_image, upload, enqueue, machine_token, machine_client,
 require_tool -- is in tests/helpers.py; the Docker fixtures are the plugin
-tests/docker_fixtures.py, loaded below.
+tests/docker_fixtures.py, a throw-away PostgreSQL (``database_url``, over
+SQLite and PostgreSQL) the plugin tests/postgres_fixtures.py, both loaded
+below.
 
 Markers (registered in pyproject.toml; --strict-markers rejects others):
   docker  needs a Docker engine: set on every test that uses the
@@ -39,7 +41,7 @@ from pxed.db import migrate
 from pxed.db.pool import make_engine
 from tests.helpers import Client, Server
 
-pytest_plugins = ["tests.docker_fixtures"]
+pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures"]
 
 
 @pytest.fixture(scope="session")

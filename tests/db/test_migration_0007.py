@@ -17,8 +17,8 @@ T0 = dt.datetime(2026, 1, 1)
 
 
 @pytest.fixture
-def engine(tmp_path):
-    e = make_engine(f"sqlite:///{tmp_path / 'm.sqlite'}")
+def engine(database_url):
+    e = make_engine(database_url)
     yield e
     e.dispose()
 

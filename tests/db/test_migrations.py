@@ -15,8 +15,8 @@ from pxed.db.schema import metadata
 
 
 @pytest.fixture
-def engine(tmp_path):
-    e = make_engine(f"sqlite:///{tmp_path / 'm.sqlite'}")
+def engine(database_url):
+    e = make_engine(database_url)
     yield e
     e.dispose()
 

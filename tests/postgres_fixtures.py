@@ -1,0 +1,188 @@
+"""A throw-away PostgreSQL for the tests: one cluster per run, initdb'd in a
+temporary directory and listening only on a unix socket there, and a fresh
+database per test.  A pytest plugin, loaded by ``pytest_plugins`` in
+tests/conftest.py.
+
+``database_url`` is parametrised over ``sqlite`` and ``postgresql``: a test
+that takes it runs once on each (``test_x[sqlite]``, ``test_x[postgresql]``).
+``postgres_url`` is a fresh PostgreSQL database alone.
+
+The server runs as an unprivileged user: PostgreSQL refuses to run as root,
+so under root (CI) initdb and pg_ctl run as ``postgres`` (the Debian package
+creates it; ``nobody`` otherwise) through runuser.  Authentication is
+``trust`` on the socket, which only that directory's permissions reach.
+Durability is off (fsync, synchronous_commit): the cluster is gone after
+the run anyway."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import missing
+
+INSTALL = "apt-get install postgresql"
+SUPERUSER = "postgres"
+
+
+def _bindir() -> Path | None:
+    """Where initdb and pg_ctl are: Debian keeps them out of PATH, in
+    /usr/lib/postgresql/<major>/bin (the newest major if several)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return versions[-1].parent if versions else None
+
+
+def _server_user() -> str | None:
+    """The user the server runs as when we are root, None when we are not."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    missing(f"no unprivileged user to run PostgreSQL as: {INSTALL}")
+    return None
+
+
+@dataclass
+class Cluster:
+    root: Path  # data/, the socket and the log
+    bindir: Path
+    user: str | None
+    _names = itertools.count(1)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{SUPERUSER}@/{database}?host={self.root}"
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        argv = [str(self.bindir / tool), *args]
+        if self.user is not None:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        return argv
+
+    def run(self, tool: str, *args: str) -> None:
+        result = subprocess.run(
+            self.command(tool, *args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(
+                f"{tool} failed ({result.returncode}):\n{result.stdout}{result.stderr}{log}"
+            )
+
+    def start(self) -> None:
+        self.run(
+            "initdb",
+            "--pgdata",
+            str(self.data),
+            "--username",
+            SUPERUSER,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C",
+            "--no-sync",
+        )
+        settings = {
+            "listen_addresses": "''",  # no TCP: the socket only
+            "unix_socket_directories": f"'{self.root}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
+        self.run("pg_ctl", "start", "--wait", "--pgdata", str(self.data), "--log", str(self.log))
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "stop", "--wait", "--pgdata", str(self.data), "--mode", "immediate")
+
+    def new_name(self) -> str:
+        return f"pxed_test_{next(self._names)}"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """The run's PostgreSQL cluster, started on first use, stopped at the end."""
+    bindir = _bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        missing(f"initdb not found: {INSTALL}")
+    user = _server_user()
+    # Short (a socket path has at most 107 bytes) and reachable by the
+    # server's user, which pytest's own 0700 tmp dirs are not.
+    root = Path(tempfile.mkdtemp(prefix="pxed-pg-"))
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    root.chmod(0o700)
+    cluster = Cluster(root, bindir, user)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        try:
+            if (cluster.data / "postmaster.pid").exists():
+                cluster.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(postgres_cluster: Cluster):
+    """An engine on the maintenance database, autocommit: CREATE/DROP
+    DATABASE cannot run inside a transaction."""
+    engine = sa.create_engine(postgres_cluster.url(), isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster, postgres_admin: sa.Engine):
+    """The URL of a new, empty database, dropped after the test (with any
+    connection the test left open)."""
+    name = postgres_cluster.new_name()
+    with postgres_admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield postgres_cluster.url(name)
+    with postgres_admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> str:
+    """An empty database: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pxed.sqlite'}"
+    return request.getfixturevalue("postgres_url")
