@@ -11,7 +11,8 @@ their own connections: under WAL a reader sees the last commit while another
 connection (ours or another process's) holds the write lock.  A read
 transaction is read-only on every backend (SQLite ``query_only``,
 PostgreSQL ``SET TRANSACTION READ ONLY``): a write on the read path fails
-instead of slipping past the writer.
+instead of slipping past the writer.  It is also one snapshot on every
+backend (SQLite's deferred BEGIN, PostgreSQL's REPEATABLE READ).
 
 A write that cannot get its lock within ``busy_timeout`` seconds fails with
 an OperationalError that ``is_busy`` recognises; the web layer answers it
@@ -231,7 +232,10 @@ class DBPool(Service):
     def _in_read_transaction(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self.read_engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                # One snapshot for the whole transaction, as SQLite's reads
+                # have; read committed would take a new one per statement.
+                # A read-only repeatable read never fails to serialise.
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             return thd(conn, *args, **kwargs)
 
     async def health(self, timeout: float) -> Literal["ok", "busy"]:

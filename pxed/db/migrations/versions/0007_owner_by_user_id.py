@@ -13,8 +13,13 @@ a user's queued work is cancelled and its credential revoked.
 
 users is rebuilt by hand: dropping it under SQLite's foreign keys would
 cascade into api_tokens and sessions, so their rows are kept aside and put
-back.  The other tables only get columns added and dropped (plain ALTER
-TABLE, no batch copy: they are referenced with ON DELETE CASCADE).
+back.  PostgreSQL names constraints schema-wide and will not drop a table
+that others reference: there the old table's constraints are renamed out of
+the way first, api_tokens' and sessions' foreign keys go with the old table
+(DROP ... CASCADE drops the constraints only) and are made again on the new
+one, and the new id's sequence gets the name a SERIAL users.id would have.
+The other tables only get columns added and dropped (plain ALTER TABLE, no
+batch copy: they are referenced with ON DELETE CASCADE).
 """
 
 import datetime as dt
@@ -37,6 +42,8 @@ OWNED = (
 
 
 USER_COLUMNS = ("username", "name", "email", "role", "github_id", "created_at")
+# Tables whose username references users.username (ON DELETE/UPDATE CASCADE).
+BY_USERNAME = ("api_tokens", "sessions")
 
 
 def _table(name: str, *columns: str) -> sa.TableClause:
@@ -45,8 +52,17 @@ def _table(name: str, *columns: str) -> sa.TableClause:
 
 def _rebuild_users(with_id: bool) -> None:
     conn = op.get_bind()
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        # The new table's constraints take these names (and their indexes'):
+        # PostgreSQL would refuse them while the old table holds them.
+        inspector = sa.inspect(conn)
+        taken = [inspector.get_pk_constraint("users")["name"]]
+        taken += [uq["name"] for uq in inspector.get_unique_constraints("users")]
+        for constraint in taken:
+            op.execute(f"ALTER TABLE users RENAME CONSTRAINT {constraint} TO {constraint}_old")
     kept = {}
-    for name in ("api_tokens", "sessions"):
+    for name in BY_USERNAME:
         table = sa.Table(name, sa.MetaData(), autoload_with=conn)
         kept[table] = [dict(r._mapping) for r in conn.execute(sa.select(table))]
     columns = [
@@ -77,8 +93,24 @@ def _rebuild_users(with_id: bool) -> None:
     )
     for table in kept:
         conn.execute(table.delete())
-    op.drop_table("users")
+    if postgres:
+        op.execute("DROP TABLE users CASCADE")
+    else:
+        op.drop_table("users")
     op.rename_table("_users_new", "users")
+    if postgres:
+        if with_id:
+            op.execute("ALTER SEQUENCE _users_new_id_seq RENAME TO users_id_seq")
+        for name in BY_USERNAME:
+            op.create_foreign_key(
+                f"fk_{name}_username_users",
+                name,
+                "users",
+                ["username"],
+                ["username"],
+                ondelete="CASCADE",
+                onupdate="CASCADE",
+            )
     for table, rows in kept.items():
         if rows:
             conn.execute(table.insert(), rows)
