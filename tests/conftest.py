@@ -85,16 +85,35 @@ def data_root(tmp_path: Path):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def database(request) -> str:
+    """The database ``start_server`` gives a server: ``sqlite`` (a file in
+    its data dir) unless the test is marked ``both_databases``
+    (tests/helpers.py)."""
+    return getattr(request, "param", "sqlite")
+
+
 @pytest_twisted.async_yield_fixture
-async def start_server(tmp_path: Path, data_root: Path, migrated_database: Path):
+async def start_server(
+    request, tmp_path: Path, data_root: Path, migrated_database: Path, database: str
+):
     """A factory: ``await start_server(boot_policy="always", …)`` starts pxed
     with those settings (and *config_text*, TOML, beneath them) in a fresh
-    data dir; all are stopped afterwards."""
+    data dir; all are stopped afterwards.  On PostgreSQL (the ``database``
+    fixture) each server gets a fresh database, a copy of the migrated
+    template, dropped afterwards; ``database=`` among the settings wins."""
     running: list[service.Pxed] = []
+    databases: list[str] = []
+    if database == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+        template = request.getfixturevalue("postgres_template")
 
     async def start(config_text: str | None = None, **settings: Any) -> Server:
         data_dir = data_root / f"data{len(running)}"
         settings.setdefault("data_dir", str(data_dir))
+        if database == "postgresql" and "database" not in settings:
+            databases.append(cluster.create_database(template))
+            settings["database"] = cluster.url(databases[-1])
         settings.setdefault("port", "tcp:0:interface=127.0.0.1")
         config_file = None
         if config_text is not None:
@@ -120,6 +139,8 @@ async def start_server(tmp_path: Path, data_root: Path, migrated_database: Path)
     for px in reversed(running):
         if px.service.running:
             await px.service.stopService()
+    for name in databases:
+        cluster.drop_database(name)
 
 
 @pytest_twisted.async_yield_fixture

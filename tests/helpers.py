@@ -31,6 +31,12 @@ MIB = 1024 * 1024
 OCTETS = {"Content-Type": "application/octet-stream"}
 
 
+# On a test (or in a module's pytestmark): the servers it starts (the
+# ``database`` fixture that ``start_server`` reads) run on each database in
+# turn, test_x[sqlite] and test_x[postgresql] (tests/postgres_fixtures.py).
+both_databases = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
 def missing(message: str) -> None:
     """A prerequisite of the test is not on this machine: in CI the test
     fails, elsewhere it is skipped with *message*."""

@@ -5,7 +5,9 @@ tests/conftest.py.
 
 ``database_url`` is parametrised over ``sqlite`` and ``postgresql``: a test
 that takes it runs once on each (``test_x[sqlite]``, ``test_x[postgresql]``).
-``postgres_url`` is a fresh PostgreSQL database alone.
+``postgres_url`` is a fresh PostgreSQL database alone.  ``start_server``
+(tests/conftest.py) gives a server a copy of ``postgres_template`` when
+the test's ``database`` is ``postgresql`` (see ``both_databases``).
 
 The server runs as an unprivileged user: PostgreSQL refuses to run as root,
 so under root (CI) initdb and pg_ctl run as ``postgres`` (the Debian package
@@ -16,6 +18,7 @@ the run anyway."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import pwd
@@ -28,6 +31,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from pxed.db import migrate
+from pxed.db.pool import make_engine
 from tests.helpers import missing
 
 INSTALL = "apt-get install postgresql"
@@ -129,8 +134,24 @@ class Cluster:
     def stop(self) -> None:
         self.run("pg_ctl", "stop", "--wait", "--pgdata", str(self.data), "--mode", "immediate")
 
-    def new_name(self) -> str:
-        return f"pxed_test_{next(self._names)}"
+    def create_database(self, template: str | None = None) -> str:
+        """A new database (a copy of *template*, if given): its name."""
+        name = f"pxed_test_{next(self._names)}"
+        copy = f' TEMPLATE "{template}"' if template else ""
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop *name*, with any connection still open to it."""
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    @functools.cached_property
+    def admin(self) -> sa.Engine:
+        """An engine on the maintenance database, autocommit: CREATE and
+        DROP DATABASE cannot run inside a transaction."""
+        return sa.create_engine(self.url(), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +173,7 @@ def postgres_cluster():
         cluster.start()
         yield cluster
     finally:
+        cluster.admin.dispose()
         try:
             if (cluster.data / "postmaster.pid").exists():
                 cluster.stop()
@@ -160,24 +182,27 @@ def postgres_cluster():
 
 
 @pytest.fixture(scope="session")
-def postgres_admin(postgres_cluster: Cluster):
-    """An engine on the maintenance database, autocommit: CREATE/DROP
-    DATABASE cannot run inside a transaction."""
-    engine = sa.create_engine(postgres_cluster.url(), isolation_level="AUTOCOMMIT")
-    yield engine
-    engine.dispose()
+def postgres_template(postgres_cluster: Cluster) -> str:
+    """A database brought to the current schema by pxed's migrations, once
+    per run, for servers to start from a copy of (as ``migrated_database``
+    is for SQLite).  Nothing stays connected to it: a template with
+    connections cannot be copied."""
+    name = postgres_cluster.create_database()
+    engine = make_engine(postgres_cluster.url(name))
+    try:
+        migrate.prepare(engine)
+    finally:
+        engine.dispose()
+    return name
 
 
 @pytest.fixture
-def postgres_url(postgres_cluster: Cluster, postgres_admin: sa.Engine):
+def postgres_url(postgres_cluster: Cluster):
     """The URL of a new, empty database, dropped after the test (with any
     connection the test left open)."""
-    name = postgres_cluster.new_name()
-    with postgres_admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    name = postgres_cluster.create_database()
     yield postgres_cluster.url(name)
-    with postgres_admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    postgres_cluster.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

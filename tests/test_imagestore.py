@@ -11,6 +11,7 @@ import sqlite3
 import threading
 
 import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import defer, threads
 
 from pxed import imagestore
@@ -18,7 +19,7 @@ from pxed.db import migrate
 from pxed.db.pool import make_engine
 from pxed.storage import Storage
 from tests.conftest import _sqlite_file
-from tests.helpers import MAC, MIB, OCTETS, add_machine, eventually, new_image
+from tests.helpers import MAC, MIB, OCTETS, add_machine, both_databases, eventually, new_image
 
 
 class HeldCommits:
@@ -42,6 +43,7 @@ async def _entered(held: HeldCommits) -> None:
     assert ok, "the upload never reached its commit"
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_boot_answers_while_an_upload_commits(start_server, monkeypatch):
     server = await start_server(boot_policy="always", base_url="http://pxed.test")
@@ -89,6 +91,7 @@ async def test_a_version_that_cannot_be_recorded_leaves_no_file(server, monkeypa
     assert list(storage.staging.iterdir()) == []
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_concurrent_uploads_get_distinct_versions(server):
     image = await new_image(server.admin)
@@ -108,12 +111,43 @@ async def test_concurrent_uploads_get_distinct_versions(server):
 
 def _rows(server) -> list[tuple[str, int, str, str]]:
     """(image, version, sha256, file) of every version, read from the
-    server's database file directly."""
-    db = sqlite3.connect(_sqlite_file(server.config))
+    server's database directly (a connection of our own)."""
+    engine = sa.create_engine(server.config.database_url, poolclass=sa.NullPool)
     try:
-        return db.execute("SELECT image_uuid, version, sha256, file FROM image_versions").fetchall()
+        with engine.connect() as conn:
+            query = "SELECT image_uuid, version, sha256, file FROM image_versions"
+            return [tuple(r) for r in conn.exec_driver_sql(query)]
     finally:
-        db.close()
+        engine.dispose()
+
+
+class WriteLock:
+    """Another process's writer, as far as the server can tell: a connection
+    of its own that takes, when asked, SQLite's write lock or on PostgreSQL
+    a lock on image_versions that keeps writes out, until released."""
+
+    def __init__(self, server) -> None:
+        self.sqlite = _sqlite_file(server.config)
+        if self.sqlite is not None:
+            self.conn = sqlite3.connect(
+                self.sqlite, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        else:
+            self.engine = sa.create_engine(server.config.database_url, poolclass=sa.NullPool)
+            self.conn = self.engine.connect()
+
+    def take(self) -> None:
+        if self.sqlite is not None:
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            self.conn.exec_driver_sql("LOCK TABLE image_versions IN EXCLUSIVE MODE")
+
+    def close(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.rollback()
+        self.conn.close()
+        if self.sqlite is None:
+            self.engine.dispose()
 
 
 def assert_no_orphans(server) -> None:
@@ -130,6 +164,7 @@ def assert_no_orphans(server) -> None:
     assert on_disk == named
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_a_replace_the_database_cannot_commit_keeps_the_old_version(server, monkeypatch):
     image = await new_image(server.admin)
@@ -137,20 +172,18 @@ async def test_a_replace_the_database_cannot_commit_keeps_the_old_version(server
     r = await server.admin.request("POST", f"/image/{image}", data=old, headers=OCTETS)
     assert r.code == 200, r.text
 
-    # Another process takes SQLite's write lock once the new bytes are on
-    # disk (the file step of a replacement, named place_beside now and
-    # replace before) and holds it while the row would be committed: the
-    # row cannot change, so the old bytes must stay.
+    # Another process takes the write lock once the new bytes are on disk
+    # (the file step of a replacement, named place_beside now and replace
+    # before) and holds it while the row would be committed: the row cannot
+    # change, so the old bytes must stay.
     store = server.pxed.store
-    locker = sqlite3.connect(
-        _sqlite_file(server.config), timeout=0, isolation_level=None, check_same_thread=False
-    )
+    locker = WriteLock(server)
     io_run = store._io.run
 
     def run(f, *args):
         d = io_run(f, *args)
         if getattr(f, "__name__", "") in ("place_beside", "replace"):
-            d.addCallback(lambda result: (locker.execute("BEGIN IMMEDIATE"), result)[1])
+            d.addCallback(lambda result: (locker.take(), result)[1])
         return d
 
     monkeypatch.setattr(store._io, "run", run)
@@ -162,8 +195,6 @@ async def test_a_replace_the_database_cannot_commit_keeps_the_old_version(server
             headers={**OCTETS, "X-BAAS-NewVersion": "false"},
         )
     finally:
-        if locker.in_transaction:
-            locker.execute("ROLLBACK")
         locker.close()
         monkeypatch.undo()
     assert not 200 <= r.code < 300, r.text
@@ -233,6 +264,7 @@ def test_sweep_leaves_everything_when_the_database_knows_no_image(tmp_path):
         engine.dispose()
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_a_version_frozen_while_its_replacement_is_put_in_place_stays(server, monkeypatch):
     image = await new_image(server.admin)

@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 from pxed.storage import Storage
 from pxed.web.staging import SLICE, StagedUpload
 from pxed.workers import IOPool, PoolStopped
-from tests.helpers import MIB, OCTETS, eventually, missing, new_image
+from tests.helpers import MIB, OCTETS, both_databases, eventually, missing, new_image
 
 
 def payload(size: int = 8 * MIB, seed: int = 1) -> bytes:
@@ -33,6 +33,7 @@ def staging(server) -> list[str]:
     return os.listdir(server.config.data_dir / "images" / ".staging")
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_raw_upload_then_download_byte_for_byte(server):
     image = await new_image(server.admin)
@@ -56,6 +57,7 @@ async def test_raw_upload_then_download_byte_for_byte(server):
     assert staging(server) == []
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_multipart_upload_as_in_the_seed(server):
     image = await new_image(server.admin)
@@ -147,6 +149,7 @@ async def test_digest_mismatch_is_400_and_stores_nothing(server):
     ]
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_replace_latest_with_baas_header(server):
     image = await new_image(server.admin)
@@ -215,6 +218,7 @@ class _Partial(Protocol):
         self.transport.write(self.head + self.body)
 
 
+@both_databases
 @pytest_twisted.ensureDeferred
 async def test_aborted_upload_leaves_no_version_and_no_file(server):
     image = await new_image(server.admin)
