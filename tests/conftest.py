@@ -14,7 +14,7 @@ Markers (registered in pyproject.toml; --strict-markers rejects others):
   slow    starts subprocesses such as twistd, pxed-admin or ruff, or
           fuzzes every route (tests/web/test_fuzz.py).
 
-The inner loop, under a minute on two cores:
+The inner loop, about a minute on two cores:
     python -m pytest -m "not e2e and not docker and not slow"
 with the subprocesses and the fuzzer (about 90 s):
     python -m pytest -m "not e2e and not docker"
