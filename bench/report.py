@@ -188,7 +188,7 @@ def markdown(r: dict) -> str:
             row("pxed `GET /image/{uuid}/1`", d["pxed"]),
             row("nginx, sendfile on, same file", d["nginx"]),
             "",
-            f"Ratio pxed / nginx: **{d['ratio']}** (target ≥ 0.8).",
+            f"Ratio pxed / nginx: **{d['ratio']}** (target ≥ {TARGETS['download_ratio'][1]}).",
         ]
     if "upload" in r:
         u = r["upload"]
@@ -201,7 +201,7 @@ def markdown(r: dict) -> str:
             row("pxed `POST /image/{uuid}` (raw body, curl)", u["pxed"]),
             row("`dd bs=1M conv=fdatasync`", u["dd"]),
             "",
-            f"Ratio pxed / dd: **{u['ratio']}** (target ≥ 0.6).",
+            f"Ratio pxed / dd: **{u['ratio']}** (target ≥ {TARGETS['upload_ratio'][1]}).",
         ]
     if "rss" in r:
         s = r["rss"]
