@@ -9,7 +9,7 @@ import sys
 import sqlalchemy as sa
 
 from pxed import config as pxed_config
-from pxed.db import migrate, users
+from pxed.db import migrate, tokens, users
 from pxed.db.pool import make_engine
 from pxed.errors import ApiError
 
@@ -57,7 +57,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
             users.thd_create(conn, args.username, fields, actor="pxed-admin")
             token = None
             if args.token:
-                _, token = users.thd_create_token(
+                _, token = tokens.thd_create_token(
                     conn, args.username, "pxed-admin", actor="pxed-admin"
                 )
     except ApiError as e:
@@ -74,7 +74,7 @@ def cmd_create_token(args: argparse.Namespace) -> int:
     engine = _engine_at_head(args)
     try:
         with engine.begin() as conn:
-            _, token = users.thd_create_token(conn, args.username, args.label, actor="pxed-admin")
+            _, token = tokens.thd_create_token(conn, args.username, args.label, actor="pxed-admin")
     except ApiError as e:
         print(f"pxed-admin: error: {e.message}", file=sys.stderr)
         return 1

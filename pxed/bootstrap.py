@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pxed.db import users
+from pxed.db import tokens, users
 
 TOKEN_FILE = "admin.token"
 
@@ -38,7 +38,7 @@ def thd_bootstrap(conn: sa.Connection) -> tuple[str, str] | None:
     users.thd_create(
         conn, username, users.UserFields(name="Administrator", role="admin"), actor="system"
     )
-    _, token = users.thd_create_token(conn, username, "bootstrap", actor="system")
+    _, token = tokens.thd_create_token(conn, username, "bootstrap", actor="system")
     return username, token
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr, secret
-from pxed.db import credentials, events, machines, users
+from pxed.db import credentials, events, machines, tokens
 from pxed.db.credentials import MachineCredential
 from pxed.db.pool import DBPool
 from pxed.db.users import User
@@ -149,14 +149,14 @@ class Authenticator:
                     await self._db.run(credentials.thd_refused, cred, address, bound, what)
                     raise Forbidden("this machine credential is bound to another client")
                 return Identity(machine=cred)
-            found = await users.user_for_token(self._db, token)
+            found = await tokens.user_for_token(self._db, token)
             if found is None:
                 raise Unauthorized("API token is invalid, expired or revoked")
             return Identity(user=found)
         session_id = request.getCookie(SESSION_COOKIE)
         if session_id:
             sid = session_id.decode("ascii", "replace")
-            found = await self._db.read(users.thd_user_for_session, sid)
+            found = await self._db.read(tokens.thd_user_for_session, sid)
             if found is None:
                 raise Unauthorized("session expired; sign in again")
             return Identity(user=found, session_id=sid)
@@ -189,13 +189,13 @@ class Sessions:
         self._lifetime = dt.timedelta(hours=hours)
 
     async def start(self, request: IRequest, user: User) -> None:
-        session_id = await self._db.run(users.thd_create_session, user.username, self._lifetime)
+        session_id = await self._db.run(tokens.thd_create_session, user.username, self._lifetime)
         self._cookie(request, session_id.encode(), int(self._lifetime.total_seconds()))
 
     async def end(self, request: IRequest) -> None:
         who = identity(request)
         if who.session_id is not None:
-            await self._db.run(users.thd_delete_session, who.session_id)
+            await self._db.run(tokens.thd_delete_session, who.session_id)
             await self._db.run(events.thd_record, who.actor, "user.logout", "user", who.actor)
         self._cookie(request, b"", 0)
 

@@ -10,7 +10,8 @@ from pxed.db.images import Image, Version
 from pxed.db.machines import Machine
 from pxed.db.queue import LogLine, Work
 from pxed.db.setups import Setup
-from pxed.db.users import Token, User
+from pxed.db.tokens import Token
+from pxed.db.users import User
 
 
 def iso(when: dt.datetime | None) -> str | None:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from twisted.web.iweb import IRequest
 
-from pxed.db import events, users
+from pxed.db import events, tokens, users
 from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
@@ -133,7 +133,7 @@ class UsersResource:
                 raise BadRequest(f"ExpiresInDays: between 1 and {MAX_TOKEN_DAYS}")
             expires = utcnow() + dt.timedelta(days=days)
         token, token_secret = await self._db.run(
-            users.thd_create_token, name, label, actor(request), expires, _bearer(request)
+            tokens.thd_create_token, name, label, actor(request), expires, _bearer(request)
         )
         request.setResponseCode(201)
         request.setHeader(b"cache-control", b"no-store")
@@ -143,11 +143,11 @@ class UsersResource:
     async def list_tokens(self, request: IRequest, name: str) -> list:
         if await self._db.run(users.thd_get, name) is None:
             raise NotFound(f"no user {name!r}")
-        return [render.token(t) for t in await self._db.run(users.thd_list_tokens, name)]
+        return [render.token(t) for t in await self._db.run(tokens.thd_list_tokens, name)]
 
     @route("/user/<name>/tokens/<int:token_id>", ["DELETE"], access="self-or-admin")
     async def delete_token(self, request: IRequest, name: str, token_id: int) -> str:
-        await self._db.run(users.thd_delete_token, name, token_id, actor(request))
+        await self._db.run(tokens.thd_delete_token, name, token_id, actor(request))
         return "Successfully deleted token"
 
     # -- sessions -----------------------------------------------------------

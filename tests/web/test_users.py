@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest_twisted
 
-from pxed.db import users
+from pxed.db import tokens
 from pxed.db.schema import sessions
 
 
@@ -143,7 +143,7 @@ async def test_expired_token_refused(server):
 @pytest_twisted.ensureDeferred
 async def test_session_cookie_works_until_it_expires_or_logs_out(server):
     await server.user("alice")
-    sid = await server.db.run(users.thd_create_session, "alice", dt.timedelta(hours=8))
+    sid = await server.db.run(tokens.thd_create_session, "alice", dt.timedelta(hours=8))
     browser = server.anonymous.with_headers(Cookie=f"session-name={sid}")
     assert (await browser.get("/user/me")).json()["Username"] == "alice"
 
@@ -157,7 +157,7 @@ async def test_session_cookie_works_until_it_expires_or_logs_out(server):
     assert r.code == 401
     assert "expired" in r.json()["error"]
 
-    sid = await server.db.run(users.thd_create_session, "alice", dt.timedelta(hours=8))
+    sid = await server.db.run(tokens.thd_create_session, "alice", dt.timedelta(hours=8))
     browser = server.anonymous.with_headers(Cookie=f"session-name={sid}")
     r = await browser.post("/user/logout")
     assert r.code == 200
@@ -170,7 +170,7 @@ async def test_session_cookie_works_until_it_expires_or_logs_out(server):
 async def test_credentials_are_stored_hashed(server):
     alice = await server.user("alice")
     token = (await alice.post("/user/alice/tokens", {"Name": "x"})).json()["Token"]
-    sid = await server.db.run(users.thd_create_session, "alice", dt.timedelta(hours=1))
+    sid = await server.db.run(tokens.thd_create_session, "alice", dt.timedelta(hours=1))
 
     def dump(conn):
         out = []
