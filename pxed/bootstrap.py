@@ -5,6 +5,7 @@ without GitHub."""
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,6 +13,8 @@ import sqlalchemy as sa
 from pxed.db import tokens, users
 
 TOKEN_FILE = "admin.token"
+# The key machine credentials are derived from (pxed.db.credentials).
+MACHINE_KEY_FILE = "machine.key"
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -53,3 +56,19 @@ def bootstrap_admin(engine: sa.Engine, data_dir: Path) -> tuple[str, Path] | Non
         # admin is left behind whose token nobody knows.
         write_secret(path, token + "\n")
     return username, path
+
+
+def machine_key(data_dir: Path) -> bytes:
+    """The server's key for machine credentials, ``<data-dir>/machine.key``
+    (mode 0600), made when missing or unreadable.  Tokens derived from a
+    lost key no longer match their hashes: the next boot answer mints new
+    ones."""
+    path = Path(data_dir) / MACHINE_KEY_FILE
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        key = b""
+    if len(key) < 32:
+        key = secrets.token_bytes(32)
+        write_secret(path, key.hex() + "\n")
+    return key

@@ -3,6 +3,8 @@ the web layer turns each into JSON ``{"error": message}`` with its status."""
 
 from __future__ import annotations
 
+import json
+
 
 class ApiError(Exception):
     status = 500
@@ -65,3 +67,8 @@ class InsufficientStorage(ApiError):
     """No room on the server's disk (the data dir or the database)."""
 
     status = 507
+
+
+def error_json(message: str) -> bytes:
+    """The body of every error answer: ``{"error": message}``."""
+    return json.dumps({"error": message}).encode() + b"\n"

@@ -13,6 +13,7 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from pxed.bootstrap import machine_key
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
@@ -89,7 +90,7 @@ class PxedApp:
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
-            BootResource(db, config, origin),
+            BootResource(db, config, origin, machine_key(config.data_dir)),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),

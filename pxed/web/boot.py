@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-from pathlib import Path
 
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr
-from pxed.bootstrap import write_secret
 from pxed.config import Config
 from pxed.db import credentials, events, machines, queue
 from pxed.db.pool import DBPool
@@ -18,37 +15,15 @@ from pxed.web.auth import actor
 from pxed.web.origin import Origin
 from pxed.web.router import route
 
-KEY_FILE = "machine.key"
-
 
 class BootResource:
-    def __init__(self, db: DBPool, config: Config, origin: Origin) -> None:
+    def __init__(self, db: DBPool, config: Config, origin: Origin, machine_key: bytes) -> None:
         self._db = db
         self._config = config
         self._origin = origin
         self._networks = bootconfig.networks(config.boot_networks)
-        self._key: bytes | None = None
-
-    def _machine_key(self) -> bytes:
-        """The server's key machine tokens are derived from:
-        ``<data_dir>/machine.key`` (mode 0600), made on first use."""
-        if self._key is None:
-            path = Path(self._config.data_dir) / KEY_FILE
-            try:
-                text = path.read_text().strip()
-            except FileNotFoundError:
-                text = ""
-            try:
-                key = bytes.fromhex(text)
-            except ValueError:
-                key = b""
-            if len(key) < 32:
-                # Tokens derived from a lost key no longer match their
-                # hashes: the next answer mints new ones.
-                key = secrets.token_bytes(32)
-                write_secret(path, key.hex() + "\n")
-            self._key = key
-        return self._key
+        # pxed.bootstrap.machine_key: read once, before any request.
+        self._key = machine_key
 
     async def _answer(
         self, request: IRequest, mac: str, via: str
@@ -107,7 +82,7 @@ class BootResource:
         lifetime = dt.timedelta(hours=self._config.machine_token_hours)
         return await self._db.run(
             credentials.thd_for_answer,
-            self._machine_key(),
+            self._key,
             machine.id,
             None if work is None else work.id,
             frozenset(scope),

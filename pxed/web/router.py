@@ -26,7 +26,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter, RequestRedirect, ValidationError
 
 from pxed.db import pool
-from pxed.errors import ApiError, DatabaseBusy, InsufficientStorage
+from pxed.errors import ApiError, DatabaseBusy, InsufficientStorage, error_json
 from pxed.web.body import INT_MAX
 
 log = Logger()
@@ -165,7 +165,7 @@ def render(request: IRequest, result: Any) -> Any:
 def error_body(request: IRequest, status: int, message: str) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps({"error": message}).encode() + b"\n"
+    return error_json(message)
 
 
 def api_error_body(request: IRequest, err: ApiError) -> bytes:

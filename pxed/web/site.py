@@ -18,7 +18,6 @@ Before authentication a client gets nothing that costs much:
 
 from __future__ import annotations
 
-import json
 import time
 
 from twisted.internet.defer import Deferred
@@ -28,7 +27,7 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from pxed.errors import ApiError
+from pxed.errors import ApiError, error_json
 from pxed.storage import READ_SIZE, Storage
 from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity
 from pxed.web.body import MAX_JSON_BODY, BoundedBody
@@ -50,7 +49,7 @@ DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64
 def _raw_response(status: int, message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
     """A whole HTTP/1.1 response (JSON error body, connection closing),
     for answers given outside Twisted's Request."""
-    body = json.dumps({"error": message}).encode() + b"\n"
+    body = error_json(message)
     lines = [b"HTTP/1.1 %d %s" % (status, RESPONSES.get(status, b"Error"))]
     lines += [name + b": " + value for name, value in headers]
     lines += [

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 from twisted.web import http, resource, static
 from twisted.web.iweb import IRequest
 
-from pxed.web import sendfile
+from pxed.web import router, sendfile
 
 # 1 MiB reads instead of Twisted's 64 KiB: 1.5-1.9 GB/s instead of 1.0-1.1
 # GB/s over loopback on this machine kind (DESIGN.md).
@@ -27,9 +26,7 @@ class JSONError(resource.Resource):
         self._message = message
 
     def render(self, request: IRequest) -> bytes:
-        request.setResponseCode(self._status)
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"error": self._message}).encode() + b"\n"
+        return router.error_body(request, self._status, self._message)
 
     def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
         return self
