@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import secrets
 import shutil
@@ -155,10 +154,10 @@ class Storage:
             fd = -1
             _mkfs(raw, filesystem)
             if compression == "none":
-                return Staged(raw, *sparse.digest(raw, cancel))
+                return Staged(raw, *file_digest(raw, cancel))
             packed, pfd = self.new_staging("blank-packed-")
             os.close(pfd)
-            written, sha256 = sparse.compress(raw, packed, compression, cancel)
+            written, sha256 = compress(raw, packed, compression, cancel)
             raw.unlink()
             return Staged(packed, written, sha256)
         except BaseException as e:
@@ -251,17 +250,15 @@ def _mkfs(path: Path, filesystem: str) -> None:
         raise FormatError(f"{program} failed: {e.detail or e.returncode}") from None
 
 
-def compress(src: Path, dst: Path, compression: str, cancel: threading.Event | None = None) -> None:
-    """*src* compressed into *dst*, its holes without being read (pxed.sparse)."""
-    sparse.compress(src, dst, compression, cancel)
+def compress(
+    src: Path, dst: Path, compression: str, cancel: threading.Event | None = None
+) -> tuple[int, str]:
+    """*src* compressed into *dst*, its holes without being read (pxed.sparse);
+    returns *dst*'s (size, sha256), hashed as it was written."""
+    return sparse.compress(src, dst, compression, cancel)
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """(size, sha256) of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_SIZE):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
+def file_digest(path: Path, cancel: threading.Event | None = None) -> tuple[int, str]:
+    """(size, sha256) of a file, its holes hashed without being read
+    (pxed.sparse)."""
+    return sparse.digest(path, cancel)

@@ -167,14 +167,16 @@ def _build_steps(
             packed, fd = storage.new_staging("build-packed-")
             os.close(fd)
             try:
-                compress(staged, packed, job.compression)
+                # Hashed as it is written: no second read of the result.
+                size, sha256 = compress(staged, packed, job.compression)
             except BaseException:
                 packed.unlink(missing_ok=True)
                 raise
             staged.unlink()
             staged = packed
             say(f"pxed: compressed with {job.compression}")
-        size, sha256 = file_digest(staged)
+        else:
+            size, sha256 = file_digest(staged)
         with open(staged, "rb+") as f:
             os.fsync(f.fileno())
     except BaseException:
