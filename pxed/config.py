@@ -124,6 +124,11 @@ class Config:
     # Clients the boot routes answer (CIDRs); anyone else is told to boot
     # locally and gets no credential.
     boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS
+    # The boot answers come from memory, loaded again on every change pxed
+    # makes or hears of; also every this many seconds regardless.
+    boot_view_refresh: Annotated[float, Positive] = 30.0
+    # Seconds between writes of repeated boot answers to the event log.
+    boot_answer_log_interval: Annotated[float, Positive] = 5.0
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 

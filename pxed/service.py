@@ -6,7 +6,10 @@
 3. IO pool (file work: hashing, fsync, mkfs).
 4. Docker engine pool, then the build worker (fails builds a stopped
    daemon left unfinished, then starts queued ones).
-5. Web service (the listening port: Twisted's StreamServerEndpointService).
+5. Boot view (loads every machine and its current work into memory; the
+   boot answers come from it), the PostgreSQL listener that tells it of
+   other servers' changes, and the boot answers' event log.
+6. Web service (the listening port: Twisted's StreamServerEndpointService).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -29,11 +32,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pxed import imagestore
-from pxed.bootstrap import bootstrap_admin
+from pxed.answerlog import AnswerLog
+from pxed.bootstrap import bootstrap_admin, machine_key
+from pxed.bootview import BootView
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db import migrate
+from pxed.db.notify import ChangeListener
 from pxed.db.pool import DBPool, make_engine
 from pxed.imagestore import ImageStore
 from pxed.storage import Storage
@@ -198,7 +204,13 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     builder = BuildWorker(config, db, engine, io, storage, reactor)
     builder.setServiceParent(top)
     store = ImageStore(db, io, storage)
-    app = PxedApp(config, db, io, store, builder, reactor)
+    # After the pool (they read and write through it), before the web port.
+    view = BootView(db, machine_key(config.data_dir), reactor, config.boot_view_refresh)
+    view.setServiceParent(top)
+    ChangeListener(db, view.changed, reactor).setServiceParent(top)
+    answers = AnswerLog(db, reactor, config.boot_answer_log_interval)
+    answers.setServiceParent(top)
+    app = PxedApp(config, db, io, store, builder, view, answers, reactor)
     site = PxedSite(
         app.resource(),
         config.cors_origins,

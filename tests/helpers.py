@@ -6,11 +6,12 @@ second test module needs it, not a copy in the module."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -273,14 +274,22 @@ async def machine_events(client: Client, mac: str = MAC) -> list:
     return list(reversed(r.json()))
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until *check()* holds (work the server finishes just after it
-    answers, such as removing files)."""
+async def eventually(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout: float = 10.0
+) -> None:
+    """Wait until *check()* (a function or a coroutine function) holds:
+    work the server finishes just after it answers, such as removing files
+    or writing repeated boot answers to the event log."""
+
+    async def holds() -> bool:
+        result = check()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
     for _ in range(int(timeout / 0.05)):
-        if check():
+        if await holds():
             return
         await task.deferLater(reactor, 0.05, lambda: None)
-    assert check()
+    assert await holds()
 
 
 def multipart(parts: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict[str, str]]:

@@ -24,6 +24,10 @@ from pxed import secret
 from pxed.db import events
 from pxed.db.schema import boot_setups, machine_credentials, machines, utcnow
 
+# A credential closer than this to its end is not handed out again: the
+# management OS must still hold a good one once it has booted.
+FRESH = dt.timedelta(minutes=10)
+
 # Work in these states keeps its credential alive (pxed.db.queue's names).
 LIVE_WORK = ("queued", "in-progress")
 
@@ -59,11 +63,11 @@ def thd_for_answer(
     work_id: int | None,
     image_uuids: frozenset[str],
     lifetime: dt.timedelta,
-) -> str:
-    """The token for a boot answer that serves *work_id* (None: no work,
-    under the "always" policy): the work's live credential if it has one,
-    else a new one.  Bound or not, the same token: once bound it works only
-    from the bound client."""
+) -> tuple[str, dt.datetime]:
+    """The token (and its expiry) for a boot answer that serves *work_id*
+    (None: no work, under the "always" policy): the work's live credential
+    if it has one, else a new one.  Bound or not, the same token: once
+    bound it works only from the bound client."""
     # Serialise answers for one machine (PostgreSQL), so two at once mint
     # one credential, not two.
     conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
@@ -73,15 +77,15 @@ def thd_for_answer(
     same_work = mc.work_id.is_(None) if work_id is None else mc.work_id == work_id
     where = sa.and_(mc.machine_id == machine_id, same_work)
     for row in conn.execute(sa.select(machine_credentials).where(where, mc.revoked_at.is_(None))):
-        if row.nonce is not None:
-            token = derive(key, work_id, row.nonce)
-            if secret.same(secret.digest(token), row.token_hash):
-                return token
+        token = _token_of(key, row)
+        if token is not None and row.expires_at - now >= FRESH:
+            return token, row.expires_at
     # None usable (revoked, or from before the key or the nonce existed):
     # those rows go, a new one takes their place.
     conn.execute(machine_credentials.delete().where(where))
     nonce = secrets.token_hex(32)
     token = derive(key, work_id, nonce)
+    expires = now + lifetime
     conn.execute(
         machine_credentials.insert().values(
             machine_id=machine_id,
@@ -90,10 +94,36 @@ def thd_for_answer(
             token_hash=secret.digest(token),
             image_uuids=" ".join(sorted(image_uuids)),
             created_at=now,
-            expires_at=now + lifetime,
+            expires_at=expires,
         )
     )
-    return token
+    return token, expires
+
+
+def _token_of(key: bytes, row: sa.Row) -> str | None:
+    """The token of a credential row, if it can be derived (None for rows
+    from before the key or the nonce existed)."""
+    if row.nonce is None:
+        return None
+    token = derive(key, row.work_id, row.nonce)
+    return token if secret.same(secret.digest(token), row.token_hash) else None
+
+
+def thd_live_tokens(
+    conn: sa.Connection, key: bytes
+) -> dict[tuple[int, int | None], tuple[str, dt.datetime]]:
+    """(machine id, work id) -> (token, expiry) of every live credential
+    (for the boot answers' view: no query per answer)."""
+    mc = machine_credentials.c
+    found = {}
+    rows = conn.execute(
+        sa.select(machine_credentials).where(mc.revoked_at.is_(None), mc.expires_at > utcnow())
+    )
+    for row in rows:
+        token = _token_of(key, row)
+        if token is not None:
+            found[(row.machine_id, row.work_id)] = (token, row.expires_at)
+    return found
 
 
 def thd_lookup(conn: sa.Connection, token: str) -> MachineCredential | None:

@@ -25,11 +25,21 @@ class Event:
 
 
 def thd_record(
-    conn: sa.Connection, actor: str, action: str, target_type: str, target: str, detail: str = ""
+    conn: sa.Connection,
+    actor: str,
+    action: str,
+    target_type: str,
+    target: str,
+    detail: str = "",
+    count: int = 1,
 ) -> None:
+    now = utcnow()
     conn.execute(
         events.insert().values(
-            at=utcnow(),
+            at=now,
+            count=count,
+            # A row standing for several has its last one now.
+            last_at=now if count > 1 else None,
             actor=actor,
             action=action,
             target_type=target_type,
@@ -47,11 +57,13 @@ def thd_record_change(
     target: str,
     key: str,
     more: str = "",
+    times: int = 1,
 ) -> None:
     """Record an event that repeats (a boot answer given again): if the
     last *action* event about the target says the same *key*, that row
     counts one more (its detail and last time become this one's);
-    otherwise a new row.  The log grows with changes, not with requests."""
+    otherwise a new row.  The log grows with changes, not with requests.
+    *times*: how many such events this one call stands for."""
     detail = f"{key}; {more}" if more else key
     last = conn.execute(
         sa.select(events.c.id, events.c.detail)
@@ -67,10 +79,10 @@ def thd_record_change(
         conn.execute(
             events.update()
             .where(events.c.id == last.id)
-            .values(count=events.c.count + 1, last_at=utcnow(), actor=actor, detail=detail)
+            .values(count=events.c.count + times, last_at=utcnow(), actor=actor, detail=detail)
         )
         return
-    thd_record(conn, actor, action, target_type, target, detail)
+    thd_record(conn, actor, action, target_type, target, detail, times)
 
 
 def thd_list(

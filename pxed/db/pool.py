@@ -14,6 +14,12 @@ PostgreSQL ``SET TRANSACTION READ ONLY``): a write on the read path fails
 instead of slipping past the writer.  It is also one snapshot on every
 backend (SQLite's deferred BEGIN, PostgreSQL's REPEATABLE READ).
 
+A component that keeps something in memory built from some tables (the
+boot view) asks to be told of writes to them: ``watch``.  It is called on
+the reactor thread before the writing call's Deferred fires; with
+PostgreSQL the writing transaction also sends ``NOTIFY pxed_changes`` so
+that other servers on the database hear of it (pxed.db.notify).
+
 A write that cannot get its lock within ``busy_timeout`` seconds fails with
 an OperationalError that ``is_busy`` recognises; the web layer answers it
 with 503 and ``Retry-After``."""
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import uuid
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +40,12 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
+
+# The PostgreSQL channel writes to watched tables are announced on; the
+# payload is the writing pool's ``server_id``, so a server can ignore its own.
+CHANNEL = "pxed_changes"
+_WRITTEN = "pxed.written"
+Watcher = Callable[[frozenset[str]], None]
 
 # Seconds a statement waits for a lock held by another connection (SQLite's
 # busy_timeout, PostgreSQL's lock_timeout) before it fails as busy.  The
@@ -177,6 +190,17 @@ class DBPool(Service):
         self._threadpool = ThreadPool(minthreads=n, maxthreads=n, name="pxed-db")
         r = read_threads(engine)
         self._read_threadpool = ThreadPool(minthreads=r, maxthreads=r, name="pxed-db-read")
+        self._watchers: list[tuple[frozenset[str], Watcher]] = []
+        self.server_id = uuid.uuid4().hex
+        sa.event.listen(engine, "after_execute", _note_written)
+
+    def watch(self, tables: frozenset[str], callback: Watcher) -> None:
+        """Call *callback* (with the tables written) after every committed
+        write of ours to any of *tables*."""
+        self._watchers.append((tables, callback))
+
+    def unwatch(self, callback: Watcher) -> None:
+        self._watchers = [(t, c) for t, c in self._watchers if c != callback]
 
     def startService(self) -> None:
         super().startService()
@@ -214,8 +238,7 @@ class DBPool(Service):
 
     def _in_transaction(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
         try:
-            with self.engine.begin() as conn:
-                return thd(conn, *args, **kwargs)
+            return self._commit(thd, args, kwargs)
         except sa.exc.DBAPIError as e:
             if not (is_full(e) and _is_sqlite_file(self.engine.url)):
                 raise
@@ -226,8 +249,22 @@ class DBPool(Service):
             # then commit on a disk with no byte left.
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
-            with self.engine.begin() as conn:
-                return thd(conn, *args, **kwargs)
+            return self._commit(thd, args, kwargs)
+
+    def _commit(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        with self.engine.begin() as conn:
+            conn.info.pop(_WRITTEN, None)
+            result = thd(conn, *args, **kwargs)
+            written = frozenset(conn.info.pop(_WRITTEN, ()))
+            watched = [c for tables, c in self._watchers if tables & written]
+            if watched and conn.dialect.name == "postgresql":
+                # Delivered when (and only if) this transaction commits.
+                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self.server_id)))
+        # Queued before this call's own result: whoever sees the write
+        # succeed finds the watchers told.
+        for callback in watched:
+            self._reactor.callFromThread(callback, written)  # type: ignore[attr-defined]
+        return result
 
     def _in_read_transaction(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self.read_engine.begin() as conn:
@@ -277,6 +314,15 @@ def _sqlite_write_lock_free(path: str) -> bool:
         raise
     finally:
         conn.close()
+
+
+def _note_written(
+    conn: sa.Connection, clause: Any, _multi: Any, _params: Any, _options: Any, result: Any
+) -> None:
+    """Remember which tables a transaction wrote (for ``DBPool.watch``);
+    a statement that changed no row (-1: not known) wrote nothing."""
+    if isinstance(clause, sa.sql.dml.UpdateBase) and result.rowcount != 0:
+        conn.info.setdefault(_WRITTEN, set()).add(clause.table.name)
 
 
 def thd_ping(conn: sa.Connection) -> None:

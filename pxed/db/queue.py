@@ -146,6 +146,11 @@ def thd_list(conn: sa.Connection, machine_id: int, owner: str | None = None) -> 
     return _load(conn, where)
 
 
+def thd_live(conn: sa.Connection) -> list[Work]:
+    """Queued and in-progress work of every machine, oldest first."""
+    return _load(conn, boot_setups.c.state.in_((QUEUED, IN_PROGRESS)))
+
+
 def thd_get(conn: sa.Connection, machine_id: int, work_id: int) -> Work | None:
     return _one(conn, sa.and_(boot_setups.c.id == work_id, boot_setups.c.machine_id == machine_id))
 

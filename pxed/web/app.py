@@ -13,7 +13,9 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from pxed.answerlog import AnswerLog
 from pxed.bootstrap import machine_key
+from pxed.bootview import BootView
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
@@ -77,6 +79,8 @@ class PxedApp:
         io: IOPool,
         store: ImageStore,
         builder: BuildWorker,
+        view: BootView,
+        answers: AnswerLog,
         reactor,
         github: GitHubClient | None = None,
     ) -> None:
@@ -90,7 +94,7 @@ class PxedApp:
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
-            BootResource(db, config, origin, machine_key(config.data_dir)),
+            BootResource(db, config, origin, machine_key(config.data_dir), view, answers),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
@@ -110,4 +114,7 @@ class PxedApp:
         router.handle_errors(self.app, config.base_url)
 
     def resource(self) -> IResource:
-        return router.TextPaths(self.app.resource())
+        # The boot answers the boot view can give at once are given before
+        # any routing (a rack powering on asks thousands a second).
+        boot = self.resources[RESOURCES.index(BootResource)]
+        return router.TextPaths(boot.front(self.app.resource()))

@@ -1,109 +1,227 @@
-"""The netboot answer, for pixiecore (/v1/boot/{mac}) and iPXE (/ipxe)."""
+"""The netboot answer, for pixiecore (/v1/boot/{mac}) and iPXE (/ipxe).
+
+Answers come from the boot view (pxed.bootview), not from the database:
+``answer_now`` answers from memory when the view holds every change made
+before the request came in and the answer needs no new credential.  The
+front resource (BootFront) asks it first, before any routing; when it
+cannot answer (a load of the view or a credential is due) the request
+goes on to the Klein routes below, which wait for those and answer the
+same way."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 
 from pxed import bootconfig, macaddr
+from pxed.answerlog import AnswerLog
+from pxed.bootview import BootEntry, BootView
 from pxed.config import Config
-from pxed.db import credentials, events, machines, queue
+from pxed.db import credentials
 from pxed.db.pool import DBPool
-from pxed.errors import BadRequest, NotFound
+from pxed.errors import BadRequest, DatabaseBusy, NotFound
+from pxed.web import router
 from pxed.web.auth import actor
 from pxed.web.origin import Origin
 from pxed.web.router import route
 
+Answer = tuple[bootconfig.Decision, bootconfig.BootParams | None]
+
+# Client addresses remembered as on or off the boot networks.
+_NETWORK_CACHE = 4096
+
 
 class BootResource:
-    def __init__(self, db: DBPool, config: Config, origin: Origin, machine_key: bytes) -> None:
+    def __init__(
+        self,
+        db: DBPool,
+        config: Config,
+        origin: Origin,
+        machine_key: bytes,
+        view: BootView,
+        answers: AnswerLog,
+    ) -> None:
         self._db = db
         self._config = config
         self._origin = origin
         self._networks = bootconfig.networks(config.boot_networks)
+        self._on_network: dict[str | None, bool] = {}
         # pxed.bootstrap.machine_key: read once, before any request.
         self._key = machine_key
+        self._view = view
+        self._answers = answers
 
-    async def _answer(
-        self, request: IRequest, mac: str, via: str
-    ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
+    def answer_now(self, request: IRequest, mac: str, via: str, needed: int) -> Answer | None:
+        """The answer, if the view has seen change *needed* and holds the
+        credential the answer hands out; None otherwise."""
+        if self._view.seen < needed:
+            return None
         try:
             mac = macaddr.normalise(mac)
         except BadRequest:
             return bootconfig.Decision(False, "not a MAC address"), None
         address = bootconfig.client_address(request)
-        machine = await self._db.read(machines.thd_get, mac)
-        if bootconfig.on_boot_network(address, self._networks):
-            decision, params = await self._decide(request, machine, mac)
+        entry = self._view.get(mac)
+        if self._boot_network(address):
+            decision, params = self._decide(request, entry, mac)
+            if decision.serve and params is None:
+                return None  # a credential to mint first
         else:
             # Netboot is unauthenticated: only the networks machines boot
             # from are answered; elsewhere the same answer as an unknown MAC.
             decision, params = bootconfig.Decision(False, "client not on a boot network"), None
-        if machine is not None:
-            # "Why did this MAC get this answer": the machine's event log
-            # says each answer that differs from the one before; repeats
-            # are counted in that event.
+        if entry is not None:
             served = "management OS" if params is not None else "local disk"
-            await self._db.run(
-                events.thd_record_change,
+            self._answers.record(
+                entry.machine.id,
                 actor(request),
-                "boot.answer",
-                "machine",
-                str(machine.id),
                 f"{served}: {decision.reason}",
                 f"last asked via {via} for {mac} from {address or '-'}",
             )
         return decision, params
 
-    async def _decide(
-        self, request: IRequest, machine: machines.Machine | None, mac: str
+    def _boot_network(self, address: str | None) -> bool:
+        known = self._on_network.get(address)
+        if known is None:
+            if len(self._on_network) >= _NETWORK_CACHE:
+                self._on_network.clear()
+            known = bootconfig.on_boot_network(address, self._networks)
+            self._on_network[address] = known
+        return known
+
+    def _decide(
+        self, request: IRequest, entry: BootEntry | None, mac: str
     ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
-        # The queue entry a boot now would run (in progress, else oldest).
-        work = None if machine is None else await self._db.run(queue.thd_current, machine.id)
-        decision = bootconfig.decide(machine, self._config.boot_policy, work is not None)
+        decision = bootconfig.decide(
+            None if entry is None else entry.machine,
+            self._config.boot_policy,
+            entry is not None and entry.work is not None,
+        )
         if not decision.serve:
             return decision, None
-        files = self._config.mgmtos.get(machine.architecture)
+        assert entry is not None
+        files = self._config.mgmtos.get(entry.machine.architecture)
         if files is None:
-            return bootconfig.Decision(False, f"no management OS for {machine.architecture}"), None
-        base = self._origin.base_url(request)
-        token = await self._credential(machine, work)
-        return decision, bootconfig.params(files, base, mac, token)
+            reason = f"no management OS for {entry.machine.architecture}"
+            return bootconfig.Decision(False, reason), None
+        token = self._view.token(entry)
+        if token is None:
+            return decision, None
+        return decision, bootconfig.params(files, self._origin.base_url(request), mac, token)
 
-    async def _credential(self, machine: machines.Machine, work: queue.Work | None) -> str:
+    async def _answer(self, request: IRequest, mac: str, via: str) -> Answer:
+        """The answer once the view has caught up with the request (and the
+        credential it needs is minted)."""
+        needed = self._view.changes
+        for _ in range(3):
+            await self._view.ready(needed)
+            found = self.answer_now(request, mac, via, needed)
+            if found is not None:
+                return found
+            entry = self._view.get(macaddr.normalise(mac))
+            assert entry is not None
+            await self._mint(entry)
+        # Changes kept replacing the credential under us: try again later.
+        raise DatabaseBusy()
+
+    async def _mint(self, entry: BootEntry) -> None:
         """The credential for the management OS: one per work item, minted
         on the first answer that serves it and the same in every later one
         (pixiecore and iPXE ask several times per boot), scoped to the
-        machine's own image and the images of *work*, gone with the work."""
-        scope = {machine.image_uuid}
-        if work is not None:
-            scope |= {i.image_uuid for i in work.images}
+        machine's own image and the images of its work, gone with the work."""
         lifetime = dt.timedelta(hours=self._config.machine_token_hours)
-        return await self._db.run(
+        token, expires = await self._db.run(
             credentials.thd_for_answer,
             self._key,
-            machine.id,
-            None if work is None else work.id,
-            frozenset(scope),
+            entry.machine.id,
+            entry.work_id,
+            entry.scope,
             lifetime,
         )
+        self._view.minted(entry, token, expires)
 
     @route("/v1/boot/<mac>", ["GET"], access="public")
     async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:
-        decision, params = await self._answer(request, mac, "pixiecore")
-        if params is None:
-            # pixiecore reads a 404 as "ignore this machine": it boots locally.
-            raise NotFound(decision.reason)
-        return bootconfig.pixiecore(params, f"pxed: {decision.reason}")
+        return pixiecore_answer(*await self._answer(request, mac, "pixiecore"))
 
     @route("/ipxe/<mac>", ["GET"], access="public")
     async def ipxe_boot(self, request: IRequest, mac: str) -> str:
-        decision, params = await self._answer(request, mac, "ipxe")
-        if params is None:
-            return bootconfig.ipxe_exit(decision.reason)
-        return bootconfig.ipxe_boot(params, decision.reason)
+        return ipxe_answer(*await self._answer(request, mac, "ipxe"))
 
     @route("/ipxe", ["GET"], access="public")
     async def ipxe_chain(self, request: IRequest) -> str:
+        return self.chain(request)
+
+    def chain(self, request: IRequest) -> str:
+        """iPXE's first script: ask again with the MAC it booted from."""
         return bootconfig.ipxe_chain(self._origin.base_url(request))
+
+    def front(self, inner: IResource) -> IResource:
+        return BootFront(inner, self)
+
+    @property
+    def changes(self) -> int:
+        return self._view.changes
+
+
+def pixiecore_answer(decision: bootconfig.Decision, params: bootconfig.BootParams | None) -> dict:
+    if params is None:
+        # pixiecore reads a 404 as "ignore this machine": it boots locally.
+        raise NotFound(decision.reason)
+    return bootconfig.pixiecore(params, f"pxed: {decision.reason}")
+
+
+def ipxe_answer(decision: bootconfig.Decision, params: bootconfig.BootParams | None) -> str:
+    if params is None:
+        return bootconfig.ipxe_exit(decision.reason)
+    return bootconfig.ipxe_boot(params, decision.reason)
+
+
+_PIXIECORE = b"/v1/boot/"
+_IPXE = b"/ipxe/"
+
+
+class BootFront(Resource):
+    """In front of the routes: the boot answers the view can give now, with
+    no routing and no database; everything else goes on to *inner*.  A
+    request with credentials goes on too (its caller is looked up, for the
+    event log), as does a path with escapes (the router decodes those)."""
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, boot: BootResource) -> None:
+        super().__init__()
+        self._inner = inner
+        self._boot = boot
+
+    def render(self, request: IRequest) -> Any:
+        if request.method == b"GET":
+            answer = self._answer(request)
+            if answer is not None:
+                return answer
+        return self._inner.render(request)
+
+    def _answer(self, request: IRequest) -> bytes | None:
+        path = request.path
+        if b"%" in path or request.getHeader(b"authorization") or request.getHeader(b"cookie"):
+            return None
+        if path == b"/ipxe":
+            return router.render(request, self._boot.chain(request))
+        if path.startswith(_PIXIECORE):
+            mac, via, answer = path[len(_PIXIECORE) :], "pixiecore", pixiecore_answer
+        elif path.startswith(_IPXE):
+            mac, via, answer = path[len(_IPXE) :], "ipxe", ipxe_answer
+        else:
+            return None
+        if not mac or b"/" in mac:
+            return None
+        found = self._boot.answer_now(request, mac.decode("latin-1"), via, self._boot.changes)
+        if found is None:
+            return None
+        try:
+            return router.render(request, answer(*found))
+        except NotFound as e:
+            return router.api_error_body(request, e)

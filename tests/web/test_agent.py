@@ -19,6 +19,7 @@ from tests.helpers import (
     Client,
     add_machine,
     enqueue,
+    eventually,
     machine_client,
     machine_events,
     new_image,
@@ -76,20 +77,26 @@ async def test_on_demand_netboots_exactly_while_there_is_work(server):
     script = (await anon.get(f"/ipxe/{MAC}")).text
     assert "\nexit\n" in script and "kernel" not in script
 
-    # Answers are recorded when they change; repeats are counted.
-    answers = [
-        (e["Actor"], e["Detail"], e["Count"])
-        for e in await machine_events(alice)
-        if e["Action"] == "boot.answer"
-    ]
+    # Answers are recorded when they change; repeats are counted (and
+    # written a moment later).
     local = "local disk: no queued work (boot policy on-demand)"
     served = "management OS: machine has queued work"
     asked = f"for {MAC} from 127.0.0.1"
-    assert answers == [
+    expected = [
         ("anonymous", f"{local}; last asked via ipxe {asked}", 2),
         ("anonymous", f"{served}; last asked via ipxe {asked}", 5),
         ("anonymous", f"{local}; last asked via ipxe {asked}", 2),
     ]
+
+    async def recorded() -> bool:
+        answers = [
+            (e["Actor"], e["Detail"], e["Count"])
+            for e in await machine_events(alice)
+            if e["Action"] == "boot.answer"
+        ]
+        return answers == expected
+
+    await eventually(recorded)
 
 
 @pytest_twisted.ensureDeferred

@@ -1,0 +1,437 @@
+"""Boot storms: pxed's boot answers under load, against references measured
+in the same run.
+
+    python bench/bootstorm.py            # about 4 minutes
+    python bench/bootstorm.py --quick    # a smoke run, about a minute
+
+(a) Closed loop: ``wrk -t1 -c200`` for ``--seconds`` against pxed with
+    ``--machines`` registered MACs, ``--with-work`` of them with queued
+    work, the requests alternating ``/v1/boot/{mac}`` and ``/ipxe/{mac}``
+    over every MAC; the reference is a plain twisted.web resource
+    (bench/plainweb.py) answering every request with a fixed JSON body of
+    the size of pxed's answer to a machine with work.  Runs alternate
+    between the two.  Targets: pxed >= 0.5x the reference's requests/s,
+    p99 <= 50 ms, 0 errors (socket errors or 5xx).
+
+(b) Storm: every machine gets work, then ``--machines`` simulated machines
+    (bench/stormclient.py) each start the whole iPXE sequence
+    (``/ipxe`` -> ``/ipxe/{mac}`` -> kernel -> initramfs) at a random
+    moment within ``--spread`` seconds, each from its own loopback address;
+    the reference is nginx serving the same sequence as static files
+    (the two scripts as files, the same kernel and initramfs).  The first
+    pxed storm is cold (every machine's credential is minted during it),
+    the second warm.  Targets: pxed's aggregate bytes/s >= 0.8x nginx's,
+    0 errors.
+
+Needs wrk and nginx (Debian: apt-get install wrk nginx-light)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import BENCH, BenchError, MiB, free_port, log
+from bench.procs import Pxed, pxed_revision
+from bench.report import machine_info
+from bench.stormclient import storm
+
+TARGETS = {"rps_ratio": 0.5, "p99_ms": 50.0, "storm_ratio": 0.8}
+
+WRK_SCRIPT = """\
+local paths = {%(paths)s}
+local i = 0
+local errors = 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function request()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+function response(status, headers, body)
+  if status >= 500 then errors = errors + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("errors") end
+  io.write(string.format("5xx: %%d\\n", total))
+end
+"""
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 8192;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location = /ipxe {{ try_files /chain.ipxe =404; }}
+        location /ipxe/ {{ try_files /boot.ipxe =404; }}
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def mac_of(i: int) -> str:
+    return f"52:54:00:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
+
+
+def random_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+class Process:
+    """A reference server run as a child process."""
+
+    def __init__(self, cmd: list[str], port: int, logfile: Path) -> None:
+        self.port = port
+        self._log = open(logfile, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        import socket
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{cmd[0]} exited with {self.proc.returncode}; see {logfile}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise BenchError(f"{cmd[0]} did not listen within 15 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def wrk(port: int, script: Path, seconds: float, connections: int) -> dict:
+    cmd = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "5s",
+        "-s", str(script), f"http://127.0.0.1:{port}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, out)
+        if found is None:
+            raise BenchError(f"wrk said no {pattern!r}:\n{out}")
+        return float(found.group(1))
+
+    def millis(label: str) -> float:
+        found = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if found is None:
+            raise BenchError(f"wrk said no {label}% latency:\n{out}")
+        value, unit = float(found.group(1)), found.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    socket_errors = 0
+    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if found:
+        socket_errors = sum(int(g) for g in found.groups())
+    return {
+        "rps": number(r"Requests/sec:\s+([\d.]+)"),
+        "p50_ms": millis("50"),
+        "p99_ms": millis("99"),
+        "errors": socket_errors + int(number(r"5xx: (\d+)")),
+        "requests": int(number(r"(\d+) requests in")),
+    }
+
+
+def closed_loop(args, pxed: Pxed, work: Path, macs: list[str], body: bytes) -> dict:
+    paths = []
+    for mac in macs:
+        paths += [f'"/v1/boot/{mac}"', f'"/ipxe/{mac}"']
+    script = work / "paths.lua"
+    script.write_text(WRK_SCRIPT % {"paths": ",".join(paths)})
+    body_file = work / "answer.json"
+    body_file.write_bytes(body)
+    port = free_port()
+    plain = Process(
+        [sys.executable, str(BENCH / "plainweb.py"), str(port), str(body_file)],
+        port,
+        work / "plainweb.log",
+    )
+    try:
+        log("closed loop: warming up both")
+        wrk(pxed.port, script, 3, args.connections)
+        wrk(port, script, 3, args.connections)
+        runs: dict[str, list[dict]] = {"pxed": [], "plain": []}
+        order = ["plain", "pxed", "pxed", "plain"] * ((args.runs + 1) // 2)
+        for name in order[: 2 * args.runs]:
+            target = pxed.port if name == "pxed" else port
+            result = wrk(target, script, args.seconds, args.connections)
+            log(
+                f"closed loop {name}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.1f} ms,"
+                f" p99 {result['p99_ms']:.1f} ms, {result['errors']} errors"
+            )
+            runs[name].append(result)
+    finally:
+        plain.stop()
+
+    def summary(name: str) -> dict:
+        rs = runs[name]
+        return {
+            "rps": statistics.median(r["rps"] for r in rs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+            "p99_ms": max(r["p99_ms"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+            "runs": rs,
+        }
+
+    pxed_s, plain_s = summary("pxed"), summary("plain")
+    return {
+        "pxed": pxed_s,
+        "plain_twisted_web": plain_s,
+        "rps_ratio": pxed_s["rps"] / plain_s["rps"],
+        "answer_bytes": len(body),
+    }
+
+
+def nginx_tree(work: Path, static: Path, port: int, kernel: str, initrds: list[str]) -> Path:
+    root = work / "nginx-root"
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "static").mkdir(parents=True)
+    # The same files (hard links), at the same paths as pxed serves them.
+    shutil.copytree(static, root / "static", copy_function=os.link, dirs_exist_ok=True)
+    base = f"http://127.0.0.1:{port}"
+    (root / "chain.ipxe").write_text(f"#!ipxe\nchain --autofree {base}/ipxe/${{net0/mac}}\n")
+    lines = ["#!ipxe", "echo nginx", f"kernel {base}/static/{kernel} initrd=initrd0 console=ttyS0"]
+    lines += [f"initrd --name initrd{i} {base}/static/{p}" for i, p in enumerate(initrds)]
+    (root / "boot.ipxe").write_text("\n".join([*lines, "boot"]) + "\n")
+    return root
+
+
+def run_storm(args, pxed: Pxed, work: Path, macs: list[str], static: Path) -> dict:
+    port = free_port()
+    root = nginx_tree(work, static, port, KERNEL, [INITRD])
+    ndir = work / "nginx"
+    (ndir / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = ndir / "nginx.conf"
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(user=user, dir=ndir, port=port, root=root))
+    exe = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if exe is None:
+        raise BenchError("nginx is not installed (Debian: apt-get install nginx-light)")
+    nginx = Process([exe, "-p", f"{ndir}/", "-c", str(conf)], port, ndir / "stderr.log")
+    results: dict[str, dict] = {}
+    try:
+        for name in ("nginx", "pxed-cold", "nginx-2", "pxed-warm"):
+            target = pxed.port if name.startswith("pxed") else port
+            log(f"storm {name}: {len(macs)} machines within {args.spread:g} s")
+            r = storm(target, macs, args.spread, timeout=args.storm_timeout)
+            log(
+                f"storm {name}: {r['finished']}/{r['machines']} finished in {r['seconds']:.1f} s,"
+                f" {r['bytes_per_s'] / 1e9:.2f} GB/s, {r['errors']} errors {r['error_samples']}"
+            )
+            results[name] = r
+    finally:
+        nginx.stop()
+    reference = statistics.median(results[n]["bytes_per_s"] for n in ("nginx", "nginx-2"))
+    return {
+        "runs": results,
+        "nginx_bytes_per_s": reference,
+        "cold_ratio": results["pxed-cold"]["bytes_per_s"] / reference,
+        "warm_ratio": results["pxed-warm"]["bytes_per_s"] / reference,
+        "errors": results["pxed-cold"]["errors"] + results["pxed-warm"]["errors"],
+    }
+
+
+KERNEL = "mgmtos/x86_64/vmlinuz"
+INITRD = "mgmtos/x86_64/initramfs"
+
+
+def queue_all(pxed: Pxed, macs: list[str], setup_uuid: str) -> None:
+    for mac in macs:
+        status, data = pxed.request("POST", f"/machine/{mac}/boot", {"SetupUUID": setup_uuid})
+        if status != 200:
+            raise BenchError(f"POST /machine/{mac}/boot: {status} {data[:200]!r}")
+
+
+def report(result: dict, path: Path) -> None:
+    cl, st = result["closed_loop"], result["storm"]
+    m = result["machine"]
+    ok = result["pass"]
+    lines = [
+        "# Boot storm",
+        "",
+        f"pxed {result['pxed']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())};"
+        f" {m.get('nproc')} × {m.get('cpu_model')}, kernel {m.get('kernel')},"
+        f" Python {m.get('python')}.  `python bench/bootstorm.py {result['argv']}`",
+        "",
+        f"## (a) Closed loop: wrk -t1 -c{result['args']['connections']},"
+        f" {result['args']['machines']} MACs, {result['args']['with_work']:.0%} with work",
+        "",
+        "| server | req/s (median) | p50 ms | p99 ms (worst run) | errors |",
+        "|---|---|---|---|---|",
+    ]
+    for label, key in (("pxed", "pxed"), ("plain twisted.web, fixed answer", "plain_twisted_web")):
+        s = cl[key]
+        lines.append(
+            f"| {label} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} |"
+        )
+    lines += [
+        "",
+        f"pxed / plain: **{cl['rps_ratio']:.2f}×** (target ≥ {TARGETS['rps_ratio']});"
+        f" p99 {cl['pxed']['p99_ms']:.1f} ms (target ≤ {TARGETS['p99_ms']:g});"
+        f" answer {cl['answer_bytes']} bytes.",
+        "",
+        f"## (b) Storm: {result['args']['machines']} machines within"
+        f" {result['args']['spread']:g} s, /ipxe → /ipxe/{{mac}} → kernel"
+        f" ({result['args']['kernel_mib']} MiB) → initramfs ({result['args']['initrd_mib']} MiB)",
+        "",
+        "| run | finished | errors | seconds to the last | GB/s | boot p50 s | boot max s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in st["runs"].items():
+        p50 = r["boot_p50_s"] if r["boot_p50_s"] is not None else float("nan")
+        bmax = r["boot_max_s"] if r["boot_max_s"] is not None else float("nan")
+        lines.append(
+            f"| {name} | {r['finished']}/{r['machines']} | {r['errors']} | {r['seconds']:.1f}"
+            f" | {r['bytes_per_s'] / 1e9:.2f} | {p50:.2f} | {bmax:.2f} |"
+        )
+    lines += [
+        "",
+        f"pxed / nginx: cold **{st['cold_ratio']:.2f}×**, warm {st['warm_ratio']:.2f}×"
+        f" (target ≥ {TARGETS['storm_ratio']}); errors {st['errors']}.",
+        "",
+        f"All targets: **{'PASS' if ok else 'FAIL'}**.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--machines", type=int, default=1000)
+    p.add_argument("--with-work", type=float, default=0.1)
+    p.add_argument("--connections", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--spread", type=float, default=10)
+    p.add_argument("--storm-timeout", type=float, default=180)
+    p.add_argument("--kernel-mib", type=int, default=8)
+    p.add_argument("--initrd-mib", type=int, default=24)
+    p.add_argument("--quick", action="store_true", help="200 machines, 5 s runs, one run each")
+    p.add_argument("--work", type=Path, default=BENCH / ".work" / "bootstorm")
+    p.add_argument("--out", type=Path, default=BENCH / "results")
+    args = p.parse_args()
+    if args.quick:
+        args.machines, args.seconds, args.runs, args.spread = 200, 5, 1, 3
+    for tool in ("wrk",):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed (Debian: apt-get install {tool})")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    work = args.work
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    static = work / "static"
+    random_file(static / KERNEL, args.kernel_mib * MiB)
+    random_file(static / INITRD, args.initrd_mib * MiB)
+    config = work / "pxed.toml"
+    config.write_text(
+        f'static_dir = "{static}"\n'
+        # wrk's 200 connections all come from 127.0.0.1.
+        "max_connections_per_client = 4096\n"
+        "[mgmtos.x86_64]\n"
+        f'kernel = "{KERNEL}"\ninitrd = ["{INITRD}"]\ncmdline = "console=ttyS0"\n'
+    )
+    pxed = Pxed(work, 60, options=["--config", str(config)])
+    pxed.start()
+    try:
+        macs = [mac_of(i) for i in range(args.machines)]
+        log(f"registering {len(macs)} machines")
+        for i, mac in enumerate(macs):
+            pxed.create_machine(mac, f"node{i:04d}")
+        image = pxed.create_image("storm")
+        status, data = pxed.request(
+            "POST", "/user/admin/image_setup", {"Name": "storm", "Images": [{"UUID": image}]}
+        )
+        if status != 201:
+            raise BenchError(f"POST image_setup: {status} {data[:200]!r}")
+        setup = json.loads(data)["UUID"]
+        busy = max(1, int(len(macs) * args.with_work))
+        # Spread over the MAC list: every tenth machine has work.
+        step = len(macs) // busy
+        with_work = macs[::step][:busy]
+        queue_all(pxed, with_work, setup)
+        status, body = pxed.request("GET", f"/v1/boot/{with_work[0]}", auth=False)
+        if status != 200:
+            raise BenchError(f"GET /v1/boot: {status} {body[:200]!r}")
+        closed = closed_loop(args, pxed, work, macs, body)
+        queue_all(pxed, [m for m in macs if m not in set(with_work)], setup)
+        stormed = run_storm(args, pxed, work, macs, static)
+    finally:
+        pxed.stop()
+    ok = (
+        closed["rps_ratio"] >= TARGETS["rps_ratio"]
+        and closed["pxed"]["p99_ms"] <= TARGETS["p99_ms"]
+        and closed["pxed"]["errors"] == 0
+        and stormed["cold_ratio"] >= TARGETS["storm_ratio"]
+        and stormed["errors"] == 0
+    )
+    result = {
+        "pxed": pxed_revision(None),
+        "machine": machine_info(work),
+        "argv": " ".join(sys.argv[1:]),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "closed_loop": closed,
+        "storm": stormed,
+        "targets": TARGETS,
+        "pass": ok,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bootstorm.json").write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out / "bootstorm.md")
+    log(f"written {args.out / 'bootstorm.md'}: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        log(f"error: {e}")
+        sys.exit(1)

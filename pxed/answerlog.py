@@ -1,0 +1,91 @@
+"""The event log's record of boot answers, kept off the answers' path.
+
+"Why did this MAC get this answer" is in each machine's events: an answer
+that differs from the machine's previous one is written at once (after
+the answer has gone); repeats of the same answer are counted in memory
+and added to that event's count every ``interval`` seconds, in one write.
+Writes go one after another, so a machine's events keep their order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from pxed.db import events
+from pxed.db.pool import DBPool
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class Answer:
+    machine_id: int
+    actor: str
+    key: str  # what was answered and why: a change starts a new event
+    more: str  # how it was asked (kept from the last one)
+    times: int = 1
+
+
+def thd_record(conn: sa.Connection, answers: list[Answer]) -> None:
+    for a in answers:
+        events.thd_record_change(
+            conn, a.actor, "boot.answer", "machine", str(a.machine_id), a.key, a.more, a.times
+        )
+
+
+class AnswerLog(Service):
+    name = "boot-answers"
+
+    def __init__(self, db: DBPool, reactor, interval: float = 5.0) -> None:
+        self._db = db
+        self._reactor = reactor
+        self._interval = interval
+        self._last: dict[int, str] = {}  # machine id -> key of its last answer
+        self._pending: dict[int, Answer] = {}  # repeats not yet written
+        self._tail: Deferred[None] = succeed(None)
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.flush)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        # What was counted is written before the database pool stops.
+        self.flush()
+        return self._tail
+
+    def record(self, machine_id: int, actor: str, key: str, more: str) -> None:
+        if self._last.get(machine_id) == key:
+            held = self._pending.get(machine_id)
+            self._pending[machine_id] = Answer(
+                machine_id, actor, key, more, 1 if held is None else held.times + 1
+            )
+            return
+        self._last[machine_id] = key
+        batch = [self._pending.pop(machine_id)] if machine_id in self._pending else []
+        self._write([*batch, Answer(machine_id, actor, key, more)])
+
+    def flush(self) -> None:
+        batch, self._pending = list(self._pending.values()), {}
+        if batch:
+            self._write(batch)
+
+    def _write(self, batch: list[Answer]) -> None:
+        def write(_: object) -> Deferred[None]:
+            return self._db.run(thd_record, batch)
+
+        def failed(failure) -> None:
+            # A busy or full database loses these lines, never an answer.
+            log.warn("recording boot answers: {error}", error=failure.getErrorMessage())
+
+        self._tail = self._tail.addCallback(write).addErrback(failed)
