@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,7 +53,7 @@ TARGETS = {"rps_ratio": 0.5, "p99_ms": 50.0, "storm_ratio": 0.8}
 WRK_SCRIPT = """\
 local paths = {%(paths)s}
 local i = 0
-local errors = 0
+errors = 0
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function request()
@@ -383,8 +384,9 @@ def main() -> int:
     try:
         macs = [mac_of(i) for i in range(args.machines)]
         log(f"registering {len(macs)} machines")
-        for i, mac in enumerate(macs):
-            pxed.create_machine(mac, f"node{i:04d}")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: pxed.create_machine(macs[i], f"node{i:04d}"), range(len(macs))))
+        log("registered")
         image = pxed.create_image("storm")
         status, data = pxed.request(
             "POST", "/user/admin/image_setup", {"Name": "storm", "Images": [{"UUID": image}]}

@@ -155,17 +155,24 @@ def render(request: IRequest, result: Any) -> Any:
     anything else (bytes, a resource, NOT_DONE_YET) is left to Klein."""
     if isinstance(result, (dict, list)):
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(result).encode() + b"\n"
+        return _sized(request, json.dumps(result).encode() + b"\n")
     if isinstance(result, str):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return (result if result.endswith("\n") else result + "\n").encode()
+        return _sized(request, (result if result.endswith("\n") else result + "\n").encode())
     return result
+
+
+def _sized(request: IRequest, body: bytes) -> bytes:
+    # An answer given later (from a Deferred) would otherwise go chunked;
+    # some HTTP clients in firmware read only Content-Length.
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
 
 
 def error_body(request: IRequest, status: int, message: str) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return error_json(message)
+    return _sized(request, error_json(message))
 
 
 def api_error_body(request: IRequest, err: ApiError) -> bytes:
