@@ -33,9 +33,10 @@ from pxed.bootstrap import bootstrap_admin
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
-from pxed.db import migrate
+from pxed.db import migrate, stats
 from pxed.db.pool import DBPool, make_engine
 from pxed.imagestore import ImageStore
+from pxed.metrics import Metrics
 from pxed.storage import Storage
 from pxed.web.app import PxedApp
 from pxed.web.site import PxedSite
@@ -186,7 +187,9 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     engine = engine if engine is not None else prepare(config)
     top = OrderedServices()
     top.setName("pxed")
-    db = DBPool(engine, reactor, config.db_busy_timeout)
+    # One registry per server (/metrics), handed to everything that counts.
+    metrics = Metrics(stats.QUEUE_STATES, stats.BUILD_STATES)
+    db = DBPool(engine, reactor, config.db_busy_timeout, metrics)
     db.setServiceParent(top)
     io = IOPool(reactor)
     io.setServiceParent(top)
@@ -195,10 +198,10 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         config.docker_host, reactor, config.build_concurrency, config.build_timeout
     )
     engine.setServiceParent(top)
-    builder = BuildWorker(config, db, engine, io, storage, reactor)
+    builder = BuildWorker(config, db, engine, io, storage, reactor, metrics)
     builder.setServiceParent(top)
     store = ImageStore(db, io, storage)
-    app = PxedApp(config, db, io, store, builder, reactor)
+    app = PxedApp(config, db, io, store, builder, reactor, metrics)
     site = PxedSite(
         app.resource(),
         config.cors_origins,
@@ -208,6 +211,8 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         authenticator=app.authenticator,
         header_timeout=config.header_timeout,
         max_connections_per_client=config.max_connections_per_client,
+        metrics=metrics,
+        route_of=app.route_of,
     )
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)

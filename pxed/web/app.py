@@ -13,12 +13,14 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from pxed import bootconfig
 from pxed.bootstrap import machine_key
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
+from pxed.metrics import Metrics
 from pxed.web import router
 from pxed.web.agent import AgentResource
 from pxed.web.auth import Authenticator, Sessions
@@ -29,6 +31,7 @@ from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.images import ImagesResource, max_image_size
 from pxed.web.machines import MachinesResource
+from pxed.web.metrics import MetricsResource
 from pxed.web.openapi import OpenAPIResource
 from pxed.web.origin import Origin
 from pxed.web.queue import QueueResource
@@ -63,6 +66,7 @@ RESOURCES: tuple[type, ...] = (
     BuildsResource,
     StaticResource,
     OpenAPIResource,
+    MetricsResource,
 )
 
 # endpoint -> route and access rule, for every route served
@@ -78,8 +82,10 @@ class PxedApp:
         store: ImageStore,
         builder: BuildWorker,
         reactor,
+        metrics: Metrics,
         github: GitHubClient | None = None,
     ) -> None:
+        self.metrics = metrics
         origin = Origin(config.base_url)
         sessions = Sessions(db, origin, config.session_hours)
         access = ImageAccess(db)
@@ -90,7 +96,7 @@ class PxedApp:
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
-            BootResource(db, config, origin, machine_key(config.data_dir)),
+            BootResource(db, config, origin, machine_key(config.data_dir), metrics),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
@@ -100,14 +106,21 @@ class PxedApp:
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),
+            MetricsResource(db, metrics),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()
         # Also used by the site, to authenticate uploads before their body.
-        self.authenticator = authenticator = Authenticator(db)
+        self.authenticator = authenticator = Authenticator(
+            db, bootconfig.networks(config.metrics_networks)
+        )
         for resource in self.resources:
             router.mount(self.app, resource, authenticator.authorise)
         router.handle_errors(self.app, config.base_url)
 
     def resource(self) -> IResource:
         return router.TextPaths(self.app.resource())
+
+    def route_of(self, method: bytes, path: bytes) -> str | None:
+        """The template of the route that serves *method* *path*."""
+        return router.route_of(self.app, ROUTES, method, path)

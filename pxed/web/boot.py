@@ -11,14 +11,18 @@ from pxed.config import Config
 from pxed.db import credentials, events, machines, queue
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, NotFound
+from pxed.metrics import Metrics
 from pxed.web.auth import actor
 from pxed.web.origin import Origin
 from pxed.web.router import route
 
 
 class BootResource:
-    def __init__(self, db: DBPool, config: Config, origin: Origin, machine_key: bytes) -> None:
+    def __init__(
+        self, db: DBPool, config: Config, origin: Origin, machine_key: bytes, metrics: Metrics
+    ) -> None:
         self._db = db
+        self._metrics = metrics
         self._config = config
         self._origin = origin
         self._networks = bootconfig.networks(config.boot_networks)
@@ -40,6 +44,7 @@ class BootResource:
             # Netboot is unauthenticated: only the networks machines boot
             # from are answered; elsewhere the same answer as an unknown MAC.
             decision, params = bootconfig.Decision(False, "client not on a boot network"), None
+        self._metrics.boot_answered(machine is not None, params is not None)
         if machine is not None:
             # "Why did this MAC get this answer": the machine's event log
             # says each answer that differs from the one before; repeats
