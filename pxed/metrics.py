@@ -13,6 +13,7 @@ build states are the fixed lists of pxed.db.queue and pxed.db.builds."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -139,26 +140,40 @@ class Metrics:
         self._build_states = build_states
         # Series that exist from the start (at 0), so a rate or an alert
         # has something to read before the first event.
-        for decision in BOOT_DECISIONS:
-            self.boot_answers.labels(decision)
+        self._boot = tuple(self.boot_answers.labels(d) for d in BOOT_DECISIONS)
         for pool in ("write", "read"):
             self.db_wait.labels(pool)
             self.db_query.labels(pool)
         self.set_states({}, {})
+        # (method, route, status) -> its counter and histogram: labels()
+        # takes a lock and builds a key each call, a few µs per request.
+        # Bounded as the labels are.
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # -- recording ------------------------------------------------------------
 
-    def request_done(self, method: str, route: str | None, status: int, seconds: float) -> None:
+    def request_done(
+        self, method: str, route: str | None, status: int, seconds: float | None = None
+    ) -> None:
+        """One answer; *seconds* None for one given before a request was
+        parsed (counted, not timed)."""
         method = method if method in METHODS else "other"
         route = route or UNMATCHED
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
+            )
+        series[0].inc()
+        if seconds is not None:
+            series[1].observe(seconds)
 
     def boot_answered(self, known: bool, served: bool) -> None:
         """One netboot answer: *served* the management OS, else local disk
         to a *known* machine or to an unknown MAC."""
-        decision = BOOT_DECISIONS[0] if served else BOOT_DECISIONS[1 if known else 2]
-        self.boot_answers.labels(decision).inc()
+        self._boot[0 if served else 1 if known else 2].inc()
 
     def upload_done(self, size: int, seconds: float) -> None:
         if size > 0 and seconds > 0:

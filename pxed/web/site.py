@@ -209,8 +209,10 @@ class PxedRequest(Request):
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
-        # Cut off while the app answered it (a download the client left).
-        self._count()
+        # Cut off while its answer was being sent (a download the client
+        # left); one cut off before any answer was given is not counted.
+        if self.startedWriting:
+            self._count()
 
     def _count(self) -> None:
         """Once per request that reached ``process``: answered, or cut off."""
@@ -278,9 +280,15 @@ class PxedChannel(HTTPChannel):
 
     def _refuse(self, status: int, message: str) -> None:
         self.transport.write(_raw_response(status, message, []))
+        self._count(status)
         # Nothing more from this connection is parsed.
         self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
         self.loseConnection()
+
+    def _count(self, status: int) -> None:
+        """An answer given before there was a request (no route, no time)."""
+        method = getattr(self, "_command", b"")
+        self.site.metrics.request_done(method.decode("ascii", "replace"), None, status)
 
     def allHeadersReceived(self) -> None:
         self._cancel_header_deadline()
@@ -321,6 +329,7 @@ class PxedChannel(HTTPChannel):
         if self._request_begun:
             message = f"request line and headers not received within {self.site.header_timeout} s"
             self.transport.write(_raw_response(408, message, []))
+            self._count(408)
         # An idle keep-alive connection is closed without a word (a 408
         # there could be taken as the answer to the client's next request).
         self.transport.loseConnection()

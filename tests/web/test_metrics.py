@@ -23,6 +23,7 @@ from tests.helpers import (
     both_databases,
     enqueue,
     new_image,
+    send_raw,
     upload,
     upload_version,
     wait_done,
@@ -62,6 +63,9 @@ async def test_counters_move_with_what_the_server_does(start_server):
     assert (await server.anonymous.get("/healthz")).code == 200
     assert (await server.anonymous.get("/no/such/route")).code == 404
     assert (await upload(server.anonymous, f"/image/{image}", b"x" * 100_000)).code == 401
+    # ... and one the HTTP parser refuses (a header line too long).
+    junk = b"GET /healthz HTTP/1.0\r\nX-Junk: " + b"a" * 20000 + b"\r\n\r\n"
+    assert (await send_raw(server.url, junk)).code == 431
     # An upload and a download of its bytes.
     data = os.urandom(300_000)
     version = await upload_version(admin, image, data)
@@ -86,6 +90,7 @@ async def test_counters_move_with_what_the_server_does(start_server):
     assert moved(requests, method="GET", route="/healthz", status="200") == 1
     assert moved(requests, method="GET", route="unmatched", status="404") == 1
     assert moved(requests, method="POST", route="/image/<uuid>", status="401") == 1
+    assert moved(requests, method="GET", route="unmatched", status="431") == 1
     assert moved(requests, method="POST", route="/image/<uuid>", status="200") == 1
     assert moved(requests, method="GET", route="/image/<uuid>/<int:version>", status="200") == 1
     duration = "pxed_http_request_duration_seconds_count"
