@@ -16,9 +16,10 @@ Before authentication a client gets nothing that costs much:
 * At most ``max_connections_per_client`` connections from one address are
   open at once; more are closed as soon as they are accepted.
 
-Every request answered (or cut off once it reached the app) is counted in
-pxed.metrics here, where errors and answers given before the body are
-seen too, labelled by the route template the router put on the request."""
+Every answer is counted in pxed.metrics here, where errors, answers given
+before the body and the HTTP parser's refusals are seen too (a download
+cut off midway as well), labelled by the route template the router put on
+the request."""
 
 from __future__ import annotations
 
