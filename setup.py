@@ -35,6 +35,7 @@ setup(
         "zstandard>=0.22,<1",
         "docker>=7,<8",
         "msgspec>=0.18.6,<0.24",
+        "prometheus-client>=0.20,<0.27",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],

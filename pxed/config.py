@@ -129,6 +129,9 @@ class Config:
     boot_view_refresh: Annotated[float, Positive] = 30.0
     # Seconds between writes of repeated boot answers to the event log.
     boot_answer_log_interval: Annotated[float, Positive] = 5.0
+    # Clients that may read /metrics without a credential (CIDRs); anyone
+    # else needs an admin's.
+    metrics_networks: tuple[str, ...] = ()
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 
@@ -260,11 +263,12 @@ def validate(config: Config) -> None:
         parts = _web_url(origin)
         if parts is None or parts.path:
             raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
-    for network in config.boot_networks:
-        try:
-            ipaddress.ip_network(network)
-        except ValueError as e:
-            raise ConfigError(f"boot_networks: {network!r} is not a CIDR ({e})") from None
+    for setting in ("boot_networks", "metrics_networks"):
+        for network in getattr(config, setting):
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as e:
+                raise ConfigError(f"{setting}: {network!r} is not a CIDR ({e})") from None
     for key in ("url", "api_url"):
         if _web_url(getattr(config.github, key)) is None:
             raise ConfigError(f"github.{key}: must be an http(s) URL")

@@ -38,10 +38,11 @@ from pxed.bootview import BootView
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
-from pxed.db import migrate
+from pxed.db import migrate, stats
 from pxed.db.notify import ChangeListener
 from pxed.db.pool import DBPool, make_engine
 from pxed.imagestore import ImageStore
+from pxed.metrics import Metrics
 from pxed.storage import Storage
 from pxed.web.app import PxedApp
 from pxed.web.site import PxedSite
@@ -192,7 +193,9 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     engine = engine if engine is not None else prepare(config)
     top = OrderedServices()
     top.setName("pxed")
-    db = DBPool(engine, reactor, config.db_busy_timeout)
+    # One registry per server (/metrics), handed to everything that counts.
+    metrics = Metrics(stats.QUEUE_STATES, stats.BUILD_STATES)
+    db = DBPool(engine, reactor, config.db_busy_timeout, metrics)
     db.setServiceParent(top)
     io = IOPool(reactor)
     io.setServiceParent(top)
@@ -201,7 +204,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         config.docker_host, reactor, config.build_concurrency, config.build_timeout
     )
     engine.setServiceParent(top)
-    builder = BuildWorker(config, db, engine, io, storage, reactor)
+    builder = BuildWorker(config, db, engine, io, storage, reactor, metrics)
     builder.setServiceParent(top)
     store = ImageStore(db, io, storage)
     # After the pool (they read and write through it), before the web port.
@@ -210,7 +213,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     ChangeListener(db, view.changed, reactor).setServiceParent(top)
     answers = AnswerLog(db, reactor, config.boot_answer_log_interval)
     answers.setServiceParent(top)
-    app = PxedApp(config, db, io, store, builder, view, answers, reactor)
+    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics)
     site = PxedSite(
         app.resource(),
         config.cors_origins,
@@ -220,6 +223,8 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         authenticator=app.authenticator,
         header_timeout=config.header_timeout,
         max_connections_per_client=config.max_connections_per_client,
+        metrics=metrics,
+        route_of=app.route_of,
     )
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)

@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -153,6 +154,37 @@ class Client:
 
     def bearer(self, token: str) -> Client:
         return Client(self.url, {"Authorization": f"Bearer {token}"})
+
+
+def _exchange(url: str, raw: bytes, timeout: float = 10.0) -> bytes:
+    """*raw* sent byte for byte on a new connection; all that comes back
+    until the server closes it or *timeout* passes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        try:
+            s.sendall(raw)
+        except OSError:  # the server may answer and close before reading it all
+            pass
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+async def send_raw(url: str, raw: bytes) -> Response:
+    """A request as bytes (what an HTTP client would refuse to send)."""
+    answer = await threads.deferToThread(_exchange, url, raw)
+    assert answer, "no response at all"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    headers = Headers()
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers.addRawHeader(name.strip(), value.strip())
+    return Response(status, headers, body)
 
 
 @dataclass

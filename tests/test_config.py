@@ -123,6 +123,7 @@ def test_environment_supplies_the_github_secret(tmp_path):
         ('boot_networks = ["10.0.0.1/8"]', {}, "boot_networks"),
         ('boot_networks = ["lan"]', {}, "boot_networks"),
         ('boot_networks = "10.0.0.0/8"', {}, "boot_networks"),
+        ('metrics_networks = ["prometheus"]', {}, "metrics_networks"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, text, overrides, setting):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 from twisted.application.service import Service
@@ -30,6 +31,7 @@ from pxed.db.builds import Build
 from pxed.db.pool import DBPool
 from pxed.errors import ServiceUnavailable
 from pxed.imagestore import ImageStore
+from pxed.metrics import Metrics
 from pxed.storage import Staged, Storage
 from pxed.workers import IOPool
 
@@ -47,6 +49,7 @@ class BuildWorker(Service):
         io: IOPool,
         storage: Storage,
         reactor,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._db = db
@@ -54,6 +57,7 @@ class BuildWorker(Service):
         self._io = io
         self._storage = storage
         self._reactor = reactor
+        self._metrics = metrics if metrics is not None else Metrics()
         self.dir = Path(config.data_dir) / "builds"
         self.jobs: dict[int, Job] = {}
         self._seq: dict[int, int] = {}
@@ -162,6 +166,9 @@ class BuildWorker(Service):
 
     async def _run(self, job: Job) -> None:
         build = job.build
+        began = time.monotonic()
+        # How the build ended, for its duration's label.
+        ended = builds.FAILED
         timer = self._reactor.callLater(
             self._config.build_timeout,
             self._cancel_job,
@@ -198,14 +205,12 @@ class BuildWorker(Service):
                 version.version,
                 timings,
             )
+            ended = builds.SUCCEEDED
         except Cancelled:
             self._log(build.id, f"pxed: {job.reason}")
-            await self._db.run(
-                builds.thd_finish,
-                build.id,
-                builds.FAILED if job.reason.startswith("timed out") else builds.CANCELLED,
-                job.reason,
-            )
+            if not job.reason.startswith("timed out"):
+                ended = builds.CANCELLED
+            await self._db.run(builds.thd_finish, build.id, ended, job.reason)
         except (BuildFailed, EngineUnavailable, disk.EmptyRootfs, disk.AssemblyError) as e:
             message = str(e) or type(e).__name__
             if job.cancelled.is_set():
@@ -221,6 +226,7 @@ class BuildWorker(Service):
                 f"internal error ({type(e).__name__}); see the server log",
             )
         finally:
+            self._metrics.build_duration.labels(ended).observe(time.monotonic() - began)
             if timer.active():
                 timer.cancel()
             try:

@@ -22,12 +22,17 @@ that other servers on the database hear of it (pxed.db.notify).
 
 A write that cannot get its lock within ``busy_timeout`` seconds fails with
 an OperationalError that ``is_busy`` recognises; the web layer answers it
-with 503 and ``Retry-After``."""
+with 503 and ``Retry-After``.
+
+How long each call waited for a thread and how long it ran are recorded
+in the server's pxed.metrics (``pxed_db_wait_seconds``,
+``pxed_db_query_seconds``)."""
 
 from __future__ import annotations
 
 import errno
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -38,6 +43,8 @@ from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from pxed.metrics import Metrics
 
 T = TypeVar("T")
 
@@ -182,6 +189,7 @@ class DBPool(Service):
         engine: sa.Engine,
         reactor: IReactorThreads,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.read_engine = _read_engine(engine, busy_timeout)
@@ -193,6 +201,9 @@ class DBPool(Service):
         self._watchers: list[tuple[frozenset[str], Watcher]] = []
         self.server_id = uuid.uuid4().hex
         sa.event.listen(engine, "after_execute", _note_written)
+        metrics = metrics if metrics is not None else Metrics()
+        self._write_timing = (metrics.db_wait.labels("write"), metrics.db_query.labels("write"))
+        self._read_timing = (metrics.db_wait.labels("read"), metrics.db_query.labels("read"))
 
     def watch(self, tables: frozenset[str], callback: Watcher) -> None:
         """Call *callback* (with the tables written) after every committed
@@ -226,14 +237,30 @@ class DBPool(Service):
         """Run ``thd(conn, *args, **kwargs)`` in one transaction, off the
         reactor thread; commit if it returns, roll back if it raises."""
         return deferToThreadPool(
-            self._reactor, self._threadpool, self._in_transaction, thd, args, kwargs
+            self._reactor,
+            self._threadpool,
+            _timed,
+            self._write_timing,
+            time.monotonic(),
+            self._in_transaction,
+            thd,
+            args,
+            kwargs,
         )
 
     def read(self, thd: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Like ``run`` for a *thd* that only reads: one read-only
         transaction on the read threads, never waiting behind a write."""
         return deferToThreadPool(
-            self._reactor, self._read_threadpool, self._in_read_transaction, thd, args, kwargs
+            self._reactor,
+            self._read_threadpool,
+            _timed,
+            self._read_timing,
+            time.monotonic(),
+            self._in_read_transaction,
+            thd,
+            args,
+            kwargs,
         )
 
     def _in_transaction(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
@@ -297,6 +324,19 @@ class DBPool(Service):
         return deferToThreadPool(
             self._reactor, self._read_threadpool, _sqlite_write_lock_free, self.engine.url.database
         )
+
+
+def _timed(timing: tuple[Any, Any], submitted: float, fn: Callable[..., T], *args: Any) -> T:
+    """On the pool's thread: *fn*, with the time it waited for the thread
+    (since *submitted*) and the time it ran recorded in *timing*'s
+    histograms (pxed.metrics: wait, query)."""
+    started = time.monotonic()
+    wait, query = timing
+    wait.observe(started - submitted)
+    try:
+        return fn(*args)
+    finally:
+        query.observe(time.monotonic() - started)
 
 
 def _sqlite_write_lock_free(path: str) -> bool:

@@ -13,6 +13,7 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from pxed import bootconfig
 from pxed.answerlog import AnswerLog
 from pxed.bootstrap import machine_key
 from pxed.bootview import BootView
@@ -21,6 +22,7 @@ from pxed.config import Config
 from pxed.db.pool import DBPool
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
+from pxed.metrics import Metrics
 from pxed.web import router
 from pxed.web.agent import AgentResource
 from pxed.web.auth import Authenticator, Sessions
@@ -31,6 +33,7 @@ from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.images import ImagesResource, max_image_size
 from pxed.web.machines import MachinesResource
+from pxed.web.metrics import MetricsResource
 from pxed.web.openapi import OpenAPIResource
 from pxed.web.origin import Origin
 from pxed.web.queue import QueueResource
@@ -65,6 +68,7 @@ RESOURCES: tuple[type, ...] = (
     BuildsResource,
     StaticResource,
     OpenAPIResource,
+    MetricsResource,
 )
 
 # endpoint -> route and access rule, for every route served
@@ -82,8 +86,10 @@ class PxedApp:
         view: BootView,
         answers: AnswerLog,
         reactor,
+        metrics: Metrics,
         github: GitHubClient | None = None,
     ) -> None:
+        self.metrics = metrics
         origin = Origin(config.base_url)
         sessions = Sessions(db, origin, config.session_hours)
         access = ImageAccess(db)
@@ -94,7 +100,7 @@ class PxedApp:
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
-            BootResource(db, config, origin, machine_key(config.data_dir), view, answers),
+            BootResource(db, config, origin, machine_key(config.data_dir), view, answers, metrics),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
@@ -104,11 +110,14 @@ class PxedApp:
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),
+            MetricsResource(db, metrics),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()
         # Also used by the site, to authenticate uploads before their body.
-        self.authenticator = authenticator = Authenticator(db)
+        self.authenticator = authenticator = Authenticator(
+            db, bootconfig.networks(config.metrics_networks)
+        )
         for resource in self.resources:
             router.mount(self.app, resource, authenticator.authorise)
         router.handle_errors(self.app, config.base_url)
@@ -118,3 +127,7 @@ class PxedApp:
         # any routing (a rack powering on asks thousands a second).
         boot = self.resources[RESOURCES.index(BootResource)]
         return router.TextPaths(boot.front(self.app.resource()))
+
+    def route_of(self, method: bytes, path: bytes) -> str | None:
+        """The template of the route that serves *method* *path*."""
+        return router.route_of(self.app, ROUTES, method, path)

@@ -23,6 +23,7 @@ from pxed.config import Config
 from pxed.db import credentials
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, DatabaseBusy, NotFound
+from pxed.metrics import Metrics
 from pxed.web import router
 from pxed.web.auth import actor
 from pxed.web.origin import Origin
@@ -43,8 +44,10 @@ class BootResource:
         machine_key: bytes,
         view: BootView,
         answers: AnswerLog,
+        metrics: Metrics,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._config = config
         self._origin = origin
         self._networks = bootconfig.networks(config.boot_networks)
@@ -73,6 +76,7 @@ class BootResource:
             # Netboot is unauthenticated: only the networks machines boot
             # from are answered; elsewhere the same answer as an unknown MAC.
             decision, params = bootconfig.Decision(False, "client not on a boot network"), None
+        self._metrics.boot_answered(entry is not None, params is not None)
         if entry is not None:
             served = "management OS" if params is not None else "local disk"
             self._answers.record(
@@ -209,6 +213,7 @@ class BootFront(Resource):
         if b"%" in path or request.getHeader(b"authorization") or request.getHeader(b"cookie"):
             return None
         if path == b"/ipxe":
+            request.route = "/ipxe"  # the metrics' label, as the router's
             return router.render(request, self._boot.chain(request))
         if path.startswith(_PIXIECORE):
             mac, via, answer = path[len(_PIXIECORE) :], "pixiecore", pixiecore_answer
@@ -221,6 +226,7 @@ class BootFront(Resource):
         found = self._boot.answer_now(request, mac.decode("latin-1"), via, self._boot.changes)
         if found is None:
             return None
+        request.route = f"/{'v1/boot' if via == 'pixiecore' else 'ipxe'}/<mac>"
         try:
             return router.render(request, answer(*found))
         except NotFound as e:

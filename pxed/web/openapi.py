@@ -55,6 +55,7 @@ ACCESS: dict[str, str] = {
     "owner-or-machine": (
         "the owner of the image, moderators, admins, and a management OS whose work covers it"
     ),
+    "metrics": "admins, and any client in metrics_networks without a credential",
 }
 USER_SECURITY = [{"bearerToken": []}, {"sessionCookie": []}]
 MACHINE_SECURITY = [*USER_SECURITY, {"machineCredential": []}]

@@ -15,14 +15,14 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter, RequestRedirect, ValidationError
 
 from pxed.db import pool
@@ -140,14 +140,30 @@ def mount(app: Klein, resource: object, authorise: Authorise) -> None:
 
         @functools.wraps(handler)
         async def serve(
-            request: IRequest, _handler=handler, _access=info.access, **kwargs: Any
+            request: IRequest, _handler=handler, _access=info.access, _path=info.path, **kwargs: Any
         ) -> Any:
+            # The route's template labels the request in pxed.metrics.
+            request.route = _path
             await authorise(request, _access, kwargs)
             return render(request, await _handler(request, **kwargs))
 
         app.route(
             info.path, methods=list(info.methods), endpoint=info.endpoint, branch=info.branch
         )(serve)
+
+
+def route_of(app: Klein, table: dict[str, RouteInfo], method: bytes, path: bytes) -> str | None:
+    """The template of the route *method* *path* would be served by, for a
+    request answered before it reached the app (PxedRequest._refuse)."""
+    urls = app.url_map.bind("localhost")
+    try:
+        endpoint, _ = urls.match(
+            unquote(path.decode("utf-8", "replace")), method=method.decode("ascii", "replace")
+        )
+    except HTTPException:  # no route, wrong method, a redirect
+        return None
+    info = table.get(str(endpoint).removesuffix("_branch"))
+    return None if info is None else info.path
 
 
 def render(request: IRequest, result: Any) -> Any:

@@ -14,11 +14,17 @@ Before authentication a client gets nothing that costs much:
   timeout restarts with every byte, so a client sending one byte now and
   then would otherwise hold its connection for ever.
 * At most ``max_connections_per_client`` connections from one address are
-  open at once; more are closed as soon as they are accepted."""
+  open at once; more are closed as soon as they are accepted.
+
+Every answer is counted in pxed.metrics here, where errors, answers given
+before the body and the HTTP parser's refusals are seen too (a download
+cut off midway as well), labelled by the route template the router put on
+the request."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -28,6 +34,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from pxed.errors import ApiError, error_json
+from pxed.metrics import Metrics
 from pxed.storage import READ_SIZE, Storage
 from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity
 from pxed.web.body import MAX_JSON_BODY, BoundedBody
@@ -62,11 +69,20 @@ def _raw_response(status: int, message: str, headers: list[tuple[bytes, bytes]])
 
 class PxedRequest(Request):
     started: float
+    # When the headers were complete (the body, if any, follows).
+    headers_at: float
     # The identity found from the headers before the body was read (see
     # Authenticator.authorise), if it was looked up then.
     preauthenticated: Identity | None = None
+    # The template of the route serving the request (set by pxed.web.router),
+    # and whether the answer is a file (StaticFiles): labels for pxed.metrics.
+    route: str | None = None
+    download = False
+    _metrics: Metrics | None = None
+    _counted = False
 
     def gotLength(self, length: int | None) -> None:
+        self.headers_at = time.monotonic()
         # Only the headers are known here, not yet the method or path.
         site = self.channel.site
         ctype = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
@@ -94,7 +110,9 @@ class PxedRequest(Request):
             # 64 KiB on this machine kind (DESIGN.md).
             if hasattr(self.channel.transport, "bufferSize"):
                 self.channel.transport.bufferSize = READ_SIZE
-            self.content = UploadBody(site.storage, site.io, ctype, self.channel.transport)
+            self.content = UploadBody(
+                site.storage, site.io, ctype, self.channel.transport, site.metrics
+            )
         else:
             self.content = BoundedBody(MAX_JSON_BODY)
 
@@ -157,21 +175,57 @@ class PxedRequest(Request):
         # Whatever the client still sends is not read: the socket stays
         # paused until it closes (once the answer is written).
         channel.transport.loseConnection()
+        method = getattr(channel, "_command", b"-")
+        path = getattr(channel, "_path", b"-").split(b"?")[0]
         access_log.info(
             '{client} "{method} {path}" {status} {size} before the body',
             client=getattr(channel.transport.getPeer(), "host", "-"),
-            method=getattr(channel, "_command", b"-").decode("ascii", "replace"),
-            path=getattr(channel, "_path", b"-").split(b"?")[0].decode("utf-8", "replace"),
+            method=method.decode("ascii", "replace"),
+            path=path.decode("utf-8", "replace"),
             status=status,
             size=len(response),
+        )
+        self._counted = True
+        site.metrics.request_done(
+            method.decode("ascii", "replace"),
+            site.route_of(method, path),
+            status,
+            time.monotonic() - self.headers_at,
         )
 
     def process(self) -> None:
         self.started = time.monotonic()
+        site = self.channel.site
+        self._metrics = site.metrics
+        if isinstance(self.content, UploadBody):  # the whole body is in
+            site.metrics.upload_done(self.content.received, self.started - self.headers_at)
         # self.site is only set inside Request.process.
-        if self.channel.site.cors.apply(self):
+        if site.cors.apply(self):
             return
         super().process()
+
+    def finish(self) -> None:
+        super().finish()
+        self._count()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        # Cut off while its answer was being sent (a download the client
+        # left); one cut off before any answer was given is not counted.
+        if self.startedWriting:
+            self._count()
+
+    def _count(self) -> None:
+        """Once per request that reached ``process``: answered, or cut off."""
+        metrics = self._metrics
+        if metrics is None or self._counted:
+            return
+        self._counted = True
+        now = time.monotonic()
+        method = self.method.decode("ascii", "replace")
+        metrics.request_done(method, self.route, self.code, now - self.headers_at)
+        if self.download:
+            metrics.download_done(self.sentLength, now - self.started)
 
 
 class PxedChannel(HTTPChannel):
@@ -227,9 +281,15 @@ class PxedChannel(HTTPChannel):
 
     def _refuse(self, status: int, message: str) -> None:
         self.transport.write(_raw_response(status, message, []))
+        self._count(status)
         # Nothing more from this connection is parsed.
         self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
         self.loseConnection()
+
+    def _count(self, status: int) -> None:
+        """An answer given before there was a request (no route, no time)."""
+        method = getattr(self, "_command", b"")
+        self.site.metrics.request_done(method.decode("ascii", "replace"), None, status)
 
     def allHeadersReceived(self) -> None:
         self._cancel_header_deadline()
@@ -270,6 +330,7 @@ class PxedChannel(HTTPChannel):
         if self._request_begun:
             message = f"request line and headers not received within {self.site.header_timeout} s"
             self.transport.write(_raw_response(408, message, []))
+            self._count(408)
         # An idle keep-alive connection is closed without a word (a 408
         # there could be taken as the answer to the client's next request).
         self.transport.loseConnection()
@@ -290,6 +351,8 @@ class PxedSite(Site):
         authenticator: Authenticator | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        metrics: Metrics | None = None,
+        route_of: Callable[[bytes, bytes], str | None] = lambda method, path: None,
     ) -> None:
         # parsePOSTFormSubmission=False: Twisted would otherwise parse whole
         # multipart bodies into memory.
@@ -302,6 +365,10 @@ class PxedSite(Site):
         self.authenticator = authenticator
         self.header_timeout = header_timeout
         self.max_connections_per_client = max_connections_per_client
+        self.metrics = metrics if metrics is not None else Metrics()
+        # (method, path) -> route template, for requests refused before
+        # they reach the app (PxedApp.route_of).
+        self.route_of = route_of
         # client address -> connections open
         self._connections: dict[str, int] = {}
         self._warned: set[str] = set()

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pxed.metrics import Metrics
 from pxed.storage import Staged, Storage
 from pxed.workers import PoolStopped, ThreadPoolService
 
@@ -128,9 +129,16 @@ class StagedUpload:
     beside the reactor's HTTP parsing: both release the GIL."""
 
     def __init__(
-        self, storage: Storage, pool: ThreadPoolService, pressure: Callable[[bool], None]
+        self,
+        storage: Storage,
+        pool: ThreadPoolService,
+        pressure: Callable[[bool], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
+        # Bytes in staging files (pxed_staging_bytes): added as they
+        # arrive, taken off when the file is closed (committed or removed).
+        self._staged = (metrics if metrics is not None else Metrics()).staging_bytes
         self._pool = pool
         self._pressure = pressure
         self.path, fd = storage.new_staging()
@@ -156,6 +164,7 @@ class StagedUpload:
         if self.closed or self.error is not None:
             return
         self.size += len(data)
+        self._staged.inc(len(data))
         self._pieces.append(data)
         self._buffered += len(data)
         if self._buffered >= CHUNK:
@@ -246,6 +255,7 @@ class StagedUpload:
         if self.closed:
             return
         self.closed = True
+        self._staged.dec(self.size)
         self._pieces = []
         # After the writes already queued, which then return at once.
         self._writes.deferred.addCallback(lambda _: self._pool.run(self._close_fd))

@@ -63,6 +63,8 @@ class StaticFiles(static.File):
         return super().getChild(path, request)
 
     def makeProducer(self, request: IRequest, fileForReading):
+        # A file's bytes go out: counted as a download (pxed.web.site).
+        request.download = True
         producer = super().makeProducer(request, fileForReading)
         transport = getattr(request.channel, "transport", None)
         # Plain TCP: the kernel copies file to socket (sendfile), as nginx

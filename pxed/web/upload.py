@@ -14,6 +14,7 @@ from __future__ import annotations
 from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.logger import Logger
 
+from pxed.metrics import Metrics
 from pxed.storage import Storage
 from pxed.web.staging import StagedUpload
 from pxed.workers import ThreadPoolService
@@ -43,10 +44,16 @@ class UploadBody:
     """The file-like object Twisted writes the request body into."""
 
     def __init__(
-        self, storage: Storage, pool: ThreadPoolService, content_type: bytes, transport
+        self,
+        storage: Storage,
+        pool: ThreadPoolService,
+        content_type: bytes,
+        transport,
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
         self._pool = pool
+        self._metrics = metrics if metrics is not None else Metrics()
         self._transport = transport
         self._paused = False
         self.complete = False
@@ -80,7 +87,7 @@ class UploadBody:
             self.files["file"] = self._new_file()
 
     def _new_file(self) -> StagedUpload:
-        return StagedUpload(self._storage, self._pool, self._set_pressure)
+        return StagedUpload(self._storage, self._pool, self._set_pressure, self._metrics)
 
     def _set_pressure(self, behind: bool) -> None:
         # Pause reading while the writer is behind.  Once the body is
@@ -188,6 +195,7 @@ class UploadBody:
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
+        self._metrics.uploaded_bytes.inc(len(data))
         if self.error:
             return
         if self._parser is None:

@@ -29,6 +29,8 @@ EXPECT: dict[str, dict[str, object]] = {
     "machine": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=OK),
     # The sample image is alice's and not in the machine's current work.
     "owner-or-machine": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
+    # metrics_networks is empty here (tests/web/test_metrics.py sets it).
+    "metrics": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403),
 }
 # Refusals first, so an allowed DELETE cannot hide a later refusal.
 ORDER = ("anonymous", "machine", "bob", "alice", "mod", "admin")

@@ -5,14 +5,12 @@ nothing it does puts a traceback in the log or the body."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.helpers import MAC, Response, new_image
+from tests.helpers import MAC, Response, new_image, send_raw
 
 BIG = 2**63
 
@@ -31,39 +29,6 @@ def logged():
     globalLogPublisher.addObserver(observe)
     yield lines
     globalLogPublisher.removeObserver(observe)
-
-
-def _exchange(url: str, raw: bytes, timeout: float = 10.0) -> bytes:
-    """*raw* sent byte for byte on a new connection; all that comes back
-    until the server closes it or *timeout* passes."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        try:
-            s.sendall(raw)
-        except OSError:  # the server may answer and close before reading it all
-            pass
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return out
-
-
-async def send_raw(url: str, raw: bytes) -> Response:
-    """A request as bytes (what an HTTP client would refuse to send)."""
-    answer = await threads.deferToThread(_exchange, url, raw)
-    assert answer, "no response at all"
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    from twisted.web.http_headers import Headers
-
-    headers = Headers()
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        headers.addRawHeader(name.strip(), value.strip())
-    return Response(status, headers, body)
 
 
 def _get(path: bytes, headers: bytes = b"", host: bytes = b"x") -> bytes:
