@@ -107,13 +107,13 @@ def prepare(config: Config) -> sa.Engine:
         engine.dispose()
         raise StartupError(f"database: {e}") from None
     try:
-        removed = Storage(config.data_dir).prepare()
+        removed = Storage(config.data_dir, config.server).prepare()
     except OSError as e:
         raise StartupError(f"data_dir: cannot prepare the images directory: {e.strerror}") from None
     if removed:
         log.info("removed {n} unfinished upload(s) from staging", n=removed)
     try:
-        swept = imagestore.sweep(engine, Storage(config.data_dir))
+        swept = imagestore.sweep(engine, Storage(config.data_dir, config.server))
     except OSError as e:
         raise StartupError(f"data_dir: cannot clean the images directory: {e.strerror}") from None
     if swept:
@@ -190,7 +190,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     db.setServiceParent(top)
     io = IOPool(reactor)
     io.setServiceParent(top)
-    storage = Storage(config.data_dir)
+    storage = Storage(config.data_dir, config.server)
     engine = DockerEngine(
         config.docker_host, reactor, config.build_concurrency, config.build_timeout
     )

@@ -46,12 +46,42 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(alembic_config(conn), revision)
 
 
+# The key of the PostgreSQL advisory lock servers starting on one database
+# take around the schema check and upgrade (any fixed number: "pxed").
+SCHEMA_LOCK = 0x70786564
+
+
 def prepare(engine: sa.Engine, migrate: bool = True) -> str:
     """Bring the database to the schema this code expects, or explain why not.
 
     An empty database is always created.  An older one is upgraded when
     *migrate* is true and refused otherwise.  A newer or unknown one is
-    refused.  Returns a short line saying what was done."""
+    refused.  Returns a short line saying what was done.
+
+    On PostgreSQL, servers starting at once take turns (an advisory lock):
+    one creates or upgrades the schema, the others then find it current."""
+    if engine.dialect.name != "postgresql":
+        return _prepare(engine, migrate)
+    try:
+        lock = engine.connect()
+    except sa.exc.OperationalError as e:
+        raise SchemaError(f"cannot open database: {e.orig}") from None
+    try:
+        # Session-level, outside any transaction: held across the upgrade's
+        # own transaction on another connection.  lock_timeout does not
+        # bound it (a first upgrade may take a while): pg_advisory_lock waits.
+        lock.exec_driver_sql("SET lock_timeout = 0")
+        lock.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK})")
+        lock.commit()
+        return _prepare(engine, migrate)
+    finally:
+        # Closing the session (not returning it to the pool, with its
+        # lock_timeout changed) releases the lock.
+        lock.invalidate()
+        lock.close()
+
+
+def _prepare(engine: sa.Engine, migrate: bool) -> str:
     try:
         rev = current(engine)
         tables = _user_tables(engine)
