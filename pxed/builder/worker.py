@@ -20,6 +20,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxed.builder import disk
 from pxed.builder.engine import DockerEngine, EngineUnavailable
@@ -36,7 +37,7 @@ from pxed.builder.steps import (
 from pxed.config import Config
 from pxed.db import builds, images
 from pxed.db.builds import Build
-from pxed.db.pool import DBPool
+from pxed.db.pool import DBPool, is_busy
 from pxed.errors import ServiceUnavailable
 from pxed.imagestore import ImageStore
 from pxed.storage import Staged, Storage
@@ -126,7 +127,7 @@ class BuildWorker(Service):
     def _renew(self) -> Deferred[None]:
         # LoopingCall waits for it: renewals never overlap.
         d = Deferred.fromCoroutine(self._renew_and_scan())
-        d.addErrback(lambda f: log.failure("renewing build leases", f))
+        d.addErrback(_renewal_failed)
         return d
 
     async def _renew_and_scan(self) -> None:
@@ -300,6 +301,15 @@ class BuildWorker(Service):
             self._reactor.callFromThread(self._log, build_id, line)
 
         return sink
+
+
+def _renewal_failed(failure: Failure) -> None:
+    # A busy database is tried again at the next renewal, well within the
+    # lease; anything else is worth a traceback.
+    if is_busy(failure.value):
+        log.warn("renewing build leases: the database is busy; trying again")
+    else:
+        log.failure("renewing build leases", failure)
 
 
 # -- blocking work on the IO pool's threads (the engine's: steps.py) ---------
