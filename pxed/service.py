@@ -119,9 +119,12 @@ def prepare(config: Config) -> sa.Engine:
     if swept:
         log.info("removed {n} image file(s) no version names", n=swept)
     try:
-        created = bootstrap_admin(engine, config.data_dir)
+        with migrate.exclusive(engine):  # servers starting at once: one admin
+            created = bootstrap_admin(engine, config.data_dir)
     except OSError as e:
         raise StartupError(f"data_dir: cannot write the admin token: {e.strerror}") from None
+    except migrate.SchemaError as e:
+        raise StartupError(f"database: {e}") from None
     if created is not None:
         username, path = created
         log.warn(
