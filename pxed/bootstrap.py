@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,16 +18,38 @@ TOKEN_FILE = "admin.token"
 MACHINE_KEY_FILE = "machine.key"
 
 
-def write_secret(path: Path, text: str) -> None:
-    """Create *path* readable by its owner only, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_temp(path: Path, text: str) -> Path:
+    """*text* in a new file beside *path* (a name no other process has),
+    owner-readable only, fsynced."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o600)
         os.write(fd, text.encode())
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, path)
+        os.unlink(name)
+        raise
+    os.close(fd)
+    return Path(name)
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Create *path* readable by its owner only, atomically."""
+    os.replace(_write_temp(path, text), path)
+
+
+def _create_secret(path: Path, text: str) -> bool:
+    """Create *path* with *text* unless it exists (servers sharing the data
+    dir may start at once: link(2) lets one win).  True if this did."""
+    tmp = _write_temp(path, text)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
 
 
 def thd_bootstrap(conn: sa.Connection) -> tuple[str, str] | None:
@@ -46,15 +69,20 @@ def thd_bootstrap(conn: sa.Connection) -> tuple[str, str] | None:
 
 
 def bootstrap_admin(engine: sa.Engine, data_dir: Path) -> tuple[str, Path] | None:
-    with engine.begin() as conn:
-        created = thd_bootstrap(conn)
-        if created is None:
-            return None
-        username, token = created
-        path = data_dir / TOKEN_FILE
-        # Written inside the transaction: if the file cannot be written, no
-        # admin is left behind whose token nobody knows.
-        write_secret(path, token + "\n")
+    try:
+        with engine.begin() as conn:
+            created = thd_bootstrap(conn)
+            if created is None:
+                return None
+            username, token = created
+            path = data_dir / TOKEN_FILE
+            # Written inside the transaction: if the file cannot be written, no
+            # admin is left behind whose token nobody knows.
+            write_secret(path, token + "\n")
+    except sa.exc.IntegrityError:
+        # Another server on the same database created the admin meanwhile
+        # (and wrote the token file, if the data dir is shared).
+        return None
     return username, path
 
 
@@ -62,13 +90,27 @@ def machine_key(data_dir: Path) -> bytes:
     """The server's key for machine credentials, ``<data-dir>/machine.key``
     (mode 0600), made when missing or unreadable.  Tokens derived from a
     lost key no longer match their hashes: the next boot answer mints new
-    ones."""
+    ones.  Servers sharing the data dir share the key (one of them makes
+    it, whichever starts first), so each accepts and repeats the others'
+    credentials."""
     path = Path(data_dir) / MACHINE_KEY_FILE
+    for _ in range(2):
+        key = _read_key(path)
+        if key is not None:
+            return key
+        if _create_secret(path, secrets.token_bytes(32).hex() + "\n"):
+            break
+    else:
+        # Present but unusable (truncated, not hex): replaced.
+        write_secret(path, secrets.token_bytes(32).hex() + "\n")
+    key = _read_key(path)
+    assert key is not None
+    return key
+
+
+def _read_key(path: Path) -> bytes | None:
     try:
         key = bytes.fromhex(path.read_text().strip())
     except (FileNotFoundError, ValueError):
-        key = b""
-    if len(key) < 32:
-        key = secrets.token_bytes(32)
-        write_secret(path, key.hex() + "\n")
-    return key
+        return None
+    return key if len(key) >= 32 else None

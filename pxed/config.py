@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,12 @@ class Config:
     build_concurrency: Annotated[int, Positive] = 1
     build_timeout: Annotated[float, Positive] = 3600.0
     build_headroom_mib: Annotated[int, Positive] = 256
+    # Several servers on one database: this one's name, unique among them
+    # ("" = the host name and the port setting), and the seconds after
+    # which a build whose server has stopped renewing it (every quarter of
+    # that) is taken over (queued) or failed (running) by another.
+    server_name: str = ""
+    build_lease: Annotated[float, Meta(ge=2)] = 60.0
     # The largest image POST /image creates (bytes); 0: half the total size
     # of the data dir's filesystem, measured at start.
     max_image_size: Annotated[int, Meta(ge=0)] = 0
@@ -140,6 +147,11 @@ class Config:
         if self.database:
             return self.database
         return f"sqlite:///{(self.data_dir / 'pxed.sqlite').resolve()}"
+
+    @property
+    def server(self) -> str:
+        """The name this server goes by among those sharing the database."""
+        return self.server_name or f"{socket.gethostname()} {self.port}"
 
     @property
     def static_path(self) -> Path:

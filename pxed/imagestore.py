@@ -14,9 +14,11 @@ steps leaves only files no row names, which ``sweep`` removes at startup."""
 from __future__ import annotations
 
 import shutil
+import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -31,6 +33,10 @@ from pxed.storage import FormatError, Staged, Storage
 from pxed.workers import IOPool
 
 log = Logger()
+
+# An hour: longer than any step between placing a file and recording its
+# row, which is one short transaction (the bytes were written before).
+SWEEP_GRACE = 3600.0
 
 
 class ImageStore:
@@ -141,7 +147,20 @@ def sweep(engine: sa.Engine, storage: Storage) -> int:
     files and directories were removed.
 
     A database that knows no image at all while image directories exist is
-    more likely the wrong database than a crash: nothing is removed then."""
+    more likely the wrong database than a crash: nothing is removed then.
+
+    On a database other servers may share (anything but SQLite), a file or
+    directory written in the last SWEEP_GRACE seconds stays: another server
+    may be between putting it in place and recording its row."""
+    grace = 0.0 if engine.dialect.name == "sqlite" else SWEEP_GRACE
+    now = time.time()
+
+    def young(path: Path) -> bool:
+        try:
+            return now - path.lstat().st_mtime < grace
+        except FileNotFoundError:
+            return True  # gone already
+
     with engine.connect() as conn:
         files = images.thd_files(conn)
     if not storage.images.is_dir():
@@ -160,6 +179,8 @@ def sweep(engine: sa.Engine, storage: Storage) -> int:
     removed = 0
     for directory in directories:
         known = files.get(directory.name)
+        if known is None and young(directory):
+            continue
         if known is None:
             log.info("removing {path}: no image has it", path=str(directory))
             storage.remove_image(directory.name)
@@ -170,6 +191,8 @@ def sweep(engine: sa.Engine, storage: Storage) -> int:
             if name in known or (
                 name.endswith(".Dockerfile") and name[: -len(".Dockerfile")] + ".img" in known
             ):
+                continue
+            if young(entry):
                 continue
             log.info("removing {path}: no version names it", path=str(entry))
             if entry.is_dir() and not entry.is_symlink():

@@ -114,21 +114,24 @@ def prepare(config: Config) -> sa.Engine:
         engine.dispose()
         raise StartupError(f"database: {e}") from None
     try:
-        removed = Storage(config.data_dir).prepare()
+        removed = Storage(config.data_dir, config.server).prepare()
     except OSError as e:
         raise StartupError(f"data_dir: cannot prepare the images directory: {e.strerror}") from None
     if removed:
         log.info("removed {n} unfinished upload(s) from staging", n=removed)
     try:
-        swept = imagestore.sweep(engine, Storage(config.data_dir))
+        swept = imagestore.sweep(engine, Storage(config.data_dir, config.server))
     except OSError as e:
         raise StartupError(f"data_dir: cannot clean the images directory: {e.strerror}") from None
     if swept:
         log.info("removed {n} image file(s) no version names", n=swept)
     try:
-        created = bootstrap_admin(engine, config.data_dir)
+        with migrate.exclusive(engine):  # servers starting at once: one admin
+            created = bootstrap_admin(engine, config.data_dir)
     except OSError as e:
         raise StartupError(f"data_dir: cannot write the admin token: {e.strerror}") from None
+    except migrate.SchemaError as e:
+        raise StartupError(f"database: {e}") from None
     if created is not None:
         username, path = created
         log.warn(
@@ -199,7 +202,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     db.setServiceParent(top)
     io = IOPool(reactor)
     io.setServiceParent(top)
-    storage = Storage(config.data_dir)
+    storage = Storage(config.data_dir, config.server)
     engine = DockerEngine(
         config.docker_host, reactor, config.build_concurrency, config.build_timeout
     )

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,23 +49,46 @@ class Staged(NamedTuple):
     sha256: str
 
 
+# Staging files another server left (it stopped and was never started
+# again under its name) are removed after this long without a write.
+STALE_STAGING = 24 * 3600.0
+# Between a server's name and the rest of its staging files' names.
+OWNER_MARK = "~"
+
+
 class Storage:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, server: str = "") -> None:
+        """*server*: the name of the server writing here (config
+        server_name), put in its staging files' names: several servers may
+        share the data dir, and each clears only its own at start."""
         self.images = Path(data_dir) / "images"
         self.staging = self.images / ".staging"
+        self._tag = re.sub(r"[^A-Za-z0-9_.-]", "_", server)
 
     def prepare(self) -> int:
-        """Create the directories and remove what an earlier run left in
-        staging (uploads cut off by a crash).  Returns how many were removed."""
+        """Create the directories and remove what an earlier run of this
+        server left in staging (uploads cut off by a crash), and what other
+        servers left long ago.  Returns how many were removed."""
         self.staging.mkdir(parents=True, exist_ok=True)
         removed = 0
         for leftover in self.staging.iterdir():
+            if not self._left_over(leftover):
+                continue
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def _left_over(self, entry: Path) -> bool:
+        owner, marked, _ = entry.name.partition(OWNER_MARK)
+        if not marked or owner == self._tag:
+            return True
+        try:
+            return time.time() - entry.lstat().st_mtime > STALE_STAGING
+        except FileNotFoundError:
+            return False
 
     def path(self, image_uuid: str, file: str) -> Path:
         """Where a version's file is: *file* is the name its row records
@@ -74,6 +99,8 @@ class Storage:
         return self.images / image_uuid / file
 
     def new_staging(self, prefix: str = "upload-") -> tuple[Path, int]:
+        if self._tag:
+            prefix = f"{self._tag}{OWNER_MARK}{prefix}"
         fd, name = tempfile.mkstemp(dir=self.staging, prefix=prefix)
         return Path(name), fd
 

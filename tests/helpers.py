@@ -12,9 +12,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +41,31 @@ OCTETS = {"Content-Type": "application/octet-stream"}
 # ``database`` fixture that ``start_server`` reads) run on each database in
 # turn, test_x[sqlite] and test_x[postgresql] (tests/postgres_fixtures.py).
 both_databases = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
+# The twistd script of the interpreter running the tests: the one pip installed.
+TWISTD = [str(Path(sys.executable).with_name("twistd"))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> bytes:
+    """*url*'s body once a twistd started as *proc* answers it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"twistd exited with {proc.returncode}: {out}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+                return r.read()
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer")
 
 
 def missing(message: str) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 
 import pytest_twisted
 import sqlalchemy as sa
@@ -295,3 +296,23 @@ async def test_a_version_frozen_while_its_replacement_is_put_in_place_stays(serv
     assert r.code == 409, r.text
     assert (await server.admin.get(f"/image/{image}/1")).body == old
     assert_no_orphans(server)
+
+
+def test_a_server_clears_only_its_own_staging_files(tmp_path):
+    # Servers sharing the data dir: a's start must not remove b's upload in
+    # progress; it removes its own leftovers, unnamed ones (from before
+    # servers were named) and another's left for over a day.
+    a, b = Storage(tmp_path, "a host"), Storage(tmp_path, "b")
+    a.prepare()
+    paths = []
+    for storage in (a, b, b):
+        path, fd = storage.new_staging()
+        os.close(fd)
+        paths.append(path)
+    _own, busy, stale = paths
+    day_old = time.time() - 25 * 3600
+    os.utime(stale, (day_old, day_old))
+    unnamed = a.staging / "upload-crashed"
+    unnamed.write_bytes(b"half")
+    assert a.prepare() == 3
+    assert list(a.staging.iterdir()) == [busy]

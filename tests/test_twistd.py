@@ -6,17 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.helpers import TWISTD, free_port, wait_for
 
-# The twistd script of the interpreter running the tests: the one pip installed.
-TWISTD = [str(Path(sys.executable).with_name("twistd"))]
+pytestmark = pytest.mark.slow
 
 
 def pxed_command(port: int, data_dir: Path) -> list[str]:
@@ -31,25 +27,6 @@ def pxed_command(port: int, data_dir: Path) -> list[str]:
         "--data-dir",
         str(data_dir),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"twistd exited with {proc.returncode}: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
-                return r.read()
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer")
 
 
 def test_twistd_finds_the_plugin_and_serves(tmp_path: Path):

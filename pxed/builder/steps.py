@@ -73,6 +73,9 @@ def _build_context(job: Job) -> Path:
     out = job.work / "build-context.tar"
     dockerfile = job.build.dockerfile.encode()
     given = job.work / "context"
+    if job.build.has_context and not given.exists():
+        # Taken over from a server that stopped before it stored the context.
+        raise BuildFailed("the build context was lost: the server that accepted it stopped")
     with tarfile.open(out, "w") as tar:
         if given.exists():
             try:

@@ -1,6 +1,14 @@
 """The build worker: a FIFO queue of builds in the database, run at most
 ``build_concurrency`` at a time, each on the Docker engine's pool, its log
-stored line by line as it arrives, its result committed like an upload."""
+stored line by line as it arrives, its result committed like an upload.
+
+Several servers may share the database: a build belongs to the server that
+accepted it, which renews its lease (``heartbeat_at``) every quarter of
+``build_lease``.  Every server looks for builds whose lease lapsed, at start
+and as often: a queued one it takes over, a running one it fails with the
+reason (its container and partial export were the stopped server's).  A
+cancel made on another server reaches the running build at its next
+renewal."""
 
 from __future__ import annotations
 
@@ -11,7 +19,9 @@ from pathlib import Path
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxed.builder import disk
 from pxed.builder.engine import DockerEngine, EngineUnavailable
@@ -28,7 +38,7 @@ from pxed.builder.steps import (
 from pxed.config import Config
 from pxed.db import builds, images
 from pxed.db.builds import Build
-from pxed.db.pool import DBPool
+from pxed.db.pool import DBPool, is_busy
 from pxed.errors import ServiceUnavailable
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
@@ -63,41 +73,80 @@ class BuildWorker(Service):
         self._seq: dict[int, int] = {}
         self._filling = False
         self._running: set[Deferred] = set()
+        self._server = config.server
+        self._lease = LoopingCall(self._renew)
+        self._lease.clock = reactor
 
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
         self.dir.mkdir(parents=True, exist_ok=True)
-        d = self._db.run(
-            builds.thd_fail_unfinished, "pxed stopped while the build was queued or running"
-        )
-        d.addCallback(self._after_restart)
+        d = Deferred.fromCoroutine(self._restart())
         d.addErrback(lambda f: log.failure("failing unfinished builds", f))
+        # Then the first renewal and scan (now), and one every quarter lease.
+        d.addBoth(lambda _: self._start_lease())
 
-    def _after_restart(self, failed: list[int]) -> Deferred[None] | None:
+    async def _restart(self) -> None:
+        failed = await self._db.run(
+            builds.thd_fail_unfinished, self._server, "pxed stopped while the build was running"
+        )
+        await self._forget(failed, "left unfinished by the last run")
+
+    def _start_lease(self) -> None:
+        if self.running:
+            d = self._lease.start(self._config.build_lease / 4, now=True)
+            d.addErrback(lambda f: log.failure("build lease renewal stopped", f))
+
+    async def _forget(self, failed: list[int], why: str) -> None:
+        """Remove what failed builds left: their containers and images in
+        the engine (best effort: the engine may be down, or not the one they
+        ran on) and their work directories, on the IO pool (they may hold
+        multi-GiB exports)."""
         if not failed:
-            self.kick()
-            return None
-        log.warn("failed {n} build(s) left unfinished by the last run", n=len(failed))
-        # Whatever those builds left in the engine goes too (best effort:
-        # the engine may be down).
-        d = self._engine.run(remove_labelled, None)
-        d.addErrback(lambda f: log.info("engine cleanup skipped: {e}", e=f.getErrorMessage()))
-        # Their work directories may hold multi-GiB exports: removed on the
-        # IO pool, not the reactor, before queued builds start.
-        removed = self._io.run(_remove_work, [self.dir / str(build_id) for build_id in failed])
-        removed.addErrback(lambda f: log.failure("removing unfinished builds' work", f))
-        removed.addCallback(lambda _: self.kick())
-        return removed
+            return
+        log.warn("failed {n} build(s) {why}: {ids}", n=len(failed), why=why, ids=failed)
+        for build_id in failed:
+            try:
+                await self._engine.run(remove_labelled, build_id)
+            except Exception as e:
+                log.info("engine cleanup of build {id} skipped: {e}", id=build_id, e=e)
+        try:
+            await self._io.run(_remove_work, [self.dir / str(build_id) for build_id in failed])
+        except Exception:
+            log.failure("removing failed builds' work")
 
     def stopService(self) -> Deferred | None:
         super().stopService()
+        if self._lease.running:
+            self._lease.stop()
         for job in self.jobs.values():
             self._cancel_job(job, "pxed is stopping")
         if not self._running:
             return None
         return DeferredList(list(self._running), consumeErrors=True)
+
+    # -- the lease ------------------------------------------------------------
+
+    def _renew(self) -> Deferred[None]:
+        # LoopingCall waits for it: renewals never overlap.
+        d = Deferred.fromCoroutine(self._renew_and_scan())
+        d.addErrback(_renewal_failed)
+        return d
+
+    async def _renew_and_scan(self) -> None:
+        """Say this server is alive; stop what ended elsewhere; take over or
+        fail what stopped servers left; start what is queued."""
+        ended = await self._db.run(builds.thd_heartbeat, self._server, list(self.jobs))
+        for build_id, message in ended.items():
+            job = self.jobs.get(build_id)
+            if job is not None:
+                self._cancel_job(job, message or "ended on another server")
+        orphans = await self._db.run(builds.thd_reclaim, self._server, self._config.build_lease)
+        if orphans.taken:
+            log.warn("took over queued build(s) of stopped servers: {ids}", ids=orphans.taken)
+        await self._forget(orphans.failed, "whose server stopped")
+        self.kick()
 
     # -- API used by the web layer -------------------------------------------
 
@@ -115,7 +164,14 @@ class BuildWorker(Service):
         except EngineUnavailable as e:
             raise ServiceUnavailable(str(e)) from None
         build = await self._db.run(
-            builds.thd_create, image_uuid, owner, fmt, dockerfile, context is not None, actor
+            builds.thd_create,
+            image_uuid,
+            owner,
+            fmt,
+            dockerfile,
+            context is not None,
+            actor,
+            self._server,
         )
         work = self.dir / str(build.id)
         await self._io.run(_prepare_work, work, context.path if context else None)
@@ -123,12 +179,13 @@ class BuildWorker(Service):
         return build
 
     async def cancel(self, build_id: int, actor: str) -> Build:
-        build = await self._db.run(builds.thd_cancel, build_id, actor)
+        build, was = await self._db.run(builds.thd_cancel, build_id, actor)
         job = self.jobs.get(build_id)
         if job is not None:
             self._cancel_job(job, f"cancelled by {actor}")
-        else:
+        elif was == builds.QUEUED:
             await self._io.run(shutil.rmtree, self.dir / str(build_id), True)
+        # else it runs on another server, which stops it at its next renewal.
         return build
 
     # -- the queue ------------------------------------------------------------
@@ -142,7 +199,7 @@ class BuildWorker(Service):
         self._filling = True
         try:
             while len(self.jobs) < self._config.build_concurrency:
-                build = await self._db.run(builds.thd_next_queued)
+                build = await self._db.run(builds.thd_next_queued, self._server)
                 if build is None:
                     return
                 job = Job(build, self.dir / str(build.id))
@@ -250,6 +307,15 @@ class BuildWorker(Service):
             self._reactor.callFromThread(self._log, build_id, line)
 
         return sink
+
+
+def _renewal_failed(failure: Failure) -> None:
+    # A busy database is tried again at the next renewal, well within the
+    # lease; anything else is worth a traceback.
+    if is_busy(failure.value):
+        log.warn("renewing build leases: the database is busy; trying again")
+    else:
+        log.failure("renewing build leases", failure)
 
 
 # -- blocking work on the IO pool's threads (the engine's: steps.py) ---------

@@ -198,8 +198,12 @@ def _one_first(conn: sa.Connection, machine_id: int, state: str) -> Work | None:
 def thd_take(conn: sa.Connection, machine_id: int, actor: str) -> Work | None:
     """BootInform: the in-progress entry if there is one (the management OS
     may have restarted), else the oldest queued entry, now in progress."""
-    # Lock the machine row: two concurrent calls (PostgreSQL) serialise here,
-    # so they never take two entries, nor the same one twice.
+    # Lock the machine row: two concurrent calls (PostgreSQL; from one
+    # server or several) serialise here, so they never take two entries,
+    # nor the same one twice; the second finds the first's entry in
+    # progress and answers it again.  Not SKIP LOCKED: that would hand the
+    # second call the machine's next queued entry, two in progress at once
+    # (the build queue, whose servers compete for any build, skips instead).
     conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
     running = _one_first(conn, machine_id, IN_PROGRESS)
     if running is not None:

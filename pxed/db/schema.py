@@ -351,6 +351,11 @@ builds = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
+    # The server that accepted or took over the build (config server_name)
+    # and when it last said it is alive: a build whose heartbeat is older
+    # than build_lease is another server's to take over or fail.
+    sa.Column("server", sa.String(255), nullable=True),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=True),
 )
 
 build_logs = sa.Table(
