@@ -30,12 +30,30 @@ class Answer:
     more: str  # how it was asked (kept from the last one)
     times: int = 1
 
+    @property
+    def detail(self) -> str:
+        return f"{self.key}; {self.more}" if self.more else self.key
 
-def thd_record(conn: sa.Connection, answers: list[Answer]) -> None:
+
+def thd_record(conn: sa.Connection, answers: list[Answer], rows: dict[int, int]) -> dict[int, int]:
+    """Write *answers*: those whose machine's last answer is in the event
+    of *rows* (machine id -> event id) as repeats of it, in one statement;
+    the others as changes.  The machines' event ids now."""
+    known = [a for a in answers if a.machine_id in rows]
+    events.thd_add_repeats(
+        conn,
+        [
+            {"row": rows[a.machine_id], "times": a.times, "actor": a.actor, "detail": a.detail}
+            for a in known
+        ],
+    )
+    found = {a.machine_id: rows[a.machine_id] for a in known}
     for a in answers:
-        events.thd_record_change(
-            conn, a.actor, "boot.answer", "machine", str(a.machine_id), a.key, a.more, a.times
-        )
+        if a.machine_id not in rows:
+            found[a.machine_id] = events.thd_record_change(
+                conn, a.actor, "boot.answer", "machine", str(a.machine_id), a.key, a.more, a.times
+            )
+    return found
 
 
 class AnswerLog(Service):
@@ -46,6 +64,9 @@ class AnswerLog(Service):
         self._reactor = reactor
         self._interval = interval
         self._last: dict[int, str] = {}  # machine id -> key of its last answer
+        # machine id -> id of the event its last answer is counted in, once
+        # written (until then its repeats go the slower way, by key)
+        self._rows: dict[int, int] = {}
         self._pending: dict[int, Answer] = {}  # repeats not yet written
         self._tail: Deferred[None] = succeed(None)
         self._loop: LoopingCall | None = None
@@ -73,16 +94,37 @@ class AnswerLog(Service):
             return
         self._last[machine_id] = key
         batch = [self._pending.pop(machine_id)] if machine_id in self._pending else []
-        self._write([*batch, Answer(machine_id, actor, key, more)])
+        # The pending repeats belong to the old event, the answer to a new.
+        old = self._rows.pop(machine_id, None)
+        if batch and old is not None:
+            self._write(batch, {machine_id: old})
+            batch = []
+        self._write([*batch, Answer(machine_id, actor, key, more)], {})
 
     def flush(self) -> None:
         batch, self._pending = list(self._pending.values()), {}
         if batch:
-            self._write(batch)
+            self._write(
+                batch,
+                {
+                    a.machine_id: self._rows[a.machine_id]
+                    for a in batch
+                    if a.machine_id in self._rows
+                },
+            )
 
-    def _write(self, batch: list[Answer]) -> None:
+    def _write(self, batch: list[Answer], rows: dict[int, int]) -> None:
         def write(_: object) -> Deferred[None]:
-            return self._db.run(thd_record, batch)
+            d = self._db.run(thd_record, batch, rows)
+            d.addCallback(written)
+            return d
+
+        def written(found: dict[int, int]) -> None:
+            keys = {a.machine_id: a.key for a in batch}  # the last of each
+            for machine_id, row in found.items():
+                # Unless another answer came since (its row is not known yet).
+                if self._last.get(machine_id) == keys[machine_id]:
+                    self._rows[machine_id] = row
 
         def failed(failure) -> None:
             # A busy or full database loses these lines, never an answer.

@@ -135,7 +135,10 @@ class Config:
     # makes or hears of; also every this many seconds regardless.
     boot_view_refresh: Annotated[float, Positive] = 30.0
     # Seconds between writes of repeated boot answers to the event log.
-    boot_answer_log_interval: Annotated[float, Positive] = 5.0
+    boot_answer_log_interval: Annotated[float, Positive] = 15.0
+    # Boot answers in the access log too (each machine's events and
+    # /metrics have them either way).
+    log_boot_answers: bool = False
     # Clients that may read /metrics without a credential (CIDRs); anyone
     # else needs an admin's.
     metrics_networks: tuple[str, ...] = ()

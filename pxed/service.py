@@ -17,6 +17,7 @@ database threads finish their queries and drop their connections."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import tempfile
 from dataclasses import dataclass
@@ -216,6 +217,11 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     ChangeListener(db, view.changed, reactor).setServiceParent(top)
     answers = AnswerLog(db, reactor, config.boot_answer_log_interval)
     answers.setServiceParent(top)
+    if not config.log_boot_answers:
+        log.info(
+            "boot answers are not in the access log (log_boot_answers = false):"
+            " see each machine's events and /metrics"
+        )
     app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics)
     site = PxedSite(
         app.resource(),
@@ -239,4 +245,8 @@ def makeService(config: Config, reactor=None) -> MultiService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    # What exists once pxed is up (modules, the app, the route tables) lives
+    # as long as the process: out of the collector's sight, a full
+    # collection no longer walks it, which had answers wait tens of ms.
+    reactor.callWhenRunning(gc.freeze)
     return build(config, reactor).service

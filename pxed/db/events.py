@@ -32,9 +32,10 @@ def thd_record(
     target: str,
     detail: str = "",
     count: int = 1,
-) -> None:
+) -> int:
+    """Add an event; its id."""
     now = utcnow()
-    conn.execute(
+    return conn.execute(
         events.insert().values(
             at=now,
             count=count,
@@ -46,7 +47,7 @@ def thd_record(
             target=target,
             detail=detail,
         )
-    )
+    ).inserted_primary_key[0]
 
 
 def thd_record_change(
@@ -58,12 +59,13 @@ def thd_record_change(
     key: str,
     more: str = "",
     times: int = 1,
-) -> None:
+) -> int:
     """Record an event that repeats (a boot answer given again): if the
     last *action* event about the target says the same *key*, that row
     counts one more (its detail and last time become this one's);
     otherwise a new row.  The log grows with changes, not with requests.
-    *times*: how many such events this one call stands for."""
+    *times*: how many such events this one call stands for.  The id of
+    the row that has it."""
     detail = f"{key}; {more}" if more else key
     last = conn.execute(
         sa.select(events.c.id, events.c.detail)
@@ -81,8 +83,27 @@ def thd_record_change(
             .where(events.c.id == last.id)
             .values(count=events.c.count + times, last_at=utcnow(), actor=actor, detail=detail)
         )
+        return last.id
+    return thd_record(conn, actor, action, target_type, target, detail, times)
+
+
+def thd_add_repeats(conn: sa.Connection, repeats: list[dict]) -> None:
+    """Add repeats to events known by id: each of *repeats* has ``row``
+    (the event's id), ``times``, ``actor`` and ``detail``.  One statement
+    for them all: the boot answers' counts of a whole rack at once."""
+    if not repeats:
         return
-    thd_record(conn, actor, action, target_type, target, detail, times)
+    conn.execute(
+        events.update()
+        .where(events.c.id == sa.bindparam("row"))
+        .values(
+            count=events.c.count + sa.bindparam("times"),
+            last_at=utcnow(),
+            actor=sa.bindparam("actor"),
+            detail=sa.bindparam("detail"),
+        ),
+        repeats,
+    )
 
 
 def thd_list(

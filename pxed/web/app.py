@@ -126,7 +126,7 @@ class PxedApp:
         # The boot answers the boot view can give at once are given before
         # any routing (a rack powering on asks thousands a second).
         boot = self.resources[RESOURCES.index(BootResource)]
-        return router.TextPaths(boot.front(self.app.resource()))
+        return boot.front(router.TextPaths(self.app.resource()))
 
     def route_of(self, method: bytes, path: bytes) -> str | None:
         """The template of the route that serves *method* *path*."""

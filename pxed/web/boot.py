@@ -11,6 +11,7 @@ same way."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -22,7 +23,7 @@ from pxed.bootview import BootEntry, BootView
 from pxed.config import Config
 from pxed.db import credentials
 from pxed.db.pool import DBPool
-from pxed.errors import BadRequest, DatabaseBusy, NotFound
+from pxed.errors import BadRequest, DatabaseBusy, NotFound, error_json
 from pxed.metrics import Metrics
 from pxed.web import router
 from pxed.web.auth import actor
@@ -32,7 +33,7 @@ from pxed.web.router import route
 Answer = tuple[bootconfig.Decision, bootconfig.BootParams | None]
 
 # Client addresses remembered as on or off the boot networks.
-_NETWORK_CACHE = 4096
+_CLIENT_CACHE = 4096
 
 
 class BootResource:
@@ -51,7 +52,9 @@ class BootResource:
         self._config = config
         self._origin = origin
         self._networks = bootconfig.networks(config.boot_networks)
-        self._on_network: dict[str | None, bool] = {}
+        self._clients: dict[str | None, tuple[str | None, bool]] = {}
+        # (architecture, base URL, MAC, token) -> the answer's parameters
+        self._params: dict[tuple[str, str, str, str], bootconfig.BootParams] = {}
         # pxed.bootstrap.machine_key: read once, before any request.
         self._key = machine_key
         self._view = view
@@ -66,9 +69,9 @@ class BootResource:
             mac = macaddr.normalise(mac)
         except BadRequest:
             return bootconfig.Decision(False, "not a MAC address"), None
-        address = bootconfig.client_address(request)
+        address, on_network = self._client(request)
         entry = self._view.get(mac)
-        if self._boot_network(address):
+        if on_network:
             decision, params = self._decide(request, entry, mac)
             if decision.serve and params is None:
                 return None  # a credential to mint first
@@ -87,13 +90,17 @@ class BootResource:
             )
         return decision, params
 
-    def _boot_network(self, address: str | None) -> bool:
-        known = self._on_network.get(address)
+    def _client(self, request: IRequest) -> tuple[str | None, bool]:
+        """The client's address and whether it is on a boot network,
+        remembered by the socket's host string (machines ask again)."""
+        host = getattr(request.getClientAddress(), "host", None)
+        known = self._clients.get(host)
         if known is None:
-            if len(self._on_network) >= _NETWORK_CACHE:
-                self._on_network.clear()
-            known = bootconfig.on_boot_network(address, self._networks)
-            self._on_network[address] = known
+            if len(self._clients) >= _CLIENT_CACHE:
+                self._clients.clear()
+            address = bootconfig.client_address(request)
+            known = (address, bootconfig.on_boot_network(address, self._networks))
+            self._clients[host] = known
         return known
 
     def _decide(
@@ -114,7 +121,13 @@ class BootResource:
         token = self._view.token(entry)
         if token is None:
             return decision, None
-        return decision, bootconfig.params(files, self._origin.base_url(request), mac, token)
+        key = (entry.machine.architecture, self._origin.base_url(request), mac, token)
+        params = self._params.get(key)
+        if params is None:
+            if len(self._params) >= _CLIENT_CACHE:
+                self._params.clear()
+            params = self._params[key] = bootconfig.params(files, key[1], mac, token)
+        return decision, params
 
     async def _answer(self, request: IRequest, mac: str, via: str) -> Answer:
         """The answer once the view has caught up with the request (and the
@@ -170,6 +183,10 @@ class BootResource:
     def changes(self) -> int:
         return self._view.changes
 
+    @property
+    def log_answers(self) -> bool:
+        return self._config.log_boot_answers
+
 
 def pixiecore_answer(decision: bootconfig.Decision, params: bootconfig.BootParams | None) -> dict:
     if params is None:
@@ -200,11 +217,13 @@ class BootFront(Resource):
         super().__init__()
         self._inner = inner
         self._boot = boot
+        self._rendered: dict[tuple, tuple[int, bytes, bytes]] = {}
 
     def render(self, request: IRequest) -> Any:
         if request.method == b"GET":
             answer = self._answer(request)
             if answer is not None:
+                request.logged = self._boot.log_answers
                 return answer
         return self._inner.render(request)
 
@@ -212,13 +231,16 @@ class BootFront(Resource):
         path = request.path
         if b"%" in path or request.getHeader(b"authorization") or request.getHeader(b"cookie"):
             return None
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        if hosts and not router.host_name(hosts[0]):
+            return None  # the router's front (TextPaths) sets it aside
         if path == b"/ipxe":
             request.route = "/ipxe"  # the metrics' label, as the router's
             return router.render(request, self._boot.chain(request))
         if path.startswith(_PIXIECORE):
-            mac, via, answer = path[len(_PIXIECORE) :], "pixiecore", pixiecore_answer
+            mac, via = path[len(_PIXIECORE) :], "pixiecore"
         elif path.startswith(_IPXE):
-            mac, via, answer = path[len(_IPXE) :], "ipxe", ipxe_answer
+            mac, via = path[len(_IPXE) :], "ipxe"
         else:
             return None
         if not mac or b"/" in mac:
@@ -226,8 +248,34 @@ class BootFront(Resource):
         found = self._boot.answer_now(request, mac.decode("latin-1"), via, self._boot.changes)
         if found is None:
             return None
-        request.route = f"/{'v1/boot' if via == 'pixiecore' else 'ipxe'}/<mac>"
-        try:
-            return router.render(request, answer(*found))
-        except NotFound as e:
-            return router.api_error_body(request, e)
+        request.route = _ROUTES[via]
+        key = (via, *found)
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            if len(self._rendered) >= _RENDERED:
+                self._rendered.clear()
+            rendered = self._rendered[key] = _render(via, *found)
+        code, content_type, body = rendered
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", content_type)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
+
+
+_ROUTES = {"pixiecore": "/v1/boot/<mac>", "ipxe": "/ipxe/<mac>"}
+# Answers kept rendered (one per machine and answer, as they repeat).
+_RENDERED = 8192
+
+
+def _render(
+    via: str, decision: bootconfig.Decision, params: bootconfig.BootParams | None
+) -> tuple[int, bytes, bytes]:
+    """(status, content type, body) as the routes render the answer."""
+    if via == "ipxe":
+        text = ipxe_answer(decision, params)
+        return 200, b"text/plain; charset=utf-8", text.encode()
+    try:
+        answer = pixiecore_answer(decision, params)
+    except NotFound as e:
+        return 404, b"application/json", error_json(e.message)
+    return 200, b"application/json", json.dumps(answer).encode() + b"\n"

@@ -114,13 +114,19 @@ class TextPaths(Resource):
         # A Host that is no host name (werkzeug would fail binding the
         # routes to it): as if none was sent, the address connected to.
         hosts = request.requestHeaders.getRawHeaders(b"host")
-        if hosts and not _host_name(hosts[0]):
+        if hosts and not host_name(hosts[0]):
             request.requestHeaders.removeHeader(b"host")
         return self._inner.render(request)
 
 
 def _as_text(raw: bytes) -> bytes:
     return raw.decode("utf-8", "replace").encode("utf-8")
+
+
+@functools.lru_cache(maxsize=4096)
+def host_name(raw: bytes) -> bool:
+    """Whether a Host header names a host (remembered: clients repeat it)."""
+    return _host_name(raw)
 
 
 def _host_name(raw: bytes) -> bool:

@@ -77,6 +77,9 @@ class PxedRequest(Request):
     # The template of the route serving the request (set by pxed.web.router),
     # and whether the answer is a file (StaticFiles): labels for pxed.metrics.
     route: str | None = None
+    # False: left out of the access log (boot answers given from memory,
+    # unless log_boot_answers is set: a rack booting would flood it).
+    logged: bool = True
     download = False
     _metrics: Metrics | None = None
     _counted = False
@@ -233,7 +236,10 @@ class PxedChannel(HTTPChannel):
     a cap on the connections one client address holds."""
 
     site: PxedSite
+    # One DelayedCall per connection, armed while a request's line and
+    # headers are awaited.
     _header_deadline = None
+    _deadline_armed = False
     # Bytes of the next request have arrived (its deadline gets a 408).
     _request_begun = False
     _client: str | None = None
@@ -246,7 +252,7 @@ class PxedChannel(HTTPChannel):
         self._start_header_deadline()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._header_deadline is not None:
+        if self._deadline_armed:
             self._request_begun = True
         super().dataReceived(data)
 
@@ -304,24 +310,39 @@ class PxedChannel(HTTPChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason: Failure) -> None:
-        self._cancel_header_deadline()
+        self._drop_header_deadline()
         self.site.connection_closed(self)
         super().connectionLost(reason)
 
     def _start_header_deadline(self) -> None:
         timeout = self.site.header_timeout
-        if timeout and self._header_deadline is None:
-            self._request_begun = False
+        if not timeout or self._deadline_armed:
+            return
+        self._request_begun = False
+        self._deadline_armed = True
+        call = self._header_deadline
+        if call is not None and call.active():
+            # Moved later, not cancelled and made anew for each request:
+            # the reactor re-sorts a call moved later only when it is due.
+            call.reset(timeout)
+        else:
             self._header_deadline = self.site.reactor.callLater(timeout, self._headers_late)
 
     def _cancel_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            if self._header_deadline.active():
-                self._header_deadline.cancel()
-            self._header_deadline = None
+        # Disarmed only; the next request's start moves it (above).
+        self._deadline_armed = False
+
+    def _drop_header_deadline(self) -> None:
+        self._deadline_armed = False
+        if self._header_deadline is not None and self._header_deadline.active():
+            self._header_deadline.cancel()
+        self._header_deadline = None
 
     def _headers_late(self) -> None:
         self._header_deadline = None
+        if not self._deadline_armed:
+            return  # a request came in time (and is still being answered)
+        self._deadline_armed = False
         log.info(
             "closing {client}: no complete request headers within {timeout} s",
             client=self._client or "-",
@@ -405,6 +426,8 @@ class PxedSite(Site):
             del self._connections[host]
 
     def log(self, request: Request) -> None:
+        if not getattr(request, "logged", True):
+            return
         # The path only: query strings may carry secrets (OAuth codes).
         duration = time.monotonic() - getattr(request, "started", time.monotonic())
         access_log.info(
