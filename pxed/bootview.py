@@ -12,10 +12,11 @@ again whenever something it holds may have changed:
 - with PostgreSQL, a write of another server (``NOTIFY pxed_boot``, sent
   in the writing transaction, so it arrives after the commit);
 - every ``boot_view_refresh`` seconds anyway (an edit outside pxed, a
-  credential that expired).
+  credential that expired), in the background.
 
-While a load is due the view is *stale*: answers wait for it rather than
-answer from what may be old.  Loads are coalesced: one at a time, and
+After a change, until a load that began after it has ended, the view is
+*stale*: answers wait for that load rather than answer from what may be
+old.  Loads are coalesced: one at a time, and
 changes during a load make one more."""
 
 from __future__ import annotations
@@ -116,9 +117,11 @@ class BootView(Service):
     def startService(self) -> None:
         super().startService()
         self._db.watch(TABLES, self.changed)
-        self._loop = LoopingCall(self.changed)
+        self._loop = LoopingCall(self._load)
         self._loop.clock = self._reactor
-        # Its first call is now: the initial load.
+        # Its first call is now: the initial load.  The later ones load in
+        # the background: no change is known, answers need not wait (and
+        # with the database away they go on from the view as it is).
         self._loop.start(self._refresh, now=True).addErrback(
             lambda f: log.failure("boot view refresh", f)
         )
