@@ -39,7 +39,7 @@ from pxed import config as pxed_config
 from pxed import service
 from pxed.db import migrate
 from pxed.db.pool import make_engine
-from tests.helpers import Client, Server
+from tests.helpers import Client, Server, sqlite_file
 
 pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures"]
 
@@ -61,12 +61,9 @@ def migrated_database(tmp_path_factory) -> Path:
     return path
 
 
-def _sqlite_file(cfg: pxed_config.Config) -> Path | None:
-    url = sa.engine.make_url(cfg.database_url)
-    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
-
-
 RAM_DISK = Path("/dev/shm")
+# What the ``database`` fixture runs a server test on, in this order.
+DATABASES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture
@@ -85,12 +82,13 @@ def data_root(tmp_path: Path):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(params=DATABASES)
 def database(request) -> str:
-    """The database ``start_server`` gives a server: ``sqlite`` (a file in
-    its data dir) unless the test is marked ``both_databases``
-    (tests/helpers.py)."""
-    return getattr(request, "param", "sqlite")
+    """The database ``start_server`` gives a server, each in turn:
+    ``sqlite`` (a file in its data dir), then ``postgresql`` (a copy of the
+    migrated template, tests/postgres_fixtures.py).  A test about one of
+    them narrows this with ``only_on`` (tests/helpers.py), saying why."""
+    return request.param
 
 
 @pytest_twisted.async_yield_fixture
@@ -100,27 +98,32 @@ async def start_server(
     """A factory: ``await start_server(boot_policy="always", …)`` starts pxed
     with those settings (and *config_text*, TOML, beneath them) in a fresh
     data dir; all are stopped afterwards.  On PostgreSQL (the ``database``
-    fixture) each server gets a fresh database, a copy of the migrated
-    template, dropped afterwards; ``database=`` among the settings wins."""
+    fixture) each data dir gets a database of its own at the current schema
+    (with *rows*, from ``database_rows``, in it), given back afterwards: a
+    server started again in the same data dir finds its database as SQLite
+    would find its file.  ``database=`` among the settings wins."""
     running: list[service.Pxed] = []
-    databases: list[str] = []
+    databases: dict[str, str] = {}  # data dir -> the database taken for it
     if database == "postgresql":
-        cluster = request.getfixturevalue("postgres_cluster")
-        template = request.getfixturevalue("postgres_template")
+        pool = request.getfixturevalue("postgres_databases")
 
-    async def start(config_text: str | None = None, **settings: Any) -> Server:
+    async def start(config_text: str | None = None, *, rows: Any = None, **settings: Any) -> Server:
         data_dir = data_root / f"data{len(running)}"
         settings.setdefault("data_dir", str(data_dir))
         if database == "postgresql" and "database" not in settings:
-            databases.append(cluster.create_database(template))
-            settings["database"] = cluster.url(databases[-1])
+            key = str(Path(settings["data_dir"]).resolve())
+            if key not in databases:
+                databases[key] = pool.take()
+                if rows is not None:
+                    pool.load(databases[key], rows)
+            settings["database"] = pool.cluster.url(databases[key])
         settings.setdefault("port", "tcp:0:interface=127.0.0.1")
         config_file = None
         if config_text is not None:
             config_file = tmp_path / f"pxed{len(running)}.toml"
             config_file.write_text(config_text)
         cfg = pxed_config.load(config_file, settings)
-        db_file = _sqlite_file(cfg)
+        db_file = sqlite_file(cfg)
         if db_file is not None and not db_file.exists():
             db_file.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(migrated_database, db_file)
@@ -139,8 +142,18 @@ async def start_server(
     for px in reversed(running):
         if px.service.running:
             await px.service.stopService()
-    for name in databases:
-        cluster.drop_database(name)
+    for name in databases.values():
+        pool.give_back(name)
+
+
+def database_rows(request, server: Server) -> Any:
+    """What ``start_server(rows=…)`` puts into a new server's database: on
+    PostgreSQL every row of stopped *server*'s, None on SQLite (whose rows
+    are in the data dir, copied with it)."""
+    url = sa.engine.make_url(server.config.database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return request.getfixturevalue("postgres_databases").dump(url.database)
 
 
 @pytest_twisted.async_yield_fixture
