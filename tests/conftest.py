@@ -1,11 +1,24 @@
 """Fixtures: a real pxed on an ephemeral loopback port, driven over HTTP,
-with a fresh SQLite file and data dir per test (``server``, ``client``,
-``start_server``).  What tests import -- the HTTP client, MAC, MIB,
-add_machine, new_image, upload, enqueue, machine_token, machine_client,
-require_tool -- is in tests/helpers.py; the Docker fixtures are the plugin
-tests/docker_fixtures.py, a throw-away PostgreSQL (``database_url``, over
-SQLite and PostgreSQL) the plugin tests/postgres_fixtures.py, both loaded
-below.
+with a fresh data dir per test (``server``, ``client``, ``start_server``).
+What tests import -- the HTTP client, MAC, MIB, add_machine, new_image,
+upload, enqueue, machine_token, machine_client, require_tool, WriteLock,
+only_on -- is in tests/helpers.py; the Docker fixtures are the plugin
+tests/docker_fixtures.py, a throw-away PostgreSQL the plugin
+tests/postgres_fixtures.py, both loaded below.
+
+Databases: every test that starts a server runs on SQLite and on
+PostgreSQL, ``test_x[sqlite]`` and ``test_x[postgresql]`` (the ``database``
+fixture, parametrised; a new test gets both without asking).  SQLite is a
+file in the data dir, copied from a migrated one; PostgreSQL a database of
+the cluster the tests start, at the migrated schema, emptied and reused
+after the test (tests/postgres_fixtures.py).  Tests of the database layer
+itself take ``database_url`` (an empty database, on each in turn).  A test
+that is about one database says so with ``only_on("sqlite", reason)``.
+On SQLite only: the ``docker`` tests (Docker builds, see
+docker_fixtures.py) and the ``e2e`` ones (QEMU VMs, tests/e2e/conftest.py);
+their database work is what the API tests cover on both.  Without
+PostgreSQL installed the ``[postgresql]`` tests are skipped (fail with
+CI=true); ``-k sqlite`` or ``-k postgresql`` picks one side.
 
 Markers (registered in pyproject.toml; --strict-markers rejects others):
   docker  needs a Docker engine: set on every test that uses the
@@ -14,9 +27,9 @@ Markers (registered in pyproject.toml; --strict-markers rejects others):
   slow    starts subprocesses such as twistd, pxed-admin or ruff, or
           fuzzes every route (tests/web/test_fuzz.py).
 
-The inner loop, about a minute on two cores:
+The inner loop, about two minutes on two cores (both databases):
     python -m pytest -m "not e2e and not docker and not slow"
-with the subprocesses and the fuzzer (about 90 s):
+with the subprocesses and the fuzzer (about three and a half):
     python -m pytest -m "not e2e and not docker"
 before pushing, the rest (several minutes: they start dockerd and QEMU):
     python -m pytest -m "docker or e2e"

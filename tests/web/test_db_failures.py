@@ -5,20 +5,21 @@ writes fail with 507 or 503 + Retry-After, never 500, and /healthz says
 
 On both databases.  PostgreSQL's lock is a table's (another connection's
 EXCLUSIVE lock on ``machines``): writes to it wait and fail busy, reads and
-other writes go on.  Its full disk is the data dir's alone: the cluster
-keeps its files elsewhere (a full disk under the database itself, which
-PostgreSQL reports as disk_full and pool.is_full maps to 507, is not
-produced here)."""
+other writes go on.  In the full-disk test only the data dir is full on
+PostgreSQL (the cluster keeps its files elsewhere); a full disk under
+PostgreSQL's own files is a test of its own (a tablespace on a tmpfs)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
 import subprocess
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from twisted.internet import reactor, task
 from twisted.internet.defer import ensureDeferred
 
@@ -29,16 +30,14 @@ from tests.helpers import (
     add_machine,
     missing,
     new_image,
+    only_on,
     upload,
     upload_version,
 )
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """An 8 MiB tmpfs of its own, to fill up (needs root)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
+def mount_tmpfs(mnt: Path) -> None:
+    """An 8 MiB tmpfs of its own at *mnt*, to fill up (needs root)."""
     if os.geteuid() != 0:
         missing("mounting a tmpfs needs root")
     done = subprocess.run(
@@ -48,11 +47,22 @@ def small_disk(tmp_path: Path):
     )
     if done.returncode != 0:
         missing(f"cannot mount a tmpfs: {done.stderr.strip()}")
+
+
+def unmount(mnt: Path) -> None:
+    # Lazy: the server (stopped by its own fixture) may still hold files.
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mount_tmpfs(mnt)
     try:
         yield mnt
     finally:
-        # Lazy: the server (stopped by its own fixture) may still hold files.
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        unmount(mnt)
 
 
 def fill(mnt: Path) -> Path:
@@ -128,6 +138,52 @@ async def test_full_disk_reads_and_deletes_go_on_and_an_upload_is_507(small_disk
     assert r.code == 404
     assert not (data / "images" / spare).exists()
     assert os.statvfs(small_disk).f_bavail > 0
+
+
+@only_on("postgresql", "its own files on a full disk; SQLite's file is the data dir's, above")
+@pytest_twisted.ensureDeferred
+async def test_full_database_disk_write_507_reads_answer(start_server, postgres_cluster):
+    """PostgreSQL's files on a full disk: the machines table is moved to a
+    tablespace on a small tmpfs, which is then filled.  Adding a machine
+    needs a page the disk has no room for (disk_full): 507, not 500; reads
+    answer; once there is room again the same write goes through."""
+    server = await start_server()
+    database = sa.engine.make_url(server.config.database_url).database
+    engine = sa.create_engine(
+        postgres_cluster.url(database), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+    # Where the cluster's user can reach it (pytest's tmp dirs are 0700).
+    mnt = postgres_cluster.root / "full"
+    mnt.mkdir()
+    mount_tmpfs(mnt)
+    if postgres_cluster.user is not None:
+        user = pwd.getpwnam(postgres_cluster.user)
+        os.chown(mnt, user.pw_uid, user.pw_gid)
+    try:
+        with postgres_cluster.admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE TABLESPACE full_disk LOCATION '{mnt}'")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ALTER TABLE machines SET TABLESPACE full_disk")
+        filler = fill(mnt)
+
+        body = {"Name": "n", "MacAddresses": [{"Mac": MAC}]}
+        r = await server.admin.post("/machine", body)
+        assert r.code == 507, r.text
+        assert "error" in r.json()
+        r = await server.admin.get("/machines")
+        assert r.code == 200, r.text
+        assert r.json() == []
+
+        filler.unlink()
+        r = await server.admin.post("/machine", body)
+        assert r.code == 201, r.text
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ALTER TABLE machines SET TABLESPACE pg_default")
+        engine.dispose()
+        with postgres_cluster.admin.connect() as conn:
+            conn.exec_driver_sql("DROP TABLESPACE IF EXISTS full_disk")
+        unmount(mnt)
 
 
 @pytest_twisted.ensureDeferred
