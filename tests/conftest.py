@@ -98,9 +98,9 @@ def data_root(tmp_path: Path):
 @pytest.fixture(params=DATABASES)
 def database(request) -> str:
     """The database ``start_server`` gives a server, each in turn:
-    ``sqlite`` (a file in its data dir), then ``postgresql`` (a copy of the
-    migrated template, tests/postgres_fixtures.py).  A test about one of
-    them narrows this with ``only_on`` (tests/helpers.py), saying why."""
+    ``sqlite`` (a file in its data dir), then ``postgresql`` (a database
+    at the migrated schema, tests/postgres_fixtures.py).  A test about one
+    of them narrows this with ``only_on`` (tests/helpers.py), saying why."""
     return request.param
 
 
