@@ -53,10 +53,7 @@ class Fields:
         value = self._get(name, str, "a string", required)
         if value is not None and len(value) > max_length:
             raise BadRequest(f"{name}: longer than {max_length} characters")
-        # PostgreSQL's text cannot hold one; no name of ours needs it.
-        if value is not None and "\x00" in value:
-            raise BadRequest(f"{name}: must not contain NUL")
-        return value
+        return value if value is None else _text(value, name)
 
     def bool(self, name: str, required: bool = False) -> bool | None:
         return self._get(name, bool, "true or false", required)
@@ -176,7 +173,7 @@ def query_arg(request: IRequest, name: str) -> str | None:
     if not values:
         return None
     try:
-        return values[0].decode("utf-8")
+        return _text(values[0].decode("utf-8"), name)
     except UnicodeDecodeError:
         raise BadRequest(f"{name}: not valid UTF-8") from None
 
@@ -186,10 +183,18 @@ def query_args(request: IRequest) -> dict[str, str]:
     out = {}
     for key, values in (request.args or {}).items():
         try:
-            out[key.decode("utf-8")] = values[0].decode("utf-8")
+            name = key.decode("utf-8")
+            out[name] = _text(values[0].decode("utf-8"), name)
         except UnicodeDecodeError:
             raise BadRequest("query: not valid UTF-8") from None
     return out
+
+
+def _text(value: str, name: str) -> str:
+    # PostgreSQL's text cannot hold a NUL; no name or value of ours has one.
+    if "\x00" in value:
+        raise BadRequest(f"{name}: must not contain NUL")
+    return value
 
 
 def int_arg(args: dict[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:

@@ -145,8 +145,8 @@ async def test_huge_integers_in_paths(server, logged):
 
 @pytest_twisted.ensureDeferred
 async def test_nul_in_names_is_4xx(server, logged):
-    """PostgreSQL's text cannot hold a NUL (SQLite's can): a name with one
-    is refused before it reaches a query, on both."""
+    """PostgreSQL's text cannot hold a NUL (SQLite's can): a name with one,
+    in a path, a body or a query, is refused before it reaches a query."""
     image = await new_image(server.admin)
     for method, path, body in (
         ("GET", "/user/a%00b", None),
@@ -158,6 +158,9 @@ async def test_nul_in_names_is_4xx(server, logged):
         ("POST", "/user/admin/tokens", {"Name": "a\x00b"}),
         ("POST", "/user/admin/image_setup", {"Name": "a\x00b", "Images": []}),
         ("POST", "/machine", {"Name": "a\x00b", "MacAddresses": [{"Mac": MAC}]}),
+        ("GET", "/events?target=a%00b", None),
+        ("GET", "/events?target_type=a%00b", None),
+        ("GET", "/user/admin/image_setup?Name=a%00b", None),
     ):
         r = await server.admin.request(method, path, json_body=body)
         assert_json_4xx(r, logged)
