@@ -216,6 +216,14 @@ class DBPool(Service):
         try:
             with self.engine.begin() as conn:
                 return thd(conn, *args, **kwargs)
+        except sa.exc.IntegrityError:
+            # A thd checks before it writes ("no user of that name yet?"),
+            # but with more than one writer (PostgreSQL's threads, another
+            # server) a concurrent transaction can commit the same row in
+            # between: the check, run again, now sees it and answers as it
+            # would have (a conflict), instead of a constraint error.
+            with self.engine.begin() as conn:
+                return thd(conn, *args, **kwargs)
         except sa.exc.DBAPIError as e:
             if not (is_full(e) and _is_sqlite_file(self.engine.url)):
                 raise
