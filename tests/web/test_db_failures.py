@@ -163,6 +163,9 @@ async def test_full_database_disk_write_507_reads_answer(start_server, postgres_
         with postgres_cluster.admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE TABLESPACE full_disk LOCATION '{mnt}'")
         with engine.connect() as conn:
+            # No page at all (a reused database's table keeps the pages of
+            # rows deleted): the first row needs a new one.
+            conn.exec_driver_sql("TRUNCATE machines CASCADE")
             conn.exec_driver_sql("ALTER TABLE machines SET TABLESPACE full_disk")
         filler = fill(mnt)
 
