@@ -27,9 +27,9 @@ Markers (registered in pyproject.toml; --strict-markers rejects others):
   slow    starts subprocesses such as twistd, pxed-admin or ruff, or
           fuzzes every route (tests/web/test_fuzz.py).
 
-The inner loop, about two minutes on two cores (both databases):
+The inner loop, about two and a half minutes on two cores (both databases):
     python -m pytest -m "not e2e and not docker and not slow"
-with the subprocesses and the fuzzer (about three and a half):
+with the subprocesses and the fuzzer (about four):
     python -m pytest -m "not e2e and not docker"
 before pushing, the rest (several minutes: they start dockerd and QEMU):
     python -m pytest -m "docker or e2e"
