@@ -1,11 +1,24 @@
 """Fixtures: a real pxed on an ephemeral loopback port, driven over HTTP,
-with a fresh SQLite file and data dir per test (``server``, ``client``,
-``start_server``).  What tests import -- the HTTP client, MAC, MIB,
-add_machine, new_image, upload, enqueue, machine_token, machine_client,
-require_tool -- is in tests/helpers.py; the Docker fixtures are the plugin
-tests/docker_fixtures.py, a throw-away PostgreSQL (``database_url``, over
-SQLite and PostgreSQL) the plugin tests/postgres_fixtures.py, both loaded
-below.
+with a fresh data dir per test (``server``, ``client``, ``start_server``).
+What tests import -- the HTTP client, MAC, MIB, add_machine, new_image,
+upload, enqueue, machine_token, machine_client, require_tool, WriteLock,
+only_on -- is in tests/helpers.py; the Docker fixtures are the plugin
+tests/docker_fixtures.py, a throw-away PostgreSQL the plugin
+tests/postgres_fixtures.py, both loaded below.
+
+Databases: every test that starts a server runs on SQLite and on
+PostgreSQL, ``test_x[sqlite]`` and ``test_x[postgresql]`` (the ``database``
+fixture, parametrised; a new test gets both without asking).  SQLite is a
+file in the data dir, copied from a migrated one; PostgreSQL a database of
+the cluster the tests start, at the migrated schema, emptied and reused
+after the test (tests/postgres_fixtures.py).  Tests of the database layer
+itself take ``database_url`` (an empty database, on each in turn).  A test
+that is about one database says so with ``only_on("sqlite", reason)``.
+On SQLite only: the ``docker`` tests (Docker builds, see
+docker_fixtures.py) and the ``e2e`` ones (QEMU VMs, tests/e2e/conftest.py);
+their database work is what the API tests cover on both.  Without
+PostgreSQL installed the ``[postgresql]`` tests are skipped (fail with
+CI=true); ``-k sqlite`` or ``-k postgresql`` picks one side.
 
 Markers (registered in pyproject.toml; --strict-markers rejects others):
   docker  needs a Docker engine: set on every test that uses the
@@ -14,9 +27,9 @@ Markers (registered in pyproject.toml; --strict-markers rejects others):
   slow    starts subprocesses such as twistd, pxed-admin or ruff, or
           fuzzes every route (tests/web/test_fuzz.py).
 
-The inner loop, about a minute on two cores:
+The inner loop, about two and a half minutes on two cores (both databases):
     python -m pytest -m "not e2e and not docker and not slow"
-with the subprocesses and the fuzzer (about 90 s):
+with the subprocesses and the fuzzer (about four):
     python -m pytest -m "not e2e and not docker"
 before pushing, the rest (several minutes: they start dockerd and QEMU):
     python -m pytest -m "docker or e2e"
@@ -39,7 +52,7 @@ from pxed import config as pxed_config
 from pxed import service
 from pxed.db import migrate
 from pxed.db.pool import make_engine
-from tests.helpers import Client, Server
+from tests.helpers import Client, Server, sqlite_file
 
 pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures"]
 
@@ -61,12 +74,9 @@ def migrated_database(tmp_path_factory) -> Path:
     return path
 
 
-def _sqlite_file(cfg: pxed_config.Config) -> Path | None:
-    url = sa.engine.make_url(cfg.database_url)
-    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
-
-
 RAM_DISK = Path("/dev/shm")
+# What the ``database`` fixture runs a server test on, in this order.
+DATABASES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture
@@ -85,12 +95,13 @@ def data_root(tmp_path: Path):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(params=DATABASES)
 def database(request) -> str:
-    """The database ``start_server`` gives a server: ``sqlite`` (a file in
-    its data dir) unless the test is marked ``both_databases``
-    (tests/helpers.py)."""
-    return getattr(request, "param", "sqlite")
+    """The database ``start_server`` gives a server, each in turn:
+    ``sqlite`` (a file in its data dir), then ``postgresql`` (a database
+    at the migrated schema, tests/postgres_fixtures.py).  A test about one
+    of them narrows this with ``only_on`` (tests/helpers.py), saying why."""
+    return request.param
 
 
 @pytest_twisted.async_yield_fixture
@@ -100,20 +111,25 @@ async def start_server(
     """A factory: ``await start_server(boot_policy="always", …)`` starts pxed
     with those settings (and *config_text*, TOML, beneath them) in a fresh
     data dir; all are stopped afterwards.  On PostgreSQL (the ``database``
-    fixture) each server gets a fresh database, a copy of the migrated
-    template, dropped afterwards; ``database=`` among the settings wins."""
+    fixture) each data dir gets a database of its own at the current schema
+    (with *rows*, from ``database_rows``, in it), given back afterwards: a
+    server started again in the same data dir finds its database as SQLite
+    would find its file.  ``database=`` among the settings wins."""
     running: list[service.Pxed] = []
-    databases: list[str] = []
+    databases: dict[str, str] = {}  # data dir -> the database taken for it
     if database == "postgresql":
-        cluster = request.getfixturevalue("postgres_cluster")
-        template = request.getfixturevalue("postgres_template")
+        pool = request.getfixturevalue("postgres_databases")
 
-    async def start(config_text: str | None = None, **settings: Any) -> Server:
+    async def start(config_text: str | None = None, *, rows: Any = None, **settings: Any) -> Server:
         data_dir = data_root / f"data{len(running)}"
         settings.setdefault("data_dir", str(data_dir))
         if database == "postgresql" and "database" not in settings:
-            databases.append(cluster.create_database(template))
-            settings["database"] = cluster.url(databases[-1])
+            key = str(Path(settings["data_dir"]).resolve())
+            if key not in databases:
+                databases[key] = pool.take()
+                if rows is not None:
+                    pool.load(databases[key], rows)
+            settings["database"] = pool.cluster.url(databases[key])
         settings.setdefault("port", "tcp:0:interface=127.0.0.1")
         # Repeated boot answers reach the event log within a fifth of a
         # second, not pxed's five.
@@ -123,7 +139,7 @@ async def start_server(
             config_file = tmp_path / f"pxed{len(running)}.toml"
             config_file.write_text(config_text)
         cfg = pxed_config.load(config_file, settings)
-        db_file = _sqlite_file(cfg)
+        db_file = sqlite_file(cfg)
         if db_file is not None and not db_file.exists():
             db_file.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(migrated_database, db_file)
@@ -142,8 +158,18 @@ async def start_server(
     for px in reversed(running):
         if px.service.running:
             await px.service.stopService()
-    for name in databases:
-        cluster.drop_database(name)
+    for name in databases.values():
+        pool.give_back(name)
+
+
+def database_rows(request, server: Server) -> Any:
+    """What ``start_server(rows=…)`` puts into a new server's database: on
+    PostgreSQL every row of stopped *server*'s, None on SQLite (whose rows
+    are in the data dir, copied with it)."""
+    url = sa.engine.make_url(server.config.database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return request.getfixturevalue("postgres_databases").dump(url.database)
 
 
 @pytest_twisted.async_yield_fixture

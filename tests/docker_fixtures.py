@@ -2,14 +2,16 @@
 a busybox-static root filesystem (no registry is reachable).  A pytest
 plugin, loaded by ``pytest_plugins`` in tests/conftest.py: the fixtures
 ``docker_host`` and ``base_image`` are there for every test; a test that
-uses them is marked ``docker`` (done here, so none is missed)."""
+uses them is marked ``docker`` (done here, so none is missed) and its
+servers run on SQLite only: these tests are about Docker builds, whose
+rows the API tests already cover on both databases."""
 
 from __future__ import annotations
 
 import pytest
 
 from pxed.testing.dockerd import NoEngine, find_or_start_engine, import_base_image, stop_engine
-from tests.helpers import missing
+from tests.helpers import missing, only_on
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,17 @@ def base_image(docker_host, tmp_path_factory):
 
 
 DOCKER_FIXTURES = {"docker_host", "base_image"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest turns markers into calls
+def pytest_generate_tests(metafunc):
+    if not (DOCKER_FIXTURES & set(metafunc.fixturenames) and "database" in metafunc.fixturenames):
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "database" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return  # a test that names its databases gets them
+    metafunc.definition.add_marker(only_on("sqlite", "Docker builds, not the database"))
 
 
 def pytest_collection_modifyitems(items):

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from twisted.internet import reactor, task, threads
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -37,9 +39,17 @@ MIB = 1024 * 1024
 OCTETS = {"Content-Type": "application/octet-stream"}
 
 
-# On a test (or in a module's pytestmark): the servers it starts (the
-# ``database`` fixture that ``start_server`` reads) run on each database in
-# turn, test_x[sqlite] and test_x[postgresql] (tests/postgres_fixtures.py).
+def only_on(database: str, reason: str) -> pytest.MarkDecorator:
+    """On a test (or in a module's pytestmark): the servers it starts run on
+    *database* alone, not on each in turn (the ``database`` fixture in
+    tests/conftest.py).  For a test that is about that database -- *reason*
+    says how, for the reader."""
+    assert reason, "say why the test is about one database"
+    return pytest.mark.parametrize("database", [database], indirect=True)
+
+
+# Every server test runs on both databases now (the ``database`` fixture);
+# this marker says it explicitly, and keeps tests that used it working.
 both_databases = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 
 
@@ -243,6 +253,44 @@ class Server:
         r = await self.admin.post(f"/user/{username}/tokens", {"Name": "test"})
         assert r.code == 201, r.text
         return self.anonymous.bearer(r.json()["Token"])
+
+
+def sqlite_file(cfg: pxed_config.Config) -> Path | None:
+    """The SQLite file a server's database is, None if it is not one."""
+    url = sa.engine.make_url(cfg.database_url)
+    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
+
+
+class WriteLock:
+    """Another process's writer, as far as the server can tell: a connection
+    of its own that takes, when asked, SQLite's write lock (the whole
+    database's) or on PostgreSQL a lock on *table* that keeps writes to it
+    out and lets reads in (EXCLUSIVE), until released."""
+
+    def __init__(self, server: Server, table: str) -> None:
+        self.sqlite = sqlite_file(server.config)
+        self.table = table
+        if self.sqlite is not None:
+            self.conn = sqlite3.connect(
+                self.sqlite, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        else:
+            self.engine = sa.create_engine(server.config.database_url, poolclass=sa.NullPool)
+            self.conn = self.engine.connect()
+
+    def take(self) -> WriteLock:
+        if self.sqlite is not None:
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            self.conn.exec_driver_sql(f'LOCK TABLE "{self.table}" IN EXCLUSIVE MODE')
+        return self
+
+    def close(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.rollback()
+        self.conn.close()
+        if self.sqlite is None:
+            self.engine.dispose()
 
 
 async def add_machine(

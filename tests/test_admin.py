@@ -1,4 +1,5 @@
-"""pxed-admin against a real database."""
+"""pxed-admin against a real database: a running server's (SQLite in its data
+dir, or PostgreSQL, named by --database), or an empty one."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 @pytest_twisted.ensureDeferred
 async def test_create_user_prints_a_working_token(server):
-    data = str(server.config.data_dir)
+    where = ("--data-dir", str(server.config.data_dir), "--database", server.config.database_url)
     r = run(
-        "--data-dir",
-        data,
+        *where,
         "create-user",
         "carol",
         "--email",
@@ -38,14 +38,14 @@ async def test_create_user_prints_a_working_token(server):
     me = await server.anonymous.bearer(token).get("/user/me")
     assert me.json()["Username"] == "carol" and me.json()["Role"] == "moderator"
 
-    again = run("--data-dir", data, "create-user", "carol")
+    again = run(*where, "create-user", "carol")
     assert again.returncode == 1
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
-    r = run("--data-dir", data, "create-token", "carol")
+    r = run(*where, "create-token", "carol")
     assert (await server.anonymous.bearer(r.stdout.strip()).get("/user/me")).code == 200
 
 
-def test_refuses_an_empty_database(tmp_path):
-    r = run("--data-dir", str(tmp_path), "create-user", "dave")
+def test_refuses_an_empty_database(tmp_path, database_url):
+    r = run("--data-dir", str(tmp_path), "--database", database_url, "create-user", "dave")
     assert r.returncode != 0
     assert "pxed-admin db upgrade" in r.stderr

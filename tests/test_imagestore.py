@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 import time
 
@@ -19,8 +18,7 @@ from pxed import imagestore
 from pxed.db import migrate
 from pxed.db.pool import make_engine
 from pxed.storage import Storage
-from tests.conftest import _sqlite_file
-from tests.helpers import MAC, MIB, OCTETS, add_machine, both_databases, eventually, new_image
+from tests.helpers import MAC, MIB, OCTETS, WriteLock, add_machine, eventually, new_image
 
 
 class HeldCommits:
@@ -44,7 +42,6 @@ async def _entered(held: HeldCommits) -> None:
     assert ok, "the upload never reached its commit"
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_boot_answers_while_an_upload_commits(start_server, monkeypatch):
     server = await start_server(boot_policy="always", base_url="http://pxed.test")
@@ -92,7 +89,6 @@ async def test_a_version_that_cannot_be_recorded_leaves_no_file(server, monkeypa
     assert list(storage.staging.iterdir()) == []
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_concurrent_uploads_get_distinct_versions(server):
     image = await new_image(server.admin)
@@ -122,35 +118,6 @@ def _rows(server) -> list[tuple[str, int, str, str]]:
         engine.dispose()
 
 
-class WriteLock:
-    """Another process's writer, as far as the server can tell: a connection
-    of its own that takes, when asked, SQLite's write lock or on PostgreSQL
-    a lock on image_versions that keeps writes out, until released."""
-
-    def __init__(self, server) -> None:
-        self.sqlite = _sqlite_file(server.config)
-        if self.sqlite is not None:
-            self.conn = sqlite3.connect(
-                self.sqlite, timeout=0, isolation_level=None, check_same_thread=False
-            )
-        else:
-            self.engine = sa.create_engine(server.config.database_url, poolclass=sa.NullPool)
-            self.conn = self.engine.connect()
-
-    def take(self) -> None:
-        if self.sqlite is not None:
-            self.conn.execute("BEGIN IMMEDIATE")
-        else:
-            self.conn.exec_driver_sql("LOCK TABLE image_versions IN EXCLUSIVE MODE")
-
-    def close(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.rollback()
-        self.conn.close()
-        if self.sqlite is None:
-            self.engine.dispose()
-
-
 def assert_no_orphans(server) -> None:
     """Every file under images/ is one a row names (or a build's Dockerfile
     beside it), and the reverse."""
@@ -165,7 +132,6 @@ def assert_no_orphans(server) -> None:
     assert on_disk == named
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_a_replace_the_database_cannot_commit_keeps_the_old_version(server, monkeypatch):
     image = await new_image(server.admin)
@@ -178,7 +144,7 @@ async def test_a_replace_the_database_cannot_commit_keeps_the_old_version(server
     # before) and holds it while the row would be committed: the row cannot
     # change, so the old bytes must stay.
     store = server.pxed.store
-    locker = WriteLock(server)
+    locker = WriteLock(server, "image_versions")
     io_run = store._io.run
 
     def run(f, *args):
@@ -265,7 +231,6 @@ def test_sweep_leaves_everything_when_the_database_knows_no_image(tmp_path):
         engine.dispose()
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_a_version_frozen_while_its_replacement_is_put_in_place_stays(server, monkeypatch):
     image = await new_image(server.admin)

@@ -1,4 +1,5 @@
-"""The installed daemon: `twistd -n pxed` is found and serves; bad settings
+"""The installed daemon: `twistd -n pxed` is found and serves, on its
+default SQLite file and on a PostgreSQL URL (``database_url``); bad settings
 stop it with one line."""
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ def pxed_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def test_twistd_finds_the_plugin_and_serves(tmp_path: Path):
+def test_twistd_finds_the_plugin_and_serves(tmp_path: Path, database_url: str):
+    # SQLite as by default, a file in the data dir; PostgreSQL by its URL.
+    default = database_url.startswith("sqlite")
     port = free_port()
     proc = subprocess.Popen(
-        pxed_command(port, tmp_path / "var"),
+        pxed_command(port, tmp_path / "var") + ([] if default else ["--database", database_url]),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -40,7 +43,7 @@ def test_twistd_finds_the_plugin_and_serves(tmp_path: Path):
     )
     try:
         assert b'"ok"' in wait_for(f"http://127.0.0.1:{port}/healthz", proc)
-        assert (tmp_path / "var" / "pxed.sqlite").exists()
+        assert (tmp_path / "var" / "pxed.sqlite").exists() == default
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
@@ -78,7 +81,7 @@ def test_bad_settings_stop_startup_with_one_line(tmp_path, args, message):
     assert message in lines[0]
 
 
-def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path):
+def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path, database_url):
     from pxed.db import migrate
     from pxed.db.pool import make_engine
 
@@ -90,7 +93,7 @@ def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path):
         pytest.skip("only one schema revision so far")
     data = tmp_path / "var"
     data.mkdir()
-    engine = make_engine(f"sqlite:///{data / 'pxed.sqlite'}")
+    engine = make_engine(database_url)
     migrate.upgrade(engine, revisions[-1])
     engine.dispose()
 
@@ -103,6 +106,8 @@ def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path):
             "--no-migrate",
             "--data-dir",
             str(data),
+            "--database",
+            database_url,
             "--port",
             f"tcp:{free_port()}",
         ],
@@ -114,7 +119,7 @@ def test_stale_schema_refused_under_no_migrate_then_admin_upgrades(tmp_path):
     assert proc.returncode != 0
     assert "pxed-admin db upgrade" in proc.stderr
     admin = subprocess.run(
-        ["pxed-admin", "--data-dir", str(data), "db", "upgrade"],
+        ["pxed-admin", "--data-dir", str(data), "--database", database_url, "db", "upgrade"],
         capture_output=True,
         text=True,
         env={**os.environ},

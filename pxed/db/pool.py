@@ -266,6 +266,13 @@ class DBPool(Service):
     def _in_transaction(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
         try:
             return self._commit(thd, args, kwargs)
+        except sa.exc.IntegrityError:
+            # A thd checks before it writes ("no user of that name yet?"),
+            # but with more than one writer (PostgreSQL's threads, another
+            # server) a concurrent transaction can commit the same row in
+            # between: the check, run again, now sees it and answers as it
+            # would have (a conflict), instead of a constraint error.
+            return self._commit(thd, args, kwargs)
         except sa.exc.DBAPIError as e:
             if not (is_full(e) and _is_sqlite_file(self.engine.url)):
                 raise

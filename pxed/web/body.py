@@ -16,9 +16,12 @@ MAX_JSON_BODY = 1024 * 1024
 # No request of pxed's nests deeper than a few levels; a deeper body is
 # refused rather than walked (Python's parser recurses per level).
 MAX_JSON_DEPTH = 32
-# Integers are stored in 64-bit signed columns; beyond them is an error of
-# the client's, not the database's.
+# Integers are stored in 64-bit signed columns, except ids and version
+# numbers (sa.Integer: 32 bits on PostgreSQL, where a larger one in a query
+# is an error, not "no such row"); beyond them is an error of the
+# client's, not the database's.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+ID_MAX = 2**31 - 1
 
 _MISSING = object()
 
@@ -50,15 +53,16 @@ class Fields:
         value = self._get(name, str, "a string", required)
         if value is not None and len(value) > max_length:
             raise BadRequest(f"{name}: longer than {max_length} characters")
-        return value
+        return value if value is None else _text(value, name)
 
     def bool(self, name: str, required: bool = False) -> bool | None:
         return self._get(name, bool, "true or false", required)
 
-    def int(self, name: str, required: bool = False) -> int | None:
+    def int(self, name: str, required: bool = False, bits: int = 64) -> int | None:
+        """An integer of *bits* bits, signed: 32 for an id or a version."""
         value = self._get(name, int, "an integer", required)
-        if value is not None and not INT_MIN <= value <= INT_MAX:
-            raise BadRequest(f"{name}: out of range (a 64-bit signed integer)")
+        if value is not None and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            raise BadRequest(f"{name}: out of range (a {bits}-bit signed integer)")
         return value
 
     def list(self, name: str, required: bool = False) -> list | None:
@@ -169,7 +173,7 @@ def query_arg(request: IRequest, name: str) -> str | None:
     if not values:
         return None
     try:
-        return values[0].decode("utf-8")
+        return _text(values[0].decode("utf-8"), name)
     except UnicodeDecodeError:
         raise BadRequest(f"{name}: not valid UTF-8") from None
 
@@ -179,14 +183,23 @@ def query_args(request: IRequest) -> dict[str, str]:
     out = {}
     for key, values in (request.args or {}).items():
         try:
-            out[key.decode("utf-8")] = values[0].decode("utf-8")
+            name = key.decode("utf-8")
+            out[name] = _text(values[0].decode("utf-8"), name)
         except UnicodeDecodeError:
             raise BadRequest("query: not valid UTF-8") from None
     return out
 
 
+def _text(value: str, name: str) -> str:
+    # PostgreSQL's text cannot hold a NUL; no name or value of ours has one.
+    if "\x00" in value:
+        raise BadRequest(f"{name}: must not contain NUL")
+    return value
+
+
 def int_arg(args: dict[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
-    """A query parameter that is an integer from *minimum* up to 2^63-1."""
+    """A query parameter that is an integer from *minimum* up to ID_MAX (a
+    count or an id)."""
     if name not in args:
         return default
     text = args[name]
@@ -194,10 +207,10 @@ def int_arg(args: dict[str, str], name: str, default: int | None, minimum: int =
         raise BadRequest(f"{name}: must be an integer")
     # Compared by length first: Python refuses to convert very long digit
     # strings, and nothing that long is in range anyway.
-    if len(text.lstrip("-").lstrip("0")) > 19 or int(text) > INT_MAX:
+    if len(text.lstrip("-").lstrip("0")) > 19 or int(text) > ID_MAX:
         if text.startswith("-"):
             raise BadRequest(f"{name}: must be at least {minimum}")
-        raise BadRequest(f"{name}: must be at most {INT_MAX}")
+        raise BadRequest(f"{name}: must be at most {ID_MAX}")
     value = int(text)
     if value < minimum:
         raise BadRequest(f"{name}: must be at least {minimum}")

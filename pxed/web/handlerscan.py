@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from pxed.web.body import INT_MAX
+from pxed.web.body import ID_MAX, INT_MAX
 
 # Fields accessor (pxed.web.body.Fields) -> JSON schema of the value
 _ACCESSORS: dict[str, dict[str, Any]] = {
@@ -177,7 +177,7 @@ class _Reader:
                     if minimum is None and len(args) >= 4:
                         minimum = _const(args[3], consts)
                     lowest = 1 if minimum is None else minimum
-                    reads.query[param] = {"type": "integer", "minimum": lowest, "maximum": INT_MAX}
+                    reads.query[param] = {"type": "integer", "minimum": lowest, "maximum": ID_MAX}
                 return
             if name == "query_arg" and len(args) >= 2:
                 param = _text(_const(args[1], consts))

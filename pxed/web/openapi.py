@@ -26,7 +26,7 @@ from twisted.web.iweb import IRequest
 
 from pxed.web import router
 from pxed.web.auth import RULES, SESSION_COOKIE
-from pxed.web.body import INT_MAX
+from pxed.web.body import ID_MAX
 from pxed.web.handlerscan import Reads, handler_reads
 from pxed.web.router import RouteInfo, route
 
@@ -34,10 +34,11 @@ OPENAPI_VERSION = "3.0.3"
 
 # werkzeug converter -> the schema of the path segment it matches
 CONVERTERS: dict[str, dict[str, Any]] = {
-    "default": {"type": "string", "pattern": "^[^/]+$", "minLength": 1},
-    "string": {"type": "string", "pattern": "^[^/]+$", "minLength": 1},
-    # pxed.web.router.Int64Converter: what fits a 64-bit signed column.
-    "int": {"type": "integer", "minimum": 0, "maximum": INT_MAX},
+    # pxed.web.router.TextConverter: no "/", no NUL.
+    "default": {"type": "string", "pattern": "^[^/\\x00]+$", "minLength": 1},
+    "string": {"type": "string", "pattern": "^[^/\\x00]+$", "minLength": 1},
+    # pxed.web.router.IdConverter: what fits an id's column.
+    "int": {"type": "integer", "minimum": 0, "maximum": ID_MAX},
     "path": {"type": "string", "minLength": 1},
 }
 _PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")

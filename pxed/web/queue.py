@@ -62,7 +62,7 @@ class QueueResource:
             raise BadRequest(f"ImageUUID: no image {image_uuid}")
         check_owner(identity(request), image.owner)
         update = bool(body.bool("Update"))
-        version = body.int("Version")
+        version = body.int("Version", bits=32)
         # Checked before the setup is made: a refused request leaves nothing.
         _check_managed(machine)
         work = await self._db.run(

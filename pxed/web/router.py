@@ -23,11 +23,11 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import IntegerConverter, RequestRedirect, ValidationError
+from werkzeug.routing import IntegerConverter, RequestRedirect, UnicodeConverter, ValidationError
 
 from pxed.db import pool
 from pxed.errors import ApiError, DatabaseBusy, InsufficientStorage, error_json
-from pxed.web.body import INT_MAX
+from pxed.web.body import ID_MAX
 
 log = Logger()
 
@@ -81,18 +81,28 @@ def route_table(resource_classes: Iterable[type]) -> dict[str, RouteInfo]:
     return table
 
 
-class Int64Converter(IntegerConverter):
-    """``<int:…>`` path segments: what fits the database's 64-bit integer
-    columns; anything longer or larger matches no route (404), rather than
-    reaching a query that cannot take it."""
+class IdConverter(IntegerConverter):
+    """``<int:…>`` path segments (ids, version numbers): what fits their
+    columns (32 bits on PostgreSQL); anything longer or larger matches no
+    route (404), rather than reaching a query that cannot take it."""
 
-    regex = r"\d{1,19}"
+    regex = r"\d{1,10}"
 
     def to_python(self, value: str) -> int:
         number = int(value)
-        if number > INT_MAX:
+        if number > ID_MAX:
             raise ValidationError()
         return number
+
+
+class TextConverter(UnicodeConverter):
+    """Other path segments (names, UUIDs, MACs): one with a NUL, which
+    PostgreSQL's text cannot hold and no name has, matches no route."""
+
+    def to_python(self, value: str) -> str:
+        if "\x00" in value:
+            raise ValidationError()
+        return value
 
 
 class TextPaths(Resource):
@@ -140,7 +150,8 @@ def _host_name(raw: bytes) -> bool:
 def mount(app: Klein, resource: object, authorise: Authorise) -> None:
     """Serve *resource*'s handlers on *app*, each behind *authorise*."""
     # Before any rule is added: a rule compiles its converters when added.
-    app.url_map.converters["int"] = Int64Converter
+    app.url_map.converters["int"] = IdConverter
+    app.url_map.converters["default"] = app.url_map.converters["string"] = TextConverter
     for name, info in routes_of(type(resource)):
         handler = getattr(resource, name)
 

@@ -20,7 +20,7 @@ def entry(item: Fields) -> tuple[str, int | None, bool]:
     image = item.object("Image") if isinstance(item.raw("Image"), dict) else None
     image_uuid = (image or item).str("UUID", required=True, max_length=36)
     version_of = item.object("Version") if isinstance(item.raw("Version"), dict) else item
-    version = version_of.int("Version")
+    version = version_of.int("Version", bits=32)
     if version is not None and version < 0:
         raise BadRequest("Version: must not be negative")
     return image_uuid, version, bool(item.bool("Update"))

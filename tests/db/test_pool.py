@@ -3,6 +3,7 @@ SQLite and on PostgreSQL (``database_url``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 
@@ -13,7 +14,7 @@ from twisted.internet import reactor
 
 from pxed.db import migrate
 from pxed.db.pool import DEFAULT_BUSY_TIMEOUT, DBPool, is_busy, is_full, make_engine
-from pxed.db.schema import events
+from pxed.db.schema import events, users
 
 
 @pytest_twisted.async_yield_fixture
@@ -194,3 +195,30 @@ def test_is_busy_and_is_full_tell_errors_apart(tmp_path):
     assert is_busy(wrapped(PgError("55P03")))
     assert not is_busy(wrapped(PgError("42P01")))
     assert is_full(wrapped(PgError("53100")))
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_check_raced_by_another_writer_runs_again(pool):
+    """Two writers both find no row, then both insert it: the one whose
+    insert breaks the unique constraint runs again and finds it.  (SQLite
+    has one writer: the race cannot happen there.)"""
+    both_checked = threading.Barrier(2, timeout=10)
+    runs: list[str] = []
+
+    def create(conn, who: str) -> str:
+        runs.append(who)
+        found = conn.execute(sa.select(users.c.id).where(users.c.username == "carol")).first()
+        if runs.count(who) == 1:
+            both_checked.wait()
+        if found is not None:
+            return "exists"
+        conn.execute(
+            users.insert().values(username="carol", role="user", created_at=dt.datetime.now(dt.UTC))
+        )
+        return "created"
+
+    first = pool.run(create, "a")
+    second = pool.run(create, "b")
+    assert sorted([await first, await second]) == ["created", "exists"]
+    assert len(runs) == 3

@@ -179,3 +179,11 @@ def start_netboot(start_server, mgmtos):
 @pytest_twisted.async_yield_fixture
 async def netboot_server(start_netboot):
     yield await start_netboot()
+
+
+@pytest.fixture
+def database() -> str:
+    """The VMs' pxed keeps its data on SQLite only: these tests are about
+    netbooting real machines, which the API tests already cover on both
+    databases (tests/conftest.py)."""
+    return "sqlite"

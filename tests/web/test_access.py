@@ -13,6 +13,7 @@ import pytest_twisted
 
 from pxed.db import builds
 from pxed.web.app import ROUTES
+from tests.conftest import database_rows
 from tests.helpers import MAC, add_machine, machine_client, new_image, new_setup
 
 OK = "allowed"
@@ -59,11 +60,12 @@ SETTINGS = dict(boot_policy="always", base_url="http://pxed.test")
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> dict:
-    """Filled in by the first route test: the data dir of a stopped pxed
-    holding the sample users, machine, image, setup, queued work and build,
-    with their tokens and the values for the path parameters.  Every route
-    test starts its own pxed on a fresh copy of it."""
-    return {"dir": tmp_path_factory.mktemp("access") / "samples"}
+    """Filled in by the first route test on each database: the data dir of a
+    stopped pxed holding the sample users, machine, image, setup, queued work
+    and build (and on PostgreSQL its database's rows), with their tokens and
+    the values for the path parameters.  Every route test starts its own
+    pxed on a fresh copy of them."""
+    return {"dir": tmp_path_factory.mktemp("access")}
 
 
 async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
@@ -100,21 +102,23 @@ async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
 
 @pytest.mark.parametrize("endpoint", sorted(ROUTES))
 @pytest_twisted.ensureDeferred
-async def test_route_access(start_server, data_root, seeded, endpoint):
+async def test_route_access(request, start_server, data_root, seeded, database, endpoint):
     info = ROUTES[endpoint]
-    if "tokens" not in seeded:
+    if database not in seeded:
         first = await start_server(**SETTINGS)
         tokens, samples = await seed(first)
         await first.pxed.service.stopService()
-        shutil.copytree(first.config.data_dir, seeded["dir"])
-        seeded.update(tokens=tokens, samples=samples)
+        shutil.copytree(first.config.data_dir, seeded["dir"] / database)
+        rows = database_rows(request, first)
+        seeded[database] = dict(tokens=tokens, samples=samples, rows=rows)
+    sample = seeded[database]
     data_dir = data_root / "copy"
-    shutil.copytree(seeded["dir"], data_dir)
-    server = await start_server(data_dir=str(data_dir), **SETTINGS)
+    shutil.copytree(seeded["dir"] / database, data_dir)
+    server = await start_server(data_dir=str(data_dir), rows=sample["rows"], **SETTINGS)
     clients = {"anonymous": server.anonymous, "admin": server.admin}
-    for who, token in seeded["tokens"].items():
+    for who, token in sample["tokens"].items():
         clients[who] = server.anonymous.with_headers(Authorization=token)
-    samples = dict(seeded["samples"])
+    samples = dict(sample["samples"])
     if endpoint == "images.upload_machine_disk":
         # The route for a machine's own disk: the sample is the machine image.
         samples["uuid"] = samples["machine_image"]

@@ -10,9 +10,12 @@ import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.helpers import MAC, Response, new_image, send_raw
+from tests.helpers import MAC, Response, add_machine, new_image, send_raw
 
 BIG = 2**63
+# Fits SQLite's integers and a 64-bit column, not PostgreSQL's integer (the
+# type of every id and version number).
+WIDE = 2**31
 
 
 @pytest.fixture
@@ -66,10 +69,13 @@ async def test_deeply_nested_json(server, logged):
 @pytest_twisted.ensureDeferred
 async def test_integers_beyond_64_bits_in_bodies(server, logged):
     image = (await server.admin.post("/image", {"Name": "d", "Size": 1024 * 1024})).json()["UUID"]
+    await add_machine(server)
     for path, body in (
         ("/image", {"Name": "n", "Size": BIG}),
         ("/user/admin/tokens", {"Name": "t", "ExpiresInDays": BIG}),
         ("/user/admin/image_setup", {"Name": "s", "Images": [{"UUID": image, "Version": BIG}]}),
+        ("/user/admin/image_setup", {"Name": "s", "Images": [{"UUID": image, "Version": WIDE}]}),
+        (f"/machine/{MAC}/boot", {"ImageUUID": image, "Version": WIDE}),
         (
             "/user/admin/image_setup",
             {"Name": "s", "Images": [{"UUID": image, "Version": -BIG - 1}]},
@@ -86,20 +92,43 @@ async def test_integers_beyond_64_bits_in_bodies(server, logged):
 @pytest_twisted.ensureDeferred
 async def test_huge_integers_in_paths(server, logged):
     image = (await server.admin.post("/image", {"Name": "d", "Size": 1024 * 1024})).json()["UUID"]
-    huge = str(BIG)
-    for method, path in (
-        ("GET", f"/image/{image}/{huge}"),
-        ("GET", f"/image/{image}/{'9' * 5000}"),
-        ("GET", f"/build/{huge}"),
-        ("GET", f"/build/{huge}/log"),
-        ("DELETE", f"/build/{huge}"),
-        ("DELETE", f"/machine/{MAC}/boot/queue/{huge}"),
-        ("DELETE", f"/user/admin/tokens/{huge}"),
+    for huge in (str(BIG), str(WIDE)):
+        for method, path in (
+            ("GET", f"/image/{image}/{huge}"),
+            ("GET", f"/image/{image}/{'9' * 5000}"),
+            ("GET", f"/build/{huge}"),
+            ("GET", f"/build/{huge}/log"),
+            ("DELETE", f"/build/{huge}"),
+            ("DELETE", f"/machine/{MAC}/boot/queue/{huge}"),
+            ("DELETE", f"/user/admin/tokens/{huge}"),
+        ):
+            r = await server.admin.request(method, path)
+            # No route matches (werkzeug may say 405 when another method's does).
+            assert_json_4xx(r, logged)
+            assert r.code in (404, 405), (path, r.code)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nul_in_names_is_4xx(server, logged):
+    """PostgreSQL's text cannot hold a NUL (SQLite's can): a name with one,
+    in a path, a body or a query, is refused before it reaches a query."""
+    image = await new_image(server.admin)
+    for method, path, body in (
+        ("GET", "/user/a%00b", None),
+        ("GET", "/user/admin/images/a%00b", None),
+        ("GET", "/user/admin/image_setup/a%00b", None),
+        ("GET", "/image/a%00b", None),
+        ("POST", "/image", {"Name": "a\x00b", "Size": 1024 * 1024}),
+        ("PUT", f"/image/{image}", {"Name": "a\x00b"}),
+        ("POST", "/user/admin/tokens", {"Name": "a\x00b"}),
+        ("POST", "/user/admin/image_setup", {"Name": "a\x00b", "Images": []}),
+        ("POST", "/machine", {"Name": "a\x00b", "MacAddresses": [{"Mac": MAC}]}),
+        ("GET", "/events?target=a%00b", None),
+        ("GET", "/events?target_type=a%00b", None),
+        ("GET", "/user/admin/image_setup?Name=a%00b", None),
     ):
-        r = await server.admin.request(method, path)
-        # No route matches (werkzeug may say 405 when another method's does).
+        r = await server.admin.request(method, path, json_body=body)
         assert_json_4xx(r, logged)
-        assert r.code in (404, 405), (path, r.code)
 
 
 @pytest_twisted.ensureDeferred
@@ -107,6 +136,7 @@ async def test_hostile_query_parameters(server, logged):
     for query in (
         f"limit={BIG}",
         f"before={BIG}",
+        f"before={WIDE}",
         f"before={'9' * 5000}",
         "limit=%ff",
         "target=%ff",

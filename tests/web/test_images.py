@@ -16,7 +16,6 @@ from tests.helpers import (
     MIB,
     OCTETS,
     Response,
-    both_databases,
     entries,
     eventually,
     multipart,
@@ -35,7 +34,6 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_create_with_defaults_makes_sparse_version_0(server):
     r = await server.admin.post("/image", {"Name": "debian"})
@@ -207,7 +205,6 @@ async def test_bad_input_is_400_and_creates_nothing(server):
     assert os.listdir(server.config.data_dir / "images") == [".staging"]
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_owner_and_listing(server):
     alice = await server.user("alice")
@@ -229,7 +226,6 @@ async def test_owner_and_listing(server):
     assert (await bob.get("/user/alice/images")).code == 403
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_update_and_delete_removes_files(server):
     image = (await server.admin.post("/image", {"Name": "a", "Size": MIB})).json()
@@ -267,7 +263,6 @@ def version_files(server, image: str) -> list[str]:
     return sorted(os.listdir(server.config.data_dir / "images" / image))
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_a_version_frozen_in_a_setup_cannot_be_replaced(server):
     alice = await server.user("alice")
@@ -295,7 +290,6 @@ async def test_a_version_frozen_in_a_setup_cannot_be_replaced(server):
     assert version_files(server, image) == ["0.img", "1.img", replaced]
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_an_empty_upload_is_400_and_stores_nothing(server):
     image = await new_image(server.admin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest_twisted
+from twisted.internet import defer
 
 from tests.helpers import MAC
 
@@ -162,3 +163,14 @@ async def test_errors_are_json_without_tracebacks(client):
     r = await client.request("PATCH", "/machines")
     assert r.code == 405
     assert "error" in r.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_creations_of_one_machine_are_one_201_and_409s(server):
+    # On PostgreSQL these run on several writer threads at once.
+    for round_ in range(3):
+        body = {"Name": f"m{round_}", "MacAddresses": [{"Mac": f"52:54:00:00:01:0{round_}"}]}
+        answers = await defer.gatherResults(
+            [defer.ensureDeferred(server.admin.post("/machine", body)) for _ in range(8)]
+        )
+        assert sorted(r.code for r in answers) == [201] + [409] * 7

@@ -9,7 +9,7 @@ import pytest_twisted
 
 from pxed.web import openapi
 from pxed.web.app import RESOURCES, ROUTES
-from pxed.web.body import INT_MAX
+from pxed.web.body import ID_MAX, INT_MAX
 
 METHODS = {"get", "head", "post", "put", "delete", "patch", "options"}
 
@@ -55,7 +55,7 @@ def test_paths_come_from_the_routes_with_typed_parameters():
         for name, param in params.items():
             assert param["in"] == "path" and param["required"] is True
             if f"<int:{name}>" in info.path:
-                assert param["schema"] == {"type": "integer", "minimum": 0, "maximum": INT_MAX}
+                assert param["schema"] == {"type": "integer", "minimum": 0, "maximum": ID_MAX}
             else:
                 assert param["schema"]["type"] == "string"
                 assert param["schema"]["minLength"] == 1
@@ -127,7 +127,7 @@ def test_request_bodies_are_read_from_the_handlers():
     # Routes that read no body document none.
     assert "requestBody" not in ops["users.delete_user"]
     events = {p["name"]: p["schema"] for p in ops["users.list_events"]["parameters"]}
-    assert events["limit"] == {"type": "integer", "minimum": 1, "maximum": INT_MAX}
+    assert events["limit"] == {"type": "integer", "minimum": 1, "maximum": ID_MAX}
 
 
 def test_nothing_is_written_by_hand():

@@ -11,15 +11,12 @@ from tests.helpers import (
     OCTETS,
     Client,
     add_machine,
-    both_databases,
     entries,
     machine_client,
     machine_events,
     new_image,
     new_setup,
 )
-
-pytestmark = both_databases
 
 
 async def queue_of(client, mac: str = MAC) -> list:

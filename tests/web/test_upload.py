@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 from pxed.storage import Storage
 from pxed.web.staging import SLICE, StagedUpload
 from pxed.workers import IOPool, PoolStopped
-from tests.helpers import MIB, OCTETS, both_databases, eventually, missing, new_image
+from tests.helpers import MIB, OCTETS, eventually, missing, new_image
 
 
 def payload(size: int = 8 * MIB, seed: int = 1) -> bytes:
@@ -33,7 +33,6 @@ def staging(server) -> list[str]:
     return os.listdir(server.config.data_dir / "images" / ".staging")
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_raw_upload_then_download_byte_for_byte(server):
     image = await new_image(server.admin)
@@ -57,7 +56,6 @@ async def test_raw_upload_then_download_byte_for_byte(server):
     assert staging(server) == []
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_multipart_upload_as_in_the_seed(server):
     image = await new_image(server.admin)
@@ -149,7 +147,6 @@ async def test_digest_mismatch_is_400_and_stores_nothing(server):
     ]
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_replace_latest_with_baas_header(server):
     image = await new_image(server.admin)
@@ -218,7 +215,6 @@ class _Partial(Protocol):
         self.transport.write(self.head + self.body)
 
 
-@both_databases
 @pytest_twisted.ensureDeferred
 async def test_aborted_upload_leaves_no_version_and_no_file(server):
     image = await new_image(server.admin)
@@ -265,11 +261,11 @@ def small_disk(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_full_disk_is_507_and_leaves_nothing(start_server, small_disk, tmp_path):
-    # The images fill the small disk; the database lives elsewhere.
-    server = await start_server(
-        data_dir=str(small_disk), database=f"sqlite:///{tmp_path / 'db.sqlite'}"
-    )
+async def test_full_disk_is_507_and_leaves_nothing(start_server, small_disk, tmp_path, database):
+    # The images fill the small disk; the database lives elsewhere (as
+    # PostgreSQL's always does).
+    elsewhere = {"database": f"sqlite:///{tmp_path / 'db.sqlite'}"} if database == "sqlite" else {}
+    server = await start_server(data_dir=str(small_disk), **elsewhere)
     image = await new_image(server.admin)
     r = await server.admin.request(
         "POST", f"/image/{image}", data=payload(64 * MIB), headers=OCTETS

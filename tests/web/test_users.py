@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest_twisted
+from twisted.internet import defer
 
 from pxed.db import tokens
 from pxed.db.schema import sessions
@@ -194,3 +195,14 @@ async def test_audit_events_for_users_and_tokens(server):
     assert r.json()[0]["Actor"] == "alice"
     assert (await alice.get("/events")).code == 403
     assert (await server.admin.get("/events?limit=x")).code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_creations_of_one_user_are_one_201_and_409s(server):
+    # On PostgreSQL these run on several writer threads at once.
+    for round_ in range(3):
+        body = {"Username": f"u{round_}", "Email": "u@example.org"}
+        answers = await defer.gatherResults(
+            [defer.ensureDeferred(server.admin.post("/user", body)) for _ in range(8)]
+        )
+        assert sorted(r.code for r in answers) == [201] + [409] * 7
