@@ -203,6 +203,12 @@ async def test_startup_removes_files_no_version_names(server):
     (gone / "0.img").write_bytes(b"deleted image")
     # Not pxed's: left alone.
     (storage.images / "lost+found").mkdir()
+    # Older than the grace another server sharing the database would get.
+    old = time.time() - 2 * imagestore.SWEEP_GRACE
+    for path in (storage.images / image / "1.img", storage.images / image / "0-5eb0c0ffee00.img"):
+        os.utime(path, (old, old))
+    os.utime(gone / "0.img", (old, old))
+    os.utime(gone, (old, old))
 
     engine = make_engine(server.config.database_url)
     try:
