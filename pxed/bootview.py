@@ -42,9 +42,19 @@ from pxed.db.schema import utcnow
 log = Logger()
 
 
-# The tables a boot answer depends on.
+# The tables a boot answer depends on (``table:kind`` for one kind of
+# write only).  A new credential is not a change: one minted here goes into
+# the view at once (``minted``), one minted by another server is found
+# again by the next mint here (the same token); a revoked or deleted one is.
 TABLES = frozenset(
-    {"machines", "machine_macs", "boot_setups", "boot_setup_images", "machine_credentials"}
+    {
+        "machines",
+        "machine_macs",
+        "boot_setups",
+        "boot_setup_images",
+        "machine_credentials:update",
+        "machine_credentials:delete",
+    }
 )
 
 

@@ -207,7 +207,8 @@ class DBPool(Service):
 
     def watch(self, tables: frozenset[str], callback: Watcher) -> None:
         """Call *callback* (with the tables written) after every committed
-        write of ours to any of *tables*."""
+        write of ours to any of *tables* (``name`` for any write,
+        ``name:insert``, ``name:update`` or ``name:delete`` for one kind)."""
         self._watchers.append((tables, callback))
 
     def unwatch(self, callback: Watcher) -> None:
@@ -366,10 +367,13 @@ def _sqlite_write_lock_free(path: str) -> bool:
 def _note_written(
     conn: sa.Connection, clause: Any, _multi: Any, _params: Any, _options: Any, result: Any
 ) -> None:
-    """Remember which tables a transaction wrote (for ``DBPool.watch``);
-    a statement that changed no row (-1: not known) wrote nothing."""
+    """Remember which tables a transaction wrote (for ``DBPool.watch``):
+    ``table`` and ``table:insert|update|delete``; a statement that changed
+    no row (-1: not known) wrote nothing."""
     if isinstance(clause, sa.sql.dml.UpdateBase) and result.rowcount != 0:
-        conn.info.setdefault(_WRITTEN, set()).add(clause.table.name)
+        name = clause.table.name
+        kind = clause.__visit_name__  # "insert", "update", "delete"
+        conn.info.setdefault(_WRITTEN, set()).update((name, f"{name}:{kind}"))
 
 
 def thd_ping(conn: sa.Connection) -> None:
