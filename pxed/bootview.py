@@ -36,7 +36,7 @@ from pxed.db import credentials, queue
 from pxed.db import machines as machines_db
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
-from pxed.db.queue import Work
+from pxed.db.queue import CurrentWork
 from pxed.db.schema import utcnow
 
 log = Logger()
@@ -62,14 +62,14 @@ TABLES = frozenset(
 class BootEntry:
     machine: Machine
     # In progress, else the oldest queued: what a netboot now would do.
-    work: Work | None
+    work: CurrentWork | None
 
     @property
     def scope(self) -> frozenset[str]:
         """The images its credential may read and write."""
         found = {self.machine.image_uuid}
         if self.work is not None:
-            found |= {i.image_uuid for i in self.work.images}
+            found |= set(self.work.image_uuids)
         return frozenset(found)
 
     @property
@@ -87,13 +87,7 @@ class Snapshot:
 def thd_load(conn: sa.Connection, key: bytes) -> Snapshot:
     """Every machine, its current work and the live credentials, in one
     read transaction (one snapshot)."""
-    current: dict[int, Work] = {}
-    for work in queue.thd_live(conn):
-        # thd_live is oldest first: the first queued entry stays unless an
-        # in-progress one comes.
-        held = current.get(work.machine_id)
-        if held is None or (work.state == queue.IN_PROGRESS and held.state != queue.IN_PROGRESS):
-            current[work.machine_id] = work
+    current = queue.thd_current_all(conn)
     by_mac = {}
     for machine in machines_db.thd_list(conn):
         entry = BootEntry(machine, current.get(machine.id))

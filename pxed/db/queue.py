@@ -146,9 +146,42 @@ def thd_list(conn: sa.Connection, machine_id: int, owner: str | None = None) -> 
     return _load(conn, where)
 
 
-def thd_live(conn: sa.Connection) -> list[Work]:
-    """Queued and in-progress work of every machine, oldest first."""
-    return _load(conn, boot_setups.c.state.in_((QUEUED, IN_PROGRESS)))
+@dataclass(frozen=True)
+class CurrentWork:
+    """What a boot answer needs of a machine's current work."""
+
+    id: int
+    machine_id: int
+    state: str
+    image_uuids: tuple[str, ...]
+
+
+def thd_current_all(conn: sa.Connection) -> dict[int, CurrentWork]:
+    """Every machine's current work (as ``thd_current``), by machine id, in
+    two queries: the boot answers' view of a whole site."""
+    current: dict[int, tuple[int, str]] = {}
+    rows = conn.execute(
+        sa.select(boot_setups.c.id, boot_setups.c.machine_id, boot_setups.c.state)
+        .where(boot_setups.c.state.in_((QUEUED, IN_PROGRESS)))
+        .order_by(boot_setups.c.id)
+    )
+    for work_id, machine_id, state in rows:
+        held = current.get(machine_id)
+        # The oldest queued entry stays unless one is in progress.
+        if held is None or (state == IN_PROGRESS and held[1] != IN_PROGRESS):
+            current[machine_id] = (work_id, state)
+    images: dict[int, list[str]] = {work_id: [] for work_id, _ in current.values()}
+    if images:
+        for work_id, uuid in conn.execute(
+            sa.select(boot_setup_images.c.boot_setup_id, boot_setup_images.c.image_uuid)
+            .where(boot_setup_images.c.boot_setup_id.in_(list(images)))
+            .order_by(boot_setup_images.c.position)
+        ):
+            images[work_id].append(uuid)
+    return {
+        machine_id: CurrentWork(work_id, machine_id, state, tuple(images[work_id]))
+        for machine_id, (work_id, state) in current.items()
+    }
 
 
 def thd_get(conn: sa.Connection, machine_id: int, work_id: int) -> Work | None:
