@@ -44,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BENCH, BenchError, MiB, free_port, log
-from bench.procs import Pxed, pxed_revision
+from bench.procs import Nginx, Pxed, pxed_revision
 from bench.report import machine_info
 from bench.stormclient import storm
 
@@ -70,33 +70,10 @@ function done(summary, latency, requests)
 end
 """
 
-NGINX_CONF = """\
-{user}worker_processes 1;
-daemon off;
-master_process on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-worker_rlimit_nofile 8192;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {root};
-        location = /ipxe {{ try_files /chain.ipxe =404; }}
-        location /ipxe/ {{ try_files /boot.ipxe =404; }}
-        location / {{ }}
-    }}
-}}
+# The two iPXE scripts, as files.
+NGINX_LOCATIONS = """\
+        location = /ipxe { try_files /chain.ipxe =404; }
+        location /ipxe/ { try_files /boot.ipxe =404; }
 """
 
 
@@ -246,15 +223,8 @@ def nginx_tree(work: Path, static: Path, port: int, kernel: str, initrds: list[s
 def run_storm(args, pxed: Pxed, work: Path, macs: list[str], static: Path) -> dict:
     port = free_port()
     root = nginx_tree(work, static, port, KERNEL, [INITRD])
-    ndir = work / "nginx"
-    (ndir / "tmp").mkdir(parents=True, exist_ok=True)
-    conf = ndir / "nginx.conf"
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(user=user, dir=ndir, port=port, root=root))
-    exe = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if exe is None:
-        raise BenchError("nginx is not installed (Debian: apt-get install nginx-light)")
-    nginx = Process([exe, "-p", f"{ndir}/", "-c", str(conf)], port, ndir / "stderr.log")
+    nginx = Nginx(work, root, 30, connections=4096, locations=NGINX_LOCATIONS, port=port)
+    nginx.start()
     results: dict[str, dict] = {}
     try:
         for name in ("nginx", "pxed-cold", "nginx-2", "pxed-warm"):

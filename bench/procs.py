@@ -253,7 +253,8 @@ daemon off;
 master_process on;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {connections}; }}
 http {{
     access_log {dir}/access.log;
     client_body_temp_path {dir}/tmp/body;
@@ -264,21 +265,33 @@ http {{
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
+    keepalive_requests 1000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
         root {root};
-        location / {{ }}
+{locations}        location / {{ }}
     }}
 }}
 """
 
 
 class Nginx:
-    def __init__(self, work: Path, root: Path, timeout: float) -> None:
+    def __init__(
+        self,
+        work: Path,
+        root: Path,
+        timeout: float,
+        connections: int = 64,
+        locations: str = "",
+        port: int | None = None,
+    ) -> None:
         self.dir = work / "nginx"
         self.root = root
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.timeout = timeout
+        # worker_connections, and more `location` blocks before `location /`
+        self.connections = connections
+        self.locations = locations
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -290,7 +303,17 @@ class Nginx:
         # As root, nginx workers would switch to an unprivileged user that
         # cannot read pxed's data dir (mode 0750).
         user = "user root;\n" if os.geteuid() == 0 else ""
-        conf.write_text(NGINX_CONF.format(user=user, dir=self.dir, port=self.port, root=self.root))
+        conf.write_text(
+            NGINX_CONF.format(
+                user=user,
+                dir=self.dir,
+                port=self.port,
+                root=self.root,
+                connections=self.connections,
+                nofile=2 * self.connections + 64,
+                locations=self.locations,
+            )
+        )
         cmd = [exe, "-p", f"{self.dir}/", "-e", f"{self.dir}/error.log", "-c", str(conf)]
         log(f"starting nginx: {' '.join(cmd)}")
         self.stderr = open(self.dir / "stderr.log", "ab")
