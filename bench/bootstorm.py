@@ -7,7 +7,8 @@ in the same run.
 (a) Closed loop: ``wrk -t1 -c200`` for ``--seconds`` against pxed with
     ``--machines`` registered MACs, ``--with-work`` of them with queued
     work, the requests alternating ``/v1/boot/{mac}`` and ``/ipxe/{mac}``
-    over every MAC; the reference is a plain twisted.web resource
+    over every MAC, ``--runs`` runs each (p99: the median run's, the
+    worst run's beside it); the reference is a plain twisted.web resource
     (bench/plainweb.py) answering every request with a fixed JSON body of
     the size of pxed's answer to a machine with work.  Runs alternate
     between the two.  Targets: pxed >= 0.5x the reference's requests/s,
@@ -191,7 +192,9 @@ def closed_loop(args, pxed: Pxed, work: Path, macs: list[str], body: bytes) -> d
         return {
             "rps": statistics.median(r["rps"] for r in rs),
             "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-            "p99_ms": max(r["p99_ms"] for r in rs),
+            # The median run's p99 (the target), and the worst run's.
+            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+            "p99_worst_ms": max(r["p99_ms"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
             "runs": rs,
         }
@@ -273,13 +276,14 @@ def report(result: dict, path: Path) -> None:
         f"## (a) Closed loop: wrk -t1 -c{result['args']['connections']},"
         f" {result['args']['machines']} MACs, {result['args']['with_work']:.0%} with work",
         "",
-        "| server | req/s (median) | p50 ms | p99 ms (worst run) | errors |",
-        "|---|---|---|---|---|",
+        "| server | req/s (median) | p50 ms | p99 ms (median run) | p99 ms (worst run) | errors |",
+        "|---|---|---|---|---|---|",
     ]
     for label, key in (("pxed", "pxed"), ("plain twisted.web, fixed answer", "plain_twisted_web")):
         s = cl[key]
         lines.append(
-            f"| {label} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} |"
+            f"| {label} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f}"
+            f" | {s['p99_worst_ms']:.1f} | {s['errors']} |"
         )
     lines += [
         "",
@@ -318,7 +322,7 @@ def main() -> int:
     p.add_argument("--with-work", type=float, default=0.1)
     p.add_argument("--connections", type=int, default=200)
     p.add_argument("--seconds", type=float, default=15)
-    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--spread", type=float, default=10)
     p.add_argument("--storm-timeout", type=float, default=180)
     p.add_argument("--kernel-mib", type=int, default=8)
