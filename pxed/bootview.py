@@ -81,6 +81,9 @@ class Snapshot:
     tokens: dict[tuple[int, int | None], tuple[str, dt.datetime]] = field(default_factory=dict)
     # MAC -> (token, expiry) of each live enlistment credential
     enlisting: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+    # Machines that enlisted and wait for an admin (they count towards
+    # max_enlisting with the live enlistment credentials).
+    waiting: int = 0
     # MACs refused an enlistment credential since this snapshot was read
     # (max_enlisting reached): answered "local disk" without asking again.
     refused: set[str] = field(default_factory=set)
@@ -102,7 +105,10 @@ def thd_load(conn: sa.Connection, key: bytes) -> Snapshot:
         for mac in machine.macs:
             by_mac[mac] = entry
     return Snapshot(
-        by_mac, credentials.thd_live_tokens(conn, key), enlist.thd_live_tokens(conn, key)
+        by_mac,
+        credentials.thd_live_tokens(conn, key),
+        enlist.thd_live_tokens(conn, key),
+        enlist.thd_waiting(conn),
     )
 
 
@@ -193,9 +199,10 @@ class BootView(Service):
         return found[0]
 
     def enlist_refused(self, mac: str, limit: int) -> bool:
-        """Whether *mac* would be refused one: *limit* are live, or the
-        database said no since the last load."""
-        return mac in self._snapshot.refused or len(self._snapshot.enlisting) >= limit
+        """Whether *mac* would be refused one: *limit* machines are
+        enlisting or waiting, or the database said no since the last load."""
+        snapshot = self._snapshot
+        return mac in snapshot.refused or len(snapshot.enlisting) + snapshot.waiting >= limit
 
     def enlist_minted(self, mac: str, found: tuple[str, dt.datetime] | None) -> None:
         if found is None:

@@ -134,7 +134,7 @@ class Config:
     # Unknown MACs that netboot from boot_networks get the management OS
     # in enlist mode, with a credential that can only register their
     # inventory; the machine then waits, unmanaged, for an admin.  At most
-    # max_enlisting such credentials are live at once.
+    # max_enlisting machines are enlisting or waiting at once.
     enlist: bool = False
     max_enlisting: Annotated[int, Positive] = 64
     # The boot answers come from memory, loaded again on every change pxed

@@ -3,10 +3,12 @@
 MAC's inventory, which creates the machine, unmanaged, and spends it.
 
 Minted on the first boot answer that enlists the MAC and repeated in later
-ones (the boot view holds it), so repeated netboots mint nothing more; at
-most ``max_enlisting`` are live at once.  As with machine credentials the
-token is derived from the server's key and a nonce kept in the row; only
-its hash is stored."""
+ones (the boot view holds it), so repeated netboots mint nothing more.  At
+most ``max_enlisting`` machines are enlisting (a live credential) or
+waiting for an admin (enlisted, not yet managed) at once: a boot network
+cannot fill pxed with machines faster than admins accept or delete them.
+As with machine credentials the token is derived from the server's key
+and a nonce kept in the row; only its hash is stored."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import sqlalchemy as sa
 from pxed import secret
 from pxed.db import events
 from pxed.db.credentials import FRESH
-from pxed.db.schema import enlist_credentials, machine_macs, utcnow
+from pxed.db.schema import enlist_credentials, machine_hardware, machine_macs, machines, utcnow
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ def thd_for_answer(
     conn: sa.Connection, key: bytes, mac: str, lifetime: dt.timedelta, limit: int
 ) -> tuple[str, dt.datetime] | None:
     """The token (and its expiry) for a boot answer that enlists *mac*: its
-    live credential, else a new one; None when *limit* credentials are
-    live already or the MAC is a machine's by now."""
+    live credential, else a new one; None when *limit* machines are
+    enlisting or waiting already, or the MAC is a machine's by now."""
     now = utcnow()
     ec = enlist_credentials.c
     conn.execute(enlist_credentials.delete().where(ec.expires_at <= now))
@@ -61,7 +63,7 @@ def thd_for_answer(
         # About to expire, or from another key: a new one takes its place.
         conn.execute(enlist_credentials.delete().where(ec.id == row.id))
     live = conn.execute(sa.select(sa.func.count()).select_from(enlist_credentials)).scalar()
-    if live >= limit:
+    if live + thd_waiting(conn) >= limit:
         return None
     nonce = secrets.token_hex(32)
     token = derive(key, mac, nonce)
@@ -81,6 +83,17 @@ def thd_for_answer(
         conn, "system", "enlist.offer", "mac", mac, f"expires {expires:%Y-%m-%dT%H:%M:%SZ}"
     )
     return token, expires
+
+
+def thd_waiting(conn: sa.Connection) -> int:
+    """Machines that enlisted and wait for an admin (not managed yet)."""
+    return conn.execute(
+        sa.select(sa.func.count())
+        .select_from(
+            machines.join(machine_hardware, machine_hardware.c.machine_id == machines.c.id)
+        )
+        .where(machines.c.managed.is_(False), machine_hardware.c.source == "enlist")
+    ).scalar()
 
 
 def thd_live_tokens(conn: sa.Connection, key: bytes) -> dict[str, tuple[str, dt.datetime]]:

@@ -75,6 +75,21 @@ async def test_enlisting_is_bounded_by_max_enlisting(start_server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_machines_waiting_for_an_admin_count_towards_the_bound(start_server):
+    server = await start_server(enlist=True, max_enlisting=2)
+    first, second, third = (f"52:54:00:0e:00:0{i}" for i in range(1, 4))
+    enlisting = server.anonymous.bearer(await enlist_token(server, first))
+    assert (await enlisting.put(f"/machine/{first}/hardware", INVENTORY)).code == 201
+    # One waits for an admin, one enlists: the third boots locally.
+    await enlist_token(server, second)
+    r = await server.anonymous.get(f"/v1/boot/{third}")
+    assert r.code == 404 and "enlistment is full" in r.text
+    # Accepted: no longer waiting.
+    assert (await server.admin.put(f"/machine/{first}", {"Managed": True})).code == 200
+    await enlist_token(server, third)
+
+
+@pytest_twisted.ensureDeferred
 async def test_only_boot_networks_enlist(start_server):
     server = await start_server(enlist=True, boot_networks=["10.0.0.0/8"])
     r = await server.anonymous.get(f"/v1/boot/{UNKNOWN}")
