@@ -260,6 +260,7 @@ static_dir = "/var/lib/pxed/static"      # the dir that holds mgmtos/x86_64/
 kernel = "mgmtos/x86_64/vmlinuz"
 initrd = ["mgmtos/x86_64/initramfs"]
 cmdline = "console=ttyS0,115200 console=tty0"
-# pxed appends pxed.url=, pxed.mac= and pxed.token=.  Optional here:
+# pxed appends pxed.url=, pxed.mac= and pxed.token= (and pxed.mode=enlist
+# for an unknown machine enlisting).  Optional here:
 # pxed.after=poweroff (default reboot), pxed.debug=1.
 EOF

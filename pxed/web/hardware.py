@@ -14,9 +14,10 @@ from pxed.db.hardware import Inventory
 from pxed.db.pool import DBPool
 from pxed.errors import Forbidden, NotFound
 from pxed.imagestore import ImageStore
-from pxed.web import inventory, render
+from pxed.web import render
 from pxed.web.auth import actor, identity
 from pxed.web.body import read_json
+from pxed.web.inventory import parse as parse_inventory
 from pxed.web.lookup import machine_or_404
 from pxed.web.router import route
 
@@ -33,7 +34,8 @@ class HardwareResource:
     @route("/machine/<mac>/hardware", ["PUT"], access="machine-or-enlist")
     async def put_hardware(self, request: IRequest, mac: str) -> dict:
         """Register the machine's hardware inventory (the management OS)."""
-        inv = inventory.parse(read_json(request))
+        body = read_json(request)
+        inv = parse_inventory(body)
         mac = macaddr.normalise(mac)
         who = identity(request)
         if who.enlist is not None:
