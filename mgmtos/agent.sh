@@ -21,13 +21,18 @@
 #
 # What it does
 # ------------
-#  1. reads pxed.url, pxed.mac, pxed.token (and pxed.after=reboot|poweroff,
-#     pxed.debug=1) from the kernel command line;
+#  1. reads pxed.url, pxed.mac, pxed.token (and pxed.mode=enlist,
+#     pxed.after=reboot|poweroff, pxed.debug=1) from the kernel command line;
+#     in enlist mode (an unknown machine) it only sends the inventory (see
+#     2b) with its enlistment credential, then powers off or reboots;
 #  2. GET {url}/machine/{mac}/boot (BootInform: the original's ImageSetup,
 #     Images[N] = {Image:{UUID, Name, ImageFileType, Type...},
 #     Version:{Version...}, Update} plus pxed's URL, UploadURL, Size,
 #     Sha256, DiskCompressionStrategy, Disk).  404: no work, log it and
-#     reboot without reporting anything;
+#     reboot without reporting anything (after 2b);
+#  2b. sends the hardware inventory (PUT {url}/machine/{mac}/hardware: CPU,
+#     memory, disks, NICs, firmware, DMI from /proc, /sys and dmidecode);
+#     on every boot, work or not; a refusal is logged, not fatal;
 #  3. for each image flagged Update: reads its whole disk, compresses it as
 #     the image's DiskCompressionStrategy says (none, gzip, zstd) and
 #     streams it to the image's UploadURL; the sha256 pxed computed must be
@@ -35,7 +40,8 @@
 #     upload mid-stream, so pxed stores nothing;
 #  4. for each image: streams URL -> sha256 of the stored bytes (a FIFO
 #     beside the pipe) -> decompress -> the disk, then fsync; the sha256 and
-#     the size must be BootInform's, or the setup fails;
+#     the size must be BootInform's, or the setup fails; meanwhile the bytes
+#     written are reported every 2 s (POST {url}/machine/{mac}/progress);
 #  5. downloads the machine image (small, to /tmp), records this boot in
 #     /pxed/ on it when it can mount it (ext4 over a loop device), uploads it
 #     back as a new version;
@@ -52,7 +58,7 @@ HERE=$(dirname "$0")
 JSON_AWK=$HERE/json.awk
 WORK=$(mktemp -d /tmp/pxed-agent.XXXXXX)
 
-URL='' MAC='' TOKEN='' AFTER=${PXED_AFTER:-reboot} DEBUG=${PXED_DEBUG:-0}
+URL='' MAC='' TOKEN='' MODE=deploy AFTER=${PXED_AFTER:-reboot} DEBUG=${PXED_DEBUG:-0}
 STEP="starting"
 REPORTED=0 # complete was sent (or must not be sent): no more /log, no second report
 CAN_REPORT=0 # BootInform answered with work: complete may be sent
@@ -154,6 +160,7 @@ for word in $(cat /proc/cmdline); do
 	pxed.url=*) URL=${word#pxed.url=} ;;
 	pxed.mac=*) MAC=${word#pxed.mac=} ;;
 	pxed.token=*) TOKEN=${word#pxed.token=} ;;
+	pxed.mode=*) MODE=${word#pxed.mode=} ;;
 	pxed.after=*) AFTER=${word#pxed.after=} ;;
 	pxed.debug=*) DEBUG=${word#pxed.debug=} ;;
 	esac
@@ -176,6 +183,117 @@ fi
 
 log info "management OS up: kernel $(uname -r), MAC $MAC, pxed at $URL, address(es) $(ip -4 -o addr show scope global 2>/dev/null | awk '{printf "%s%s", s, $4; s=" "}')"
 
+# --- disks and the hardware inventory -------------------------------------------
+
+list_disks() {
+	for d in /sys/block/*; do
+		name=${d##*/}
+		case "$name" in
+		vd* | sd* | xvd* | hd*) ;;
+		nvme*c*n*) continue ;; # a multipath controller path, not a disk
+		nvme[0-9]*n[0-9]*) ;;
+		*) continue ;;
+		esac
+		[ "$(cat "$d/hidden" 2>/dev/null)" = 1 ] && continue
+		[ "$(cat "$d/size" 2>/dev/null || echo 0)" -gt 0 ] || continue
+		echo "${#name} $name"
+	done | sort -k1,1n -k2,2 | awk '{print "/dev/" $2}'
+}
+
+disk_size() { # bytes
+	if [ -b "$1" ]; then blockdev --getsize64 "$1"; else wc -c <"$1" | tr -d ' '; fi
+}
+
+# One line of a sysfs (or other) file, without control characters.
+rd() { head -n 1 "$1" 2>/dev/null | tr -d '\000-\037' | head -c 255 || true; }
+
+# A DMI string from dmidecode (the build puts it in), else from sysfs.
+dmi() { # dmidecode keyword, sysfs name
+	v=$(dmidecode -s "$1" 2>/dev/null | grep -v '^#' | head -n 1 | tr -d '\000-\037' || true)
+	[ -n "$v" ] || v=$(rd "/sys/class/dmi/id/$2")
+	printf '%s' "$v"
+}
+
+# The inventory as pxed takes it (pxed/web/inventory.py), into $WORK/hardware.json.
+inventory() {
+	cpu_model=$(awk -F ': *' '/^(model name|Processor|cpu model)[ \t]*:/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+	[ -n "$cpu_model" ] || cpu_model=$(dmidecode -s processor-version 2>/dev/null | grep -v '^#' | head -n 1 || true)
+	cpus=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null || true)
+	[ "${cpus:-0}" -gt 0 ] 2>/dev/null || cpus=1
+	memory=$(awk '/^MemTotal:/ { printf "%.0f", $2 * 1024 }' /proc/meminfo)
+	if [ -d /sys/firmware/efi ]; then firmware=uefi; else firmware=bios; fi
+	{
+		printf '{"Arch":%s,"CPU":{"Model":%s,"Count":%s},"Memory":%s,"Firmware":"%s",' \
+			"$(json_str "$(uname -m)" 16)" "$(json_str "$cpu_model" 255)" "$cpus" "${memory:-0}" "$firmware"
+		printf '"DMI":{"Vendor":%s,"Product":%s,"Serial":%s},"Disks":[' \
+			"$(json_str "$(dmi system-manufacturer sys_vendor)" 255)" \
+			"$(json_str "$(dmi system-product-name product_name)" 255)" \
+			"$(json_str "$(dmi system-serial-number product_serial)" 255)"
+		sep=""
+		for disk in $(list_disks); do
+			name=${disk#/dev/}
+			sys=/sys/block/$name
+			serial=$(rd "$sys/serial")
+			[ -n "$serial" ] || serial=$(rd "$sys/device/serial")
+			case "$(rd "$sys/queue/rotational")" in 1) rot=true ;; 0) rot=false ;; *) rot=null ;; esac
+			printf '%s{"Name":%s,"Size":%s,"Model":%s,"Serial":%s,"Rotational":%s}' "$sep" \
+				"$(json_str "$name" 32)" "$(disk_size "$disk")" "$(json_str "$(rd "$sys/device/model")" 255)" \
+				"$(json_str "$serial" 255)" "$rot"
+			sep=,
+		done
+		printf '],"NICs":['
+		sep=""
+		for dev in /sys/class/net/*; do
+			[ "$(rd "$dev/type")" = 1 ] && [ -e "$dev/device" ] || continue
+			driver=$(readlink "$dev/device/driver" 2>/dev/null || true)
+			speed=$(rd "$dev/speed")
+			case "$speed" in '' | *[!0-9-]*) speed=null ;; esac
+			if [ "$(rd "$dev/carrier")" = 1 ]; then link=true; else link=false; fi
+			printf '%s{"MAC":"%s","Driver":%s,"Link":%s,"Speed":%s}' "$sep" "$(rd "$dev/address")" \
+				"$(json_str "${driver##*/}" 64)" "$link" "$speed"
+			sep=,
+		done
+		printf ']}'
+	} >"$WORK/hardware.json"
+}
+
+# PUT the inventory; HW_CODE is the HTTP status (000: pxed unreachable).
+send_inventory() {
+	HW_CODE=000
+	inventory || { console "warning: could not gather the hardware inventory"; return 0; }
+	HW_CODE=$(pcurl --no-fail -o "$WORK/hw.out" -w '%{http_code}' --max-time 30 -X PUT \
+		-H 'Content-Type: application/json' --data-binary @"$WORK/hardware.json" \
+		"$URL/machine/$MAC/hardware" 2>"$WORK/hw.err") || HW_CODE=000
+	case "$HW_CODE" in
+	2??) log info "hardware inventory sent: $(head -c 400 "$WORK/hardware.json")" ;;
+	*) log warning "hardware inventory not accepted (HTTP $HW_CODE): $(cat "$WORK/hw.err" "$WORK/hw.out" 2>/dev/null | head -c 300)" ;;
+	esac
+}
+
+# --- enlist mode: an unknown machine registers itself, and that is all ----------
+
+if [ "$MODE" = enlist ]; then
+	# The enlistment credential can do nothing else: no log lines, no report.
+	REPORTED=1
+	STEP="enlisting"
+	console "enlist mode: sending this machine's inventory to $URL"
+	n=0
+	while :; do
+		send_inventory
+		[ "$HW_CODE" != 000 ] && break
+		n=$((n + 1))
+		# The network may still be coming up: retry for about a minute.
+		[ $n -lt 12 ] || break
+		sleep 5
+	done
+	case "$HW_CODE" in
+	2??) console "enlisted: the machine waits in pxed for an admin to accept it" ;;
+	*) console "error: enlisting failed (HTTP $HW_CODE)" ;;
+	esac
+	trap - EXIT
+	after 0
+fi
+
 # --- 2. BootInform -------------------------------------------------------------
 
 STEP="asking pxed for work (GET /machine/$MAC/boot)"
@@ -193,6 +311,8 @@ while :; do
 	fi
 	sleep 5
 done
+# The inventory goes on every boot; the network works by now.
+send_inventory
 if [ "$code" = 404 ]; then
 	log info "no work for this machine ($(head -c 300 "$WORK/inform.json")): nothing to do"
 	REPORTED=1
@@ -213,25 +333,6 @@ NEED=$(awk -F '\t' 'BEGIN { n = 0 } $1 ~ /^Images\.[0-9]+\.Disk$/ && $2 ~ /^[0-9
 log info "work $WORK_ID (setup $(jget "$WORK/inform" Name)): $COUNT image(s)"
 
 # --- disks -----------------------------------------------------------------------
-
-list_disks() {
-	for d in /sys/block/*; do
-		name=${d##*/}
-		case "$name" in
-		vd* | sd* | xvd* | hd*) ;;
-		nvme*c*n*) continue ;; # a multipath controller path, not a disk
-		nvme[0-9]*n[0-9]*) ;;
-		*) continue ;;
-		esac
-		[ "$(cat "$d/hidden" 2>/dev/null)" = 1 ] && continue
-		[ "$(cat "$d/size" 2>/dev/null || echo 0)" -gt 0 ] || continue
-		echo "${#name} $name"
-	done | sort -k1,1n -k2,2 | awk '{print "/dev/" $2}'
-}
-
-disk_size() { # bytes
-	if [ -b "$1" ]; then blockdev --getsize64 "$1"; else wc -c <"$1" | tr -d ' '; fi
-}
 
 STEP="finding the disks"
 DISKS=$(list_disks)
@@ -419,6 +520,30 @@ write_stage() {
 	echo $? >"$WORK/rc.write"
 }
 
+# Progress: the bytes the tee stage has read (what came from pxed and went
+# on towards the disk), from its /proc/<pid>/io, reported every 2 s while
+# an image is written (pxed wants a report at least every 5 s).
+post_progress() { # uuid written total
+	printf '{"Image":"%s","Written":%s,"Total":%s}' "$1" "$2" "$3" >"$WORK/progress.json"
+	pcurl -o /dev/null --max-time 3 -X POST -H 'Content-Type: application/json' \
+		--data-binary @"$WORK/progress.json" "$URL/machine/$MAC/progress" 2>/dev/null || true
+}
+progress_loop() { # uuid total (in the background; killed when the image is written)
+	trap - EXIT INT TERM HUP
+	while sleep 2; do
+		pid=$(cat "$WORK/tee.pid" 2>/dev/null) || continue
+		n=$(awk '$1 == "rchar:" { print $2 }' "/proc/$pid/io" 2>/dev/null) || continue
+		case "$n" in '' | *[!0-9]*) continue ;; esac
+		[ "$n" -le "$2" ] || n=$2
+		post_progress "$1" "$n" "$2"
+	done
+}
+tee_stage() {
+	# this pipeline stage's pid (it becomes tee's), for progress_loop
+	sh -c 'echo $PPID' >"$WORK/tee.pid"
+	exec $TEE "$WORK/dl.fifo"
+}
+
 deploy() { # index
 	i=$1
 	uuid=$(img "$i" Image.UUID)
@@ -448,15 +573,28 @@ deploy() { # index
 	log info "deploying $name ($uuid) v$version ($want_size bytes, $strategy) to $disk ($dsize bytes)"
 	t0=$(now)
 	sha_start "$WORK/dl.fifo" "$WORK/dl.sha"
-	rm -f "$WORK/rc.dl" "$WORK/rc.decomp" "$WORK/rc.write"
+	rm -f "$WORK/rc.dl" "$WORK/rc.decomp" "$WORK/rc.write" "$WORK/tee.pid"
 	echo 0 >"$WORK/rc.decomp"
+	PROGRESS_PID=""
+	case "$want_size" in
+	'' | *[!0-9]*) ;;
+	*)
+		post_progress "$uuid" 0 "$want_size"
+		progress_loop "$uuid" "$want_size" &
+		PROGRESS_PID=$!
+		;;
+	esac
 	# curl -> tee (sha256 of the stored bytes on the side) -> [decompress]
 	# -> dd to the disk, all streaming: nothing is held or written twice.
 	set +e
 	if [ "$decomp" = cat ]; then
-		download_stage | $TEE "$WORK/dl.fifo" | write_stage
+		download_stage | tee_stage | write_stage
 	else
-		download_stage | $TEE "$WORK/dl.fifo" | { $decomp; echo $? >"$WORK/rc.decomp"; } | write_stage
+		download_stage | tee_stage | { $decomp; echo $? >"$WORK/rc.decomp"; } | write_stage
+	fi
+	if [ -n "$PROGRESS_PID" ]; then
+		kill "$PROGRESS_PID" 2>/dev/null
+		wait "$PROGRESS_PID" 2>/dev/null
 	fi
 	set -e
 	sha_wait "$WORK/dl.fifo"
@@ -485,6 +623,8 @@ deploy() { # index
 	written=$(awk '$2 == "bytes" && $1 ~ /^[0-9]+$/ { print $1; exit }' "$WORK/write.err")
 	[ -n "$written" ] || [ "$decomp" != cat ] || written=$got
 	[ -n "$written" ] || written="?"
+	# All of it: pxed records the image written, with its throughput.
+	[ -z "$PROGRESS_PID" ] || post_progress "$uuid" "$got" "$want_size"
 	log info "deployed $uuid v$version: $written bytes in $secs s ($(rate "$written" "$secs"))$([ "$written" != "$got" ] && echo ", $got bytes downloaded ($strategy)"), sha256 verified"
 	DEPLOYED="${DEPLOYED:+$DEPLOYED; }$name v$version -> $disk ($written bytes, $(rate "$written" "$secs"))"
 }

@@ -10,8 +10,9 @@
 #
 # Everything comes from Debian packages: the kernel is the one
 # linux-image-amd64 depends on now (downloaded with apt-get, kept in
-# mgmtos/.cache/), the rest is busybox-static, curl, zstd, openssl and GNU
-# tee/dd/sha256sum (coreutils) of this host with their shared libraries.  A second run reuses the cached package and
+# mgmtos/.cache/), the rest is busybox-static, curl, zstd, openssl, dmidecode
+# and GNU tee/dd/sha256sum (coreutils) of this host with their shared
+# libraries (packages it lacks are installed first).  A second run reuses the cached package and
 # the modules picked from it, and takes a few seconds.
 #
 # Environment: EXTRA_MODULES="mod1 mod2" adds kernel modules (with their
@@ -54,7 +55,7 @@ ${EXTRA_MODULES:-}
 
 # --- build host packages ------------------------------------------------------
 need=()
-for pkg in busybox-static curl zstd openssl kmod; do
+for pkg in busybox-static curl zstd openssl kmod dmidecode; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -64,7 +65,7 @@ if [ ${#need[@]} -gt 0 ]; then
 		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; } ||
 		die "cannot install ${need[*]}"
 fi
-for tool in busybox curl zstd openssl depmod modprobe dpkg-deb apt-get apt-cache gzip ldd; do
+for tool in busybox curl zstd openssl dmidecode depmod modprobe dpkg-deb apt-get apt-cache gzip ldd; do
 	command -v "$tool" >/dev/null || die "$tool not found"
 done
 
@@ -166,8 +167,8 @@ chmod 1777 "$root/tmp"
 mknod -m 600 "$root/dev/console" c 5 1
 mknod -m 666 "$root/dev/null" c 1 3
 
-# curl, zstd and openssl with their libraries and the dynamic loader (at
-# the paths ldd names); GNU tee, dd and sha256sum (libc only), which run
+# curl, zstd, openssl and dmidecode (the agent's hardware inventory) with
+# their libraries and the dynamic loader (at the paths ldd names); GNU tee, dd and sha256sum (libc only), which run
 # several times faster than busybox's in the agent's pipes (busybox tee
 # copies 1 KiB at a time).  They go in /usr/bin before the busybox applet
 # links are made, so they win.
@@ -180,7 +181,7 @@ copy_with_libs() {
 		cp -L "$lib" "$root$lib"
 	done
 }
-for tool in curl zstd openssl tee dd sha256sum; do
+for tool in curl zstd openssl dmidecode tee dd sha256sum; do
 	copy_with_libs "$(command -v "$tool")"
 done
 
@@ -225,7 +226,7 @@ echo "$debver" >"$root/etc/pxed-mgmtos-kernel"
 
 # Does curl run from the tree?  (the loader and every library are there)
 chroot "$root" /usr/bin/curl --version >/dev/null || die "curl does not run inside the initramfs tree"
-for tool in zstd openssl tee dd sha256sum; do
+for tool in zstd openssl dmidecode tee dd sha256sum; do
 	chroot "$root" "/usr/bin/$tool" --version >/dev/null 2>&1 || chroot "$root" "/usr/bin/$tool" version >/dev/null ||
 		die "$tool does not run inside the initramfs tree"
 done
@@ -259,6 +260,7 @@ static_dir = "/var/lib/pxed/static"      # the dir that holds mgmtos/x86_64/
 kernel = "mgmtos/x86_64/vmlinuz"
 initrd = ["mgmtos/x86_64/initramfs"]
 cmdline = "console=ttyS0,115200 console=tty0"
-# pxed appends pxed.url=, pxed.mac= and pxed.token=.  Optional here:
+# pxed appends pxed.url=, pxed.mac= and pxed.token= (and pxed.mode=enlist
+# for an unknown machine enlisting).  Optional here:
 # pxed.after=poweroff (default reboot), pxed.debug=1.
 EOF

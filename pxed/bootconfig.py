@@ -77,11 +77,16 @@ def file_url(base_url: str, path: str) -> str:
     return f"{base_url}/static/{quote(path.lstrip('/'))}"
 
 
-def params(files: BootFiles, base_url: str, mac: str, token: str | None) -> BootParams:
+def params(
+    files: BootFiles, base_url: str, mac: str, token: str | None, mode: str | None = None
+) -> BootParams:
+    """*mode*: ``enlist`` for an unknown machine booted to register itself."""
     args = [files.cmdline] if files.cmdline else []
     args += [f"pxed.url={base_url}", f"pxed.mac={mac}"]
     if token:
         args.append(f"pxed.token={token}")
+    if mode:
+        args.append(f"pxed.mode={mode}")
     return BootParams(
         kernel=file_url(base_url, files.kernel),
         initrd=tuple(file_url(base_url, p) for p in files.initrd),

@@ -32,7 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pxed.db import credentials, queue
+from pxed.db import credentials, enlist, queue
 from pxed.db import machines as machines_db
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
@@ -54,6 +54,8 @@ TABLES = frozenset(
         "boot_setup_images",
         "machine_credentials:update",
         "machine_credentials:delete",
+        "enlist_credentials:update",
+        "enlist_credentials:delete",
     }
 )
 
@@ -82,6 +84,14 @@ class Snapshot:
     by_mac: dict[str, BootEntry]
     # (machine id, work id) -> (token, expiry) of each live credential
     tokens: dict[tuple[int, int | None], tuple[str, dt.datetime]] = field(default_factory=dict)
+    # MAC -> (token, expiry) of each live enlistment credential
+    enlisting: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+    # Machines that enlisted and wait for an admin (they count towards
+    # max_enlisting with the live enlistment credentials).
+    waiting: int = 0
+    # MACs refused an enlistment credential since this snapshot was read
+    # (max_enlisting reached): answered "local disk" without asking again.
+    refused: set[str] = field(default_factory=set)
 
 
 def thd_load(conn: sa.Connection, key: bytes) -> Snapshot:
@@ -93,7 +103,12 @@ def thd_load(conn: sa.Connection, key: bytes) -> Snapshot:
         entry = BootEntry(machine, current.get(machine.id))
         for mac in machine.macs:
             by_mac[mac] = entry
-    return Snapshot(by_mac, credentials.thd_live_tokens(conn, key))
+    return Snapshot(
+        by_mac,
+        credentials.thd_live_tokens(conn, key),
+        enlist.thd_live_tokens(conn, key),
+        enlist.thd_waiting(conn),
+    )
 
 
 class BootView(Service):
@@ -172,6 +187,29 @@ class BootView(Service):
 
     def minted(self, entry: BootEntry, token: str, expires: dt.datetime) -> None:
         self._snapshot.tokens[(entry.machine.id, entry.work_id)] = (token, expires)
+
+    # -- enlistment (unknown MACs, config enlist)
+
+    def enlist_token(self, mac: str) -> str | None:
+        """The live enlistment credential of *mac*, unless about to expire."""
+        found = self._snapshot.enlisting.get(mac)
+        if found is None or found[1] - utcnow() < credentials.FRESH:
+            return None
+        return found[0]
+
+    def enlist_refused(self, mac: str, limit: int) -> bool:
+        """Whether *mac* would be refused one: *limit* machines are
+        enlisting or waiting, or the database said no since the last load."""
+        snapshot = self._snapshot
+        return mac in snapshot.refused or len(snapshot.enlisting) + snapshot.waiting >= limit
+
+    def enlist_minted(self, mac: str, found: tuple[str, dt.datetime] | None) -> None:
+        if found is None:
+            if len(self._snapshot.refused) >= 4096:
+                self._snapshot.refused.clear()
+            self._snapshot.refused.add(mac)
+        else:
+            self._snapshot.enlisting[mac] = found
 
     def ready(self, needed: int | None = None) -> Deferred[None]:
         """Fires once the view has seen *needed* changes (default: every

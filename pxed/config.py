@@ -131,6 +131,12 @@ class Config:
     # Clients the boot routes answer (CIDRs); anyone else is told to boot
     # locally and gets no credential.
     boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS
+    # Unknown MACs that netboot from boot_networks get the management OS
+    # in enlist mode, with a credential that can only register their
+    # inventory; the machine then waits, unmanaged, for an admin.  At most
+    # max_enlisting machines are enlisting or waiting at once.
+    enlist: bool = False
+    max_enlisting: Annotated[int, Positive] = 64
     # The boot answers come from memory, loaded again on every change pxed
     # makes or hears of; also every this many seconds regardless.
     boot_view_refresh: Annotated[float, Positive] = 30.0

@@ -11,6 +11,8 @@ import secrets
 # right table and a leaked token is recognisable in a scan.
 USER_TOKEN = "pxu_"
 MACHINE_TOKEN = "pxm_"
+# An unknown machine's, to enlist (pxed.db.enlist).
+ENLIST_TOKEN = "pxe_"
 
 
 def new(prefix: str = "") -> str:

@@ -108,6 +108,28 @@ class ImageSetupMessage:
     Update: bool
 
 
+# -- pxed's extensions -------------------------------------------------------
+# Not the original's: objects pxed adds beside the original's fields, held
+# to the same strict decoding.
+
+
+@dataclass(frozen=True)
+class Progress:
+    # "Progress" of GET /machine/{mac} and GET /machines (null without
+    # work): the current work's step and percentage.  Image and UpdatedAt
+    # (null before the first report) are not checked here.
+    WorkID: UInt64
+    State: str
+    Step: str
+    Percent: UInt64
+    Written: UInt64
+    Total: UInt64
+    Images: UInt64
+    ImagesWritten: UInt64
+    ImageWritten: UInt64
+    ImageTotal: UInt64
+
+
 STRUCTS: dict[str, type] = {
     cls.__name__: cls
     for cls in (
@@ -120,6 +142,7 @@ STRUCTS: dict[str, type] = {
         BootSetup,
         UserModel,
         ImageSetupMessage,
+        Progress,
     )
 }
 

@@ -97,6 +97,12 @@ def thd_for_answer(
             expires_at=expires,
         )
     )
+    if work_id is not None:
+        # The work's timeline: first served to a netboot now (or again,
+        # after its credential expired).
+        events.thd_record(
+            conn, "system", "work.netboot", "machine", str(machine_id), f"work={work_id}"
+        )
     return token, expires
 
 

@@ -371,3 +371,62 @@ build_logs = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("line", sa.Text, nullable=False),
 )
+
+# What the management OS found on a machine the last time it booted
+# (pxed.db.hardware): the whole inventory as JSON, and beside it the
+# figures GET /machines filters on.
+machine_hardware = sa.Table(
+    "machine_hardware",
+    metadata,
+    sa.Column(
+        "machine_id",
+        sa.Integer,
+        sa.ForeignKey("machines.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    # "enlist" or "deploy": which boot of the management OS sent it
+    # ("admin": an admin did).
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("arch", sa.String(16), nullable=False),
+    sa.Column("cpu_count", sa.Integer, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    # The size of its largest disk (0: none), for ?disk_min_size=.
+    sa.Column("largest_disk", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+)
+
+# Credentials of unknown machines booted to enlist (pxed.db.enlist): one
+# per MAC, able only to register that MAC's inventory.  Like machine
+# credentials, the token is derived from the server's key and the nonce.
+enlist_credentials = sa.Table(
+    "enlist_credentials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mac", sa.String(17), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# How far the management OS is with each image of a work item
+# (pxed.db.progress).  Not one of the boot view's tables: a report every
+# few seconds must not reload it.
+work_progress = sa.Table(
+    "work_progress",
+    metadata,
+    sa.Column(
+        "work_id",
+        sa.Integer,
+        sa.ForeignKey("boot_setups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("image_uuid", sa.String(36), primary_key=True),
+    sa.Column("written", sa.BigInteger, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # When Written reached Total (its "image written" event was recorded).
+    sa.Column("done_at", UTCDateTime, nullable=True),
+)

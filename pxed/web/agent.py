@@ -8,7 +8,7 @@ import datetime as dt
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig
-from pxed.db import credentials, events, queue
+from pxed.db import credentials, events, progress, queue
 from pxed.db.images import Image
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
@@ -16,7 +16,7 @@ from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.web import render
 from pxed.web.auth import actor, identity
-from pxed.web.body import read_json
+from pxed.web.body import INT_MAX, read_json
 from pxed.web.lookup import machine_or_404
 from pxed.web.origin import Origin
 from pxed.web.router import route
@@ -110,6 +110,27 @@ class AgentResource:
         machine = await machine_or_404(self._db, mac)
         work = await self._db.run(queue.thd_complete, machine.id, success, message, actor(request))
         return render.work(work, machine.macs[0])
+
+    @route("/machine/<mac>/progress", ["POST"], access="machine")
+    async def post_progress(self, request: IRequest, mac: str) -> dict:
+        """Bytes written of an image of the work in progress (the management
+        OS, every few seconds while it writes); the answer is the machine's
+        Progress."""
+        body = read_json(request)
+        image = body.str("Image", required=True, max_length=36)
+        written = body.int("Written", required=True)
+        total = body.int("Total", required=True)
+        assert image is not None and written is not None and total is not None
+        if not 0 <= total <= INT_MAX or not 0 <= written <= total:
+            raise BadRequest("Written and Total: 0 <= Written <= Total")
+        machine = await machine_or_404(self._db, mac)
+        cred = identity(request).machine
+        if cred is not None and image not in cred.image_uuids:
+            raise Forbidden("this machine credential does not cover that image")
+        found = await self._db.run(
+            progress.thd_report, machine.id, image, written, total, actor(request)
+        )
+        return render.progress(found)
 
     @route("/log", ["POST"], access="machine")
     async def post_log(self, request: IRequest) -> str:

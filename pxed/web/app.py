@@ -29,6 +29,7 @@ from pxed.web.auth import Authenticator, Sessions
 from pxed.web.boot import BootResource
 from pxed.web.builds import BuildsResource
 from pxed.web.github import GitHubResource
+from pxed.web.hardware import HardwareResource
 from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.images import ImagesResource, max_image_size
@@ -60,6 +61,7 @@ RESOURCES: tuple[type, ...] = (
     UsersResource,
     GitHubResource,
     MachinesResource,
+    HardwareResource,
     BootResource,
     ImagesResource,
     SetupsResource,
@@ -100,6 +102,7 @@ class PxedApp:
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store),
+            HardwareResource(db, store),
             BootResource(db, config, origin, machine_key(config.data_dir), view, answers, metrics),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)

@@ -1,8 +1,9 @@
 """Who is calling, and whether the route's access rule lets them.
 
-Credentials: ``Authorization: Bearer`` with a user API token (``pxu_…``) or
-a machine credential (``pxm_…``), or the ``session-name`` cookie of a
-browser session.  No header grants anything by itself: the original's
+Credentials: ``Authorization: Bearer`` with a user API token (``pxu_…``),
+a machine credential (``pxm_…``) or an enlistment credential (``pxe_…``,
+which only ``machine-or-enlist`` routes admit), or the ``session-name``
+cookie of a browser session.  No header grants anything by itself: the original's
 ``type: system`` is ignored like any other unknown header."""
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr, secret
-from pxed.db import credentials, events, machines, tokens
+from pxed.db import credentials, enlist, events, machines, tokens
 from pxed.db.credentials import MachineCredential
+from pxed.db.enlist import EnlistCredential
 from pxed.db.pool import DBPool
 from pxed.db.users import User
 from pxed.errors import Forbidden, Unauthorized
@@ -31,6 +33,8 @@ class Identity:
     user: User | None = None
     machine: MachineCredential | None = None
     session_id: str | None = None
+    # An unknown machine enlisting: it may register its MAC's inventory.
+    enlist: EnlistCredential | None = None
 
     @property
     def actor(self) -> str:
@@ -38,6 +42,8 @@ class Identity:
             return self.user.username
         if self.machine is not None:
             return f"machine:{self.machine.machine_id}"
+        if self.enlist is not None:
+            return f"enlist:{self.enlist.mac}"
         return "anonymous"
 
 
@@ -83,6 +89,12 @@ def _machine(identity: Identity, args: dict[str, Any]) -> None:
         _admin(identity, args)
 
 
+def _machine_or_enlist(identity: Identity, args: dict[str, Any]) -> None:
+    # The enlistment credential's MAC is checked by Authenticator.authorise.
+    if identity.enlist is None:
+        _machine(identity, args)
+
+
 # Access rule name -> check.  "owner" routes need a signed-in user here and
 # compare the resource's owner in the handler (check_owner below).
 RULES: dict[str, Callable[[Identity, dict[str, Any]], None] | None] = {
@@ -94,6 +106,8 @@ RULES: dict[str, Callable[[Identity, dict[str, Any]], None] | None] = {
     "self-or-admin": _self_or_admin,
     "owner": _signed_in,
     "machine": _machine,
+    # The same, and an unknown machine enlisting with its MAC's credential.
+    "machine-or-enlist": _machine_or_enlist,
     # Owners and staff, or a management OS whose work covers the image
     # (checked by the handler, which knows the image).
     "owner-or-machine": lambda identity, args: None,
@@ -154,6 +168,11 @@ class Authenticator:
                     await self._db.run(credentials.thd_refused, cred, address, bound, what)
                     raise Forbidden("this machine credential is bound to another client")
                 return Identity(machine=cred)
+            if token.startswith(secret.ENLIST_TOKEN):
+                found_enlist = await self._db.read(enlist.thd_lookup, token)
+                if found_enlist is None:
+                    raise Unauthorized("enlistment credential is invalid, expired or spent")
+                return Identity(enlist=found_enlist)
             found = await tokens.user_for_token(self._db, token)
             if found is None:
                 raise Unauthorized("API token is invalid, expired or revoked")
@@ -186,6 +205,10 @@ class Authenticator:
             machine = await self._db.read(machines.thd_get, macaddr.normalise(args["mac"]))
             if machine is None or machine.id != who.machine.machine_id:
                 raise Forbidden("this machine credential is for another machine")
+        if who.enlist is not None and (
+            "mac" not in args or macaddr.normalise(args["mac"]) != who.enlist.mac
+        ):
+            raise Forbidden("this enlistment credential is for another MAC address")
 
 
 class Sessions:

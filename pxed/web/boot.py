@@ -21,7 +21,7 @@ from pxed import bootconfig, macaddr
 from pxed.answerlog import AnswerLog
 from pxed.bootview import BootEntry, BootView
 from pxed.config import Config
-from pxed.db import credentials
+from pxed.db import credentials, enlist
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, DatabaseBusy, NotFound, error_json
 from pxed.metrics import Metrics
@@ -34,6 +34,9 @@ Answer = tuple[bootconfig.Decision, bootconfig.BootParams | None]
 
 # Client addresses remembered as on or off the boot networks.
 _CLIENT_CACHE = 4096
+# The management OS an unknown machine enlists with (its architecture is
+# not known before it reports it).
+ENLIST_ARCH = "x86_64"
 
 
 class BootResource:
@@ -54,6 +57,7 @@ class BootResource:
         self._networks = bootconfig.networks(config.boot_networks)
         self._clients: dict[str | None, tuple[str | None, bool]] = {}
         # (architecture, base URL, MAC, token) -> the answer's parameters
+        # (an enlistment token is not a machine's: its prefix differs)
         self._params: dict[tuple[str, str, str, str], bootconfig.BootParams] = {}
         # pxed.bootstrap.machine_key: read once, before any request.
         self._key = machine_key
@@ -106,6 +110,8 @@ class BootResource:
     def _decide(
         self, request: IRequest, entry: BootEntry | None, mac: str
     ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
+        if entry is None and self._config.enlist:
+            return self._enlist(request, mac)
         decision = bootconfig.decide(
             None if entry is None else entry.machine,
             self._config.boot_policy,
@@ -114,20 +120,42 @@ class BootResource:
         if not decision.serve:
             return decision, None
         assert entry is not None
-        files = self._config.mgmtos.get(entry.machine.architecture)
-        if files is None:
+        if entry.machine.architecture not in self._config.mgmtos:
             reason = f"no management OS for {entry.machine.architecture}"
             return bootconfig.Decision(False, reason), None
         token = self._view.token(entry)
         if token is None:
             return decision, None
-        key = (entry.machine.architecture, self._origin.base_url(request), mac, token)
+        return decision, self._params_for(request, entry.machine.architecture, mac, token)
+
+    def _params_for(
+        self, request: IRequest, arch: str, mac: str, token: str, mode: str | None = None
+    ) -> bootconfig.BootParams:
+        key = (arch, self._origin.base_url(request), mac, token)
         params = self._params.get(key)
         if params is None:
             if len(self._params) >= _CLIENT_CACHE:
                 self._params.clear()
-            params = self._params[key] = bootconfig.params(files, key[1], mac, token)
-        return decision, params
+            files = self._config.mgmtos[arch]
+            params = self._params[key] = bootconfig.params(files, key[1], mac, token, mode)
+        return params
+
+    def _enlist(
+        self, request: IRequest, mac: str
+    ) -> tuple[bootconfig.Decision, bootconfig.BootParams | None]:
+        """An unknown MAC, with enlistment on: the management OS in enlist
+        mode with the MAC's enlistment credential (None: mint it first),
+        unless max_enlisting are live."""
+        if ENLIST_ARCH not in self._config.mgmtos:
+            return bootconfig.Decision(False, f"no management OS for {ENLIST_ARCH} to enlist"), None
+        token = self._view.enlist_token(mac)
+        if token is None:
+            if self._view.enlist_refused(mac, self._config.max_enlisting):
+                reason = "unknown MAC address; enlistment is full (max_enlisting)"
+                return bootconfig.Decision(False, reason), None
+            return bootconfig.Decision(True, "unknown MAC address: enlisting"), None
+        params = self._params_for(request, ENLIST_ARCH, mac, token, "enlist")
+        return bootconfig.Decision(True, "unknown MAC address: enlisting"), params
 
     async def _answer(self, request: IRequest, mac: str, via: str) -> Answer:
         """The answer once the view has caught up with the request (and the
@@ -139,8 +167,10 @@ class BootResource:
             if found is not None:
                 return found
             entry = self._view.get(macaddr.normalise(mac))
-            assert entry is not None
-            await self._mint(entry)
+            if entry is None:
+                await self._mint_enlist(macaddr.normalise(mac))
+            else:
+                await self._mint(entry)
         # Changes kept replacing the credential under us: try again later.
         raise DatabaseBusy()
 
@@ -159,6 +189,15 @@ class BootResource:
             lifetime,
         )
         self._view.minted(entry, token, expires)
+
+    async def _mint_enlist(self, mac: str) -> None:
+        """The enlistment credential of an unknown MAC: one per MAC, the
+        same in every answer until it is spent or expires."""
+        lifetime = dt.timedelta(hours=self._config.machine_token_hours)
+        found = await self._db.run(
+            enlist.thd_for_answer, self._key, mac, lifetime, self._config.max_enlisting
+        )
+        self._view.enlist_minted(mac, found)
 
     @route("/v1/boot/<mac>", ["GET"], access="public")
     async def pixiecore_boot(self, request: IRequest, mac: str) -> dict:

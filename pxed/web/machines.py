@@ -7,13 +7,13 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed import macaddr
-from pxed.db import machines
+from pxed.db import hardware, machines, progress
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
 from pxed.imagestore import ImageStore
-from pxed.web import render
+from pxed.web import inventory, render
 from pxed.web.auth import actor
-from pxed.web.body import Fields, read_json
+from pxed.web.body import Fields, int_arg, query_args, read_json
 from pxed.web.lookup import machine_or_404
 from pxed.web.router import route
 
@@ -63,6 +63,14 @@ def machine_fields(body: Fields) -> machines.MachineFields:
     )
 
 
+# GET /machines?… (pxed.db.hardware.Filters)
+FILTERS = frozenset({"arch", "min_memory", "min_cpus", "disk_min_size"})
+
+
+def _size(name: str, value: str | None) -> int | None:
+    return None if value is None else inventory.size(name, value)
+
+
 class MachinesResource:
     def __init__(self, db: DBPool, store: ImageStore) -> None:
         self._db = db
@@ -70,11 +78,37 @@ class MachinesResource:
 
     @route("/machines", ["GET"], access="signed-in")
     async def list_machines(self, request: IRequest) -> list:
-        return [render.machine(m) for m in await self._db.read(machines.thd_list)]
+        """Every machine, or those whose inventory passes the filters:
+        ``arch``, ``min_memory`` and ``disk_min_size`` (bytes, or with K,
+        M, G, T: ``8G``), ``min_cpus``."""
+        args = query_args(request)
+        unknown = sorted(set(args) - FILTERS)
+        if unknown:
+            raise BadRequest(f"{unknown[0]}: unknown filter (known: {', '.join(sorted(FILTERS))})")
+        arch = args.get("arch")
+        if arch is not None and arch.lower() not in ARCHITECTURES:
+            raise BadRequest(f"arch: one of x86_64, arm64 (got {arch[:20]!r})")
+        filters = hardware.Filters(
+            arch=ARCHITECTURES[arch.lower()] if arch is not None else None,
+            min_memory=_size("min_memory", args.get("min_memory")),
+            min_cpus=int_arg(args, "min_cpus", None),
+            disk_min_size=_size("disk_min_size", args.get("disk_min_size")),
+        )
+        found = await self._db.read(machines.thd_list)
+        if filters != hardware.Filters():
+            admitted = await self._db.read(hardware.thd_matching, filters)
+            found = [m for m in found if m.id in admitted]
+        current = await self._db.read(progress.thd_for_machines)
+        return [render.machine_with(m, current.get(m.id)) for m in found]
 
     @route("/machine/<mac>", ["GET"], access="signed-in")
     async def get_machine(self, request: IRequest, mac: str) -> dict:
-        return render.machine(await machine_or_404(self._db, mac))
+        return await self._answer(await machine_or_404(self._db, mac))
+
+    async def _answer(self, machine: machines.Machine) -> dict:
+        """A machine as the machines routes answer it: with its Progress."""
+        current = await self._db.read(progress.thd_for_machines, [machine.id])
+        return render.machine_with(machine, current.get(machine.id))
 
     @route("/machine", ["POST"], access="admin")
     async def create_machine(self, request: IRequest) -> dict:
@@ -83,7 +117,7 @@ class MachinesResource:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         m, _ = await self._store.create_machine(fields, actor(request))
         request.setResponseCode(201)
-        return render.machine(m)
+        return await self._answer(m)
 
     @route("/machine", ["PUT"], access="admin")
     async def put_machine(self, request: IRequest) -> dict:
@@ -92,14 +126,14 @@ class MachinesResource:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         # 200 whether created or updated, as the original answered.
         m, _ = await self._store.create_machine(fields, actor(request), update_existing=True)
-        return render.machine(m)
+        return await self._answer(m)
 
     @route("/machine/<mac>", ["PUT"], access="admin")
     async def update_machine(self, request: IRequest, mac: str) -> dict:
         mac = macaddr.normalise(mac)
         fields = machine_fields(read_json(request))
         m = await self._db.run(machines.thd_update, mac, fields, actor(request))
-        return render.machine(m)
+        return await self._answer(m)
 
     @route("/machine/<mac>", ["DELETE"], access="admin")
     async def delete_machine(self, request: IRequest, mac: str) -> str:

@@ -53,6 +53,10 @@ ACCESS: dict[str, str] = {
     "self-or-staff": "the user the path names, moderators and admins",
     "self-or-admin": "the user the path names and admins",
     "machine": "the management OS of that machine (machine credential) and admins",
+    "machine-or-enlist": (
+        "the management OS of that machine, an unknown machine enlisting with that MAC "
+        "(enlistment credential), and admins"
+    ),
     "owner-or-machine": (
         "the owner of the image, moderators, admins, and a management OS whose work covers it"
     ),
@@ -173,6 +177,8 @@ def operation(resource_class: type, attribute: str, info: RouteInfo, method: str
     }
     if info.access == "public":
         op["security"] = []
+    elif info.access == "machine-or-enlist":
+        op["security"] = [*MACHINE_SECURITY, {"enlistCredential": []}]
     elif "machine" in info.access:
         op["security"] = MACHINE_SECURITY
     else:
@@ -250,6 +256,12 @@ def document(resource_classes: Iterable[type]) -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "pxm_…",
                     "description": "the management OS's credential for its work",
+                },
+                "enlistCredential": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "pxe_…",
+                    "description": "an unknown machine's credential to register its inventory",
                 },
             },
         },

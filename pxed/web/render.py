@@ -6,8 +6,10 @@ import datetime as dt
 from typing import Any
 
 from pxed.db.events import Event
+from pxed.db.hardware import Hardware
 from pxed.db.images import Image, Version
 from pxed.db.machines import Machine
+from pxed.db.progress import Progress
 from pxed.db.queue import LogLine, Work
 from pxed.db.setups import Setup
 from pxed.db.tokens import Token
@@ -35,6 +37,37 @@ def machine(m: Machine) -> dict[str, Any]:
         "LastSeen": iso(m.last_seen),
         "CreatedAt": iso(m.created_at),
     }
+
+
+def machine_with(m: Machine, current: Progress | None) -> dict[str, Any]:
+    """A machine in GET /machines and GET /machine/{mac}: ``machine`` and
+    where its current work is (``Progress``: null without work)."""
+    return {**machine(m), "Progress": progress(current) if current is not None else None}
+
+
+def progress(p: Progress) -> dict[str, Any]:
+    """The current work's step and percentage (of all its images' bytes),
+    and the image reported last."""
+    return {
+        "WorkID": p.work_id,
+        "State": p.state,
+        "Step": p.step,
+        "Percent": p.percent,
+        "Written": p.written,
+        "Total": p.total,
+        "Images": p.images,
+        "ImagesWritten": p.images_written,
+        "Image": p.image,
+        "ImageWritten": p.image_written,
+        "ImageTotal": p.image_total,
+        "UpdatedAt": iso(p.updated_at),
+    }
+
+
+def hardware(h: Hardware, mac: str) -> dict[str, Any]:
+    """A machine's inventory as stored, and when and by which boot it was
+    sent."""
+    return {"Mac": mac, "SeenAt": iso(h.seen_at), "Source": h.source, **h.data}
 
 
 def event(e: Event) -> dict[str, Any]:

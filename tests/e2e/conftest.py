@@ -83,18 +83,20 @@ async def run_vm(
     uefi: bool = False,
     timeout: float = 240,
     stop_when=None,
+    memory_mib: int = 768,
+    mac: str = MAC,
 ) -> VMRun:
-    """Boot a VM and wait for it to power off (or *timeout*, or until
-    ``stop_when(serial_text)`` holds).  With *port* it netboots from pxed
-    there; otherwise it boots its first disk.  The serial console goes to a
-    file."""
+    """Boot a VM (*memory_mib* of RAM, its NIC's MAC *mac*) and wait for it
+    to power off (or *timeout*, or until ``stop_when(serial_text)`` holds).
+    With *port* it netboots from pxed there; otherwise it boots its first
+    disk.  The serial console goes to a file."""
     serial = tmp / f"serial-{len(list(tmp.glob('serial-*')))}.log"
     args = [
         qemu,
         "-machine",
         "pc",
         "-m",
-        "768",
+        str(memory_mib),
         "-display",
         "none",
         "-monitor",
@@ -114,7 +116,7 @@ async def run_vm(
             f"user,id=n0,bootfile=http://10.0.2.2:{port}/ipxe",
             "-device",
             # QEMU picks Debian's iPXE ROM for virtio-net by itself.
-            f"virtio-net-pci,netdev=n0,mac={MAC}",
+            f"virtio-net-pci,netdev=n0,mac={mac}",
             "-boot",
             "n",
         ]

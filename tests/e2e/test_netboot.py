@@ -75,6 +75,26 @@ async def test_a_deploy_writes_the_disk_byte_for_byte(netboot_server, qemu, tmp_
     logs = [line["Message"] for line in (await server.admin.get(f"/machine/{MAC}/logs")).json()]
     deployed = [m for m in logs if m.startswith("deployed ")]
     assert deployed, logs
+    # The work's timeline, with the image written and its throughput, and
+    # the inventory the management OS sent on the way.
+    timeline = [
+        e["Action"]
+        for e in reversed((await server.admin.get(f"/machine/{MAC}/events")).json())
+        if e["Action"].startswith(("queue.", "work.")) and f"work={entry['ID']}" in e["Detail"]
+    ]
+    assert timeline == [
+        "queue.add",
+        "work.netboot",
+        "queue.start",
+        "work.image-written",
+        "queue.done",
+    ], timeline
+    written = [e for e in events if e["Action"] == "work.image-written"]
+    assert f"{len(payload)} bytes in" in written[0]["Detail"] and "MB/s" in written[0]["Detail"]
+    assert machine["Progress"] is None, "no work left"
+    hardware = (await server.admin.get(f"/machine/{MAC}/hardware")).json()
+    assert hardware["Source"] == "deploy" and hardware["Disks"][0]["Size"] == 64 * MIB
+    print(f"\nprogress: {written[0]['Detail']}")
     # The deploy throughput the VM reached, for the CI log.
     print(f"\nVM deploy under TCG: {deployed[0]} (whole VM run {run.seconds:.1f} s)")
 

@@ -1,7 +1,8 @@
 """Every route in the app's route table, called as anonymous, a user, another
-user, a moderator, an admin and a management OS, gets what its access rule
-promises.  A route added without a rule, or with a path parameter this test
-has no sample for, fails here."""
+user, a moderator, an admin, a management OS and an unknown machine
+enlisting (another MAC's), gets what its access rule promises.  A route
+added without a rule, or with a path parameter this test has no sample
+for, fails here."""
 
 from __future__ import annotations
 
@@ -19,22 +20,35 @@ from tests.helpers import MAC, add_machine, machine_client, new_image, new_setup
 OK = "allowed"
 
 # access rule -> identity -> expected outcome (a status, or OK = neither 401 nor 403)
+# The enlistment credential ("enlist") is for an unknown MAC, not the
+# sample machine's: it may register that MAC's inventory and nothing else,
+# so every route but the public ones refuses it.
 EXPECT: dict[str, dict[str, object]] = {
-    "public": dict(anonymous=OK, alice=OK, bob=OK, mod=OK, admin=OK, machine=OK),
-    "signed-in": dict(anonymous=401, alice=OK, bob=OK, mod=OK, admin=OK, machine=403),
-    "owner": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
-    "moderator": dict(anonymous=401, alice=403, bob=403, mod=OK, admin=OK, machine=403),
-    "admin": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403),
-    "self-or-staff": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
-    "self-or-admin": dict(anonymous=401, alice=OK, bob=403, mod=403, admin=OK, machine=403),
-    "machine": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=OK),
+    "public": dict(anonymous=OK, alice=OK, bob=OK, mod=OK, admin=OK, machine=OK, enlist=OK),
+    "signed-in": dict(anonymous=401, alice=OK, bob=OK, mod=OK, admin=OK, machine=403, enlist=403),
+    "owner": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403, enlist=403),
+    "moderator": dict(anonymous=401, alice=403, bob=403, mod=OK, admin=OK, machine=403, enlist=403),
+    "admin": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403, enlist=403),
+    "self-or-staff": dict(
+        anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403, enlist=403
+    ),
+    "self-or-admin": dict(
+        anonymous=401, alice=OK, bob=403, mod=403, admin=OK, machine=403, enlist=403
+    ),
+    "machine": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=OK, enlist=403),
+    "machine-or-enlist": dict(
+        anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=OK, enlist=403
+    ),
     # The sample image is alice's and not in the machine's current work.
-    "owner-or-machine": dict(anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403),
+    "owner-or-machine": dict(
+        anonymous=401, alice=OK, bob=403, mod=OK, admin=OK, machine=403, enlist=403
+    ),
     # metrics_networks is empty here (tests/web/test_metrics.py sets it).
-    "metrics": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403),
+    "metrics": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403, enlist=403),
 }
 # Refusals first, so an allowed DELETE cannot hide a later refusal.
-ORDER = ("anonymous", "machine", "bob", "alice", "mod", "admin")
+ORDER = ("anonymous", "machine", "enlist", "bob", "alice", "mod", "admin")
+ENLISTING = "52:54:00:0e:00:01"
 
 
 @pytest_twisted.ensureDeferred
@@ -55,7 +69,7 @@ def concrete(path: str, samples: dict[str, str]) -> str:
     return re.sub(r"<([^>]+)>", fill, path)
 
 
-SETTINGS = dict(boot_policy="always", base_url="http://pxed.test")
+SETTINGS = dict(boot_policy="always", base_url="http://pxed.test", enlist=True)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +89,8 @@ async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
         tokens[name] = (await server.user(name, role)).headers["Authorization"]
     machine_image = (await add_machine(server))["ImageUUID"]
     tokens["machine"] = (await machine_client(server)).headers["Authorization"]
+    tokens["enlist"] = (await machine_client(server, ENLISTING)).headers["Authorization"]
+    assert tokens["enlist"].startswith("Bearer pxe_")
     alice = server.anonymous.with_headers(Authorization=tokens["alice"])
     alice_token = (await alice.get("/user/alice/tokens")).json()[0]["ID"]
     image = await new_image(alice, "disk")
@@ -160,6 +176,7 @@ async def test_malformed_authorization_is_401(server):
         "Bearer",
         "Bearer pxu_nope",
         "Bearer pxm_nope",
+        "Bearer pxe_nope",
         "token",
     ):
         r = await server.anonymous.with_headers(Authorization=value).get("/machines")
