@@ -15,7 +15,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr, secret
-from pxed.db import credentials, events, machines, tokens
+from pxed.db import credentials, events, machines, queue, tokens
 from pxed.db.credentials import MachineCredential
 from pxed.db.pool import DBPool
 from pxed.db.users import User
@@ -100,6 +100,9 @@ RULES: dict[str, Callable[[Identity, dict[str, Any]], None] | None] = {
     # Admins, or any client in metrics_networks without a credential
     # (Authenticator.authorise checks the address first).
     "metrics": _admin,
+    # A machine's power: admins, and users with work queued or in progress
+    # on it (Authenticator.authorise asks the database).
+    "admin-or-worker": _signed_in,
 }
 
 
@@ -182,10 +185,22 @@ class Authenticator:
         if who is ANONYMOUS:
             raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")
         rule(who, args)
+        if access == "admin-or-worker":
+            await self._check_worker(who, args["mac"])
         if who.machine is not None and "mac" in args:
             machine = await self._db.read(machines.thd_get, macaddr.normalise(args["mac"]))
             if machine is None or machine.id != who.machine.machine_id:
                 raise Forbidden("this machine credential is for another machine")
+
+    async def _check_worker(self, who: Identity, mac: str) -> None:
+        user = _user(who)
+        if user.is_admin:
+            return
+        machine = await self._db.read(machines.thd_get, macaddr.normalise(mac))
+        if machine is None or not await self._db.read(
+            queue.thd_has_live_work, machine.id, user.username
+        ):
+            raise Forbidden("admins, and users with work queued on the machine")
 
 
 class Sessions:

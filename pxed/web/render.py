@@ -8,6 +8,7 @@ from typing import Any
 from pxed.db.events import Event
 from pxed.db.images import Image, Version
 from pxed.db.machines import Machine
+from pxed.db.power import PowerSettings
 from pxed.db.queue import LogLine, Work
 from pxed.db.setups import Setup
 from pxed.db.tokens import Token
@@ -34,6 +35,21 @@ def machine(m: Machine) -> dict[str, Any]:
         "State": m.state,
         "LastSeen": iso(m.last_seen),
         "CreatedAt": iso(m.created_at),
+        "Power": power(m.power),
+    }
+
+
+def power(p: PowerSettings) -> dict[str, Any]:
+    """A machine's power settings; never its password, only whether one is set."""
+    return {
+        "Driver": p.driver,
+        "Address": p.address,
+        "Username": p.username,
+        "System": p.system,
+        "VerifyTLS": p.verify_tls,
+        "OnQueue": p.on_queue,
+        "After": p.after,
+        "PasswordSet": bool(p.password_sealed),
     }
 
 
@@ -163,6 +179,7 @@ def work(w: Work, mac: str) -> dict[str, Any]:
         "CreatedAt": iso(w.created_at),
         "StartedAt": iso(w.started_at),
         "FinishedAt": iso(w.finished_at),
+        "After": w.after,
         "Images": [
             {"UUID": i.image_uuid, "Version": i.version, "Update": i.update} for i in w.images
         ],
