@@ -2,14 +2,17 @@
 ``chassis power on/off/cycle``, ``chassis bootdev pxe|disk`` for the next
 boot only.
 
-pyghmi is blocking, so each action runs whole (log in, command, log out)
-on a thread pool of its own; the power service bounds the wait.  Logging
-out after each action keeps pyghmi from holding sessions (and their
-keepalives) to BMCs that pxed may not talk to again for days."""
+pyghmi is blocking, so each action runs on a thread pool of its own; the
+power service bounds the wait.  pyghmi keeps a session per BMC open (with
+keepalives) and hands it to the next ``Command`` for the same BMC and
+credentials.  Two things of pyghmi 1.6 shape the calls: credentials go in
+as bytes (its session cache compares them with its stored bytes; given as
+str, a second Command finds the first still "logging in" and waits
+forever), and sessions are not logged out (a logged-out session stays in
+the cache and fails the next Command)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +21,8 @@ from pxed.workers import ThreadPoolService
 
 BOOT_DEVICES = {"pxe": "network", "disk": "hd"}
 DEFAULT_PORT = 623
+# IPMI 2.0 user passwords are at most 20 bytes.
+MAX_PASSWORD = 20
 
 
 class IPMIPool(ThreadPoolService):
@@ -83,20 +88,23 @@ class IPMIDriver:
         where = f"IPMI {self._host}:{self._port}"
         try:
             cmd = command.Command(
-                bmc=self._host, userid=self._username, password=self._password, port=self._port
+                bmc=self._host,
+                userid=self._username.encode(),
+                password=self._password.encode(),
+                port=self._port,
             )
         except exceptions.IpmiException as e:
             raise _failure(where, e) from None
         except OSError as e:  # an unresolvable name, an unreachable network
             raise PowerError(f"{where}: {e.strerror or e}") from None
+        except Exception as e:  # pyghmi's own failures: a reason, not a 500
+            raise PowerError(f"{where}: {type(e).__name__}: {str(e)[:200]}") from None
         try:
             found = action(cmd)
         except exceptions.IpmiException as e:
             raise _failure(where, e) from None
-        finally:
-            # The answer is what matters; a session not closed times out.
-            with contextlib.suppress(Exception):
-                cmd.ipmi_session.logout()
+        except Exception as e:
+            raise PowerError(f"{where}: {type(e).__name__}: {str(e)[:200]}") from None
         if isinstance(found, dict) and "error" in found:
             raise PowerError(f"{where}: {found['error']}")
         return found

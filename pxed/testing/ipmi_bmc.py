@@ -13,10 +13,31 @@ import argparse
 from pathlib import Path
 
 from pyghmi.ipmi import bmc
+from pyghmi.ipmi.private import serversession
 
 from pxed.testing.vm import QemuMachine
 
 BOOT_DEVICES = {"network": "pxe", "hd": "disk"}
+# RMCP+ status code: invalid authentication algorithm (IPMI 2.0, table 13-15).
+INVALID_AUTH_ALGORITHM = 0x11
+
+
+class SHA1Session(serversession.ServerSession):
+    """pyghmi's server session only does cipher suite 3 (HMAC-SHA1) but
+    accepts any proposal, so a client proposing SHA-256 first (pyghmi's
+    own, ipmitool's suite 17) computes its keys with the wrong hash.  A
+    real BMC refuses an algorithm it lacks, and the client then proposes
+    the next: this one does too."""
+
+    def create_open_session_response(self, request):
+        # The proposal's authentication payload: its algorithm at byte 12.
+        if len(request) >= 13 and request[12] != 1:
+            clienttag, console_session = request[0], request[4:8]
+            return bytearray([clienttag, INVALID_AUTH_ALGORITHM, 0, 0]) + console_session
+        return super().create_open_session_response(request)
+
+
+serversession.ServerSession = SHA1Session
 
 
 class QemuBmc(bmc.Bmc):

@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--auth-file", type=Path, required=True)
     parser.add_argument("--system", default="System.Embedded.1")
     parser.add_argument("--state-dir", type=Path)
+    # HTTPS with this certificate and key (PEM files), as a real BMC.
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
     args = parser.parse_args(argv)
     from sushy_tools.emulator import main as emulator
 
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         config["SUSHY_EMULATOR_STATE_DIR"] = str(args.state_dir)
     emulator.app.configure(extra_config=config)
     logging.basicConfig(level=logging.INFO)
-    emulator.app.run(host="127.0.0.1", port=args.port, threaded=False)
+    tls = (str(args.tls_cert), str(args.tls_key)) if args.tls_cert else None
+    emulator.app.run(host="127.0.0.1", port=args.port, threaded=False, ssl_context=tls)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pxed.db import power as power_db
 from pxed.db.power import NO_POWER, PowerSettings
 from pxed.errors import BadRequest
 from pxed.power import PowerError
-from pxed.power.ipmi import host_port
+from pxed.power.ipmi import MAX_PASSWORD, host_port
 from pxed.power.redfish import base_url
 from pxed.power.service import PowerService
 from pxed.web.auth import actor
@@ -51,6 +51,8 @@ def power_settings(body: Fields, seal: Callable[[str], str]) -> tuple[PowerSetti
     address = (_str_in(power, "Address", required=True) or "").strip()
     _check_address(driver, address)
     password = _str_in(power, "Password")
+    if driver == "ipmi" and password and len(password.encode()) > MAX_PASSWORD:
+        raise BadRequest(f"Power.Password: IPMI passwords are at most {MAX_PASSWORD} bytes")
     verify = power.bool("VerifyTLS") if power.has("VerifyTLS") else None
     settings = PowerSettings(
         driver=driver,

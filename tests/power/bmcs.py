@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,8 +26,9 @@ SYSTEM = "System.Embedded.1"
 
 
 def password() -> str:
-    """A BMC password no test could find by accident."""
-    return f"Pw-{secrets.token_hex(12)}"
+    """A BMC password no test could find by accident (IPMI's are at most
+    20 bytes)."""
+    return f"Pw-{secrets.token_hex(8)}"
 
 
 @dataclass
@@ -148,8 +150,48 @@ def _wait(process: subprocess.Popen, log: Path, ready, what: str) -> None:
     raise AssertionError(f"{what} did not start: {log.read_text()[-3000:]}")
 
 
-def start_redfish(tmp: Path, vm: Path) -> BMC:
-    """sushy-tools' emulator on a loopback port, with HTTP basic auth."""
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A BMC's factory certificate: self-signed, for 127.0.0.1."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idrac-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "bmc.crt", tmp / "bmc.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def start_redfish(tmp: Path, vm: Path, tls: bool = False) -> BMC:
+    """sushy-tools' emulator on a loopback port, with HTTP basic auth (and
+    HTTPS with a self-signed certificate, with *tls*)."""
     _needs("sushy_tools", "sushy-tools")
     import bcrypt
 
@@ -160,12 +202,18 @@ def start_redfish(tmp: Path, vm: Path) -> BMC:
     port = free_port()
     log = tmp / "redfish.log"
     args = ["--port", str(port), "--vm", str(vm), "--auth-file", str(auth), "--system", SYSTEM]
-    process = _python("pxed.testing.redfish_bmc", [*args, "--state-dir", str(tmp)], log)
-    url = f"http://127.0.0.1:{port}"
+    args += ["--state-dir", str(tmp)]
+    context = None
+    if tls:
+        cert, key = self_signed(tmp)
+        args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        context = ssl.create_default_context(cafile=str(cert))
+    process = _python("pxed.testing.redfish_bmc", args, log)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     def ready() -> bool:
         try:
-            with urllib.request.urlopen(url + "/redfish/v1/", timeout=2):  # noqa: S310
+            with urllib.request.urlopen(url + "/redfish/v1/", timeout=2, context=context):  # noqa: S310
                 return True
         except OSError:
             return False

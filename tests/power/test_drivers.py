@@ -124,3 +124,22 @@ async def test_the_flow_powers_on_to_the_network_and_off_after(start_server, bmc
     assert off["Actor"] == "pxed" and off["Detail"].endswith(": ok"), off
     assert bmc.vm_pid() is None
     assert bmc.power_log()[-1].startswith("off")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redfish_verifies_tls_unless_told_not_to(start_server, tmp_path):
+    """A BMC with its factory self-signed certificate: refused by default,
+    driven once the machine's settings say VerifyTLS false."""
+    bmc = start_redfish(tmp_path, idle_vm(tmp_path), tls=True)
+    try:
+        server = await power_server(start_server, bmc)
+        r = await server.admin.post(f"/machine/{MAC}/power", {"Action": "on"})
+        assert r.code == 502, r.text
+        assert "certificate" in r.json()["error"].lower(), r.text
+        assert bmc.vm_pid() is None
+        r = await server.admin.put(f"/machine/{MAC}", {"Power": bmc.settings(VerifyTLS=False)})
+        assert r.code == 200, r.text
+        assert (await power(server, "on"))["State"] == "on"
+        assert bmc.vm_pid() is not None
+    finally:
+        bmc.stop()

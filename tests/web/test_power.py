@@ -140,6 +140,7 @@ async def test_settings_are_replaced_or_removed(server):
         ({"Driver": "ipmi", "Address": "bmc", "After": "explode"}, "Power.After"),
         ({"Driver": "ipmi", "Address": "bmc", "OnQueue": "maybe"}, "Power.OnQueue"),
         ({"Driver": "ipmi", "Address": "bmc", "VerifyTLS": "no"}, "VerifyTLS"),
+        ({"Driver": "ipmi", "Address": "bmc", "Password": "x" * 21}, "at most 20 bytes"),
         ("redfish", "Power: must be an object"),
     ],
 )
