@@ -76,6 +76,9 @@ async def test_on_cycle_off(start_server, bmc):
         ("power.cycle", "admin"),
     ]
     assert all(e["Detail"].startswith("ok") for e in done[1:])
+    # The password reached the BMC and nothing else.
+    for path in (f"/machine/{MAC}", f"/machine/{MAC}/events", "/events", "/machines"):
+        assert bmc.password not in (await server.admin.get(path)).text
 
 
 @pytest_twisted.ensureDeferred
