@@ -36,6 +36,9 @@ setup(
         "docker>=7,<8",
         "msgspec>=0.18.6,<0.24",
         "prometheus-client>=0.20,<0.27",
+        # Power control: BMC passwords sealed with AES-GCM; IPMI lanplus.
+        "cryptography>=42,<51",
+        "pyghmi>=1.5.70,<2",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],
@@ -45,6 +48,10 @@ setup(
             "hypothesis>=6.100,<7",
             "schemathesis>=4.30,<5",
             "ruff>=0.6",
+            # The Redfish BMC of the power tests (pxed/testing/redfish_bmc.py)
+            # and the password file it reads.
+            "sushy-tools>=1.3,<3",
+            "bcrypt>=4,<6",
         ],
     },
     entry_points={

@@ -16,6 +16,8 @@ from pxed.db import tokens, users
 TOKEN_FILE = "admin.token"
 # The key machine credentials are derived from (pxed.db.credentials).
 MACHINE_KEY_FILE = "machine.key"
+# The key BMC passwords are sealed with (pxed.power.secretbox).
+POWER_KEY_FILE = "power.key"
 
 
 def _write_temp(path: Path, text: str) -> Path:
@@ -93,7 +95,20 @@ def machine_key(data_dir: Path) -> bytes:
     ones.  Servers sharing the data dir share the key (one of them makes
     it, whichever starts first), so each accepts and repeats the others'
     credentials."""
-    path = Path(data_dir) / MACHINE_KEY_FILE
+    return _server_key(Path(data_dir) / MACHINE_KEY_FILE)
+
+
+def power_key(data_dir: Path) -> bytes:
+    """The server's key for BMC passwords, ``<data-dir>/power.key`` (mode
+    0600), made once like machine.key: servers sharing the data dir agree
+    on it.  A lost or damaged key is replaced by a new one; passwords
+    sealed with the old one no longer open, and power actions say so until
+    they are set again (PUT /machine/{mac} with Power)."""
+    return _server_key(Path(data_dir) / POWER_KEY_FILE)
+
+
+def _server_key(path: Path) -> bytes:
+    """The 32-byte key in *path*, made when missing or unreadable."""
     for _ in range(2):
         key = _read_key(path)
         if key is not None:

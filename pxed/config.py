@@ -148,6 +148,11 @@ class Config:
     # Clients that may read /metrics without a credential (CIDRs); anyone
     # else needs an admin's.
     metrics_networks: tuple[str, ...] = ()
+    # Power control through machines' BMCs (Redfish, IPMI): seconds one
+    # call to a BMC may take, and how many times a failed call is tried
+    # again (one second apart) before the action fails.
+    power_timeout: Annotated[float, Positive] = 10.0
+    power_retries: Annotated[int, Meta(ge=0, le=10)] = 2
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 

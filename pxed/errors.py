@@ -50,6 +50,12 @@ class BadGateway(ApiError):
     status = 502
 
 
+class GatewayTimeout(ApiError):
+    """A service we depend on (a machine's BMC) did not answer in time."""
+
+    status = 504
+
+
 class ServiceUnavailable(ApiError):
     status = 503
 

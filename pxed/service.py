@@ -9,7 +9,8 @@
 5. Boot view (loads every machine and its current work into memory; the
    boot answers come from it), the PostgreSQL listener that tells it of
    other servers' changes, and the boot answers' event log.
-6. Web service (the listening port: Twisted's StreamServerEndpointService).
+6. Power service (machines' BMCs; its IPMI thread pool).
+7. Web service (the listening port: Twisted's StreamServerEndpointService).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -34,7 +35,7 @@ from zope.interface import implementer
 
 from pxed import imagestore
 from pxed.answerlog import AnswerLog
-from pxed.bootstrap import bootstrap_admin, machine_key
+from pxed.bootstrap import bootstrap_admin, machine_key, power_key
 from pxed.bootview import BootView
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
@@ -44,6 +45,7 @@ from pxed.db.notify import ChangeListener
 from pxed.db.pool import DBPool, make_engine
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.power.service import PowerService
 from pxed.storage import Storage
 from pxed.web.app import PxedApp
 from pxed.web.site import PxedSite
@@ -222,7 +224,13 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
             "boot answers are not in the access log (log_boot_answers = false):"
             " see each machine's events and /metrics"
         )
-    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics)
+    # Every power action goes through it (machines' BMCs: Redfish, IPMI);
+    # stopped before the pools, after the port.
+    power = PowerService(
+        db, power_key(config.data_dir), reactor, config.power_timeout, config.power_retries
+    )
+    power.setServiceParent(top)
+    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics, power)
     site = PxedSite(
         app.resource(),
         config.cors_origins,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ import sqlalchemy as sa
 
 from pxed.db import events
 from pxed.db import images as images_db
+from pxed.db import power as power_db
+from pxed.db.power import NO_POWER, PowerSettings
 from pxed.db.schema import images, machine_macs, machines, utcnow
 from pxed.errors import Conflict, NotFound
 
@@ -27,6 +30,8 @@ class Machine:
     image_uuid: str
     created_at: dt.datetime
     macs: tuple[str, ...]
+    # How pxed reaches its BMC (driver "none": it does not).
+    power: PowerSettings = NO_POWER
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class MachineFields:
     architecture: str | None = None
     managed: bool | None = None
     macs: tuple[str, ...] | None = None
+    # New power settings (their password already sealed); with
+    # power_keep_password the stored password stays when they bring none.
+    power: PowerSettings | None = None
+    power_keep_password: bool = True
 
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> list[Machine]:
@@ -54,7 +63,10 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> l
         .order_by(machine_macs.c.position)
     ):
         macs[m.machine_id].append(m.mac)
-    return [Machine(**r._mapping, macs=tuple(macs[r.id])) for r in rows]
+    power = power_db.load(conn, ids)
+    return [
+        Machine(**r._mapping, macs=tuple(macs[r.id]), power=power.get(r.id, NO_POWER)) for r in rows
+    ]
 
 
 def load_by_id(conn: sa.Connection, ids: Iterable[int]) -> dict[int, Machine]:
@@ -114,7 +126,7 @@ def thd_create(
     of the image it names) becomes its machine image."""
     assert fields.macs, "a machine needs at least one MAC"
     name = fields.name or fields.macs[0]
-    fields = MachineFields(name, fields.architecture, fields.managed, fields.macs)
+    fields = dataclasses.replace(fields, name=name)
     _check_free(conn, fields, None)
     now = utcnow()
     image_uuid = disk.image_uuid
@@ -150,6 +162,8 @@ def thd_create(
         str(machine_id),
         f"name={name} macs={','.join(fields.macs)}",
     )
+    if fields.power is not None:
+        power_db.thd_set(conn, machine_id, fields.power, actor, fields.power_keep_password)
     return _load(conn, machines.c.id == machine_id)[0]
 
 
@@ -172,6 +186,8 @@ def _update(conn: sa.Connection, machine_id: int, fields: MachineFields, actor: 
     if fields.macs is not None:
         changed += f" macs={','.join(fields.macs)}"
     events.thd_record(conn, actor, "machine.update", "machine", str(machine_id), changed.strip())
+    if fields.power is not None:
+        power_db.thd_set(conn, machine_id, fields.power, actor, fields.power_keep_password)
     return _load(conn, machines.c.id == machine_id)[0]
 
 

@@ -46,6 +46,9 @@ class Work:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     images: tuple[WorkImage, ...]
+    # What pxed does with the power once the work is complete: reboot (to
+    # disk), poweroff or none.
+    after: str = "none"
     # Loaded with the entry (same transaction) for the original's BootSetup
     # encoding: the machine, and each image by UUID.
     machine: machines_db.Machine | None = None
@@ -94,7 +97,13 @@ def _one(conn: sa.Connection, where: sa.ColumnElement[bool]) -> Work | None:
 
 
 def thd_enqueue(
-    conn: sa.Connection, machine_id: int, setup: Setup, update: bool, owner: str, actor: str
+    conn: sa.Connection,
+    machine_id: int,
+    setup: Setup,
+    update: bool,
+    owner: str,
+    actor: str,
+    after: str = "none",
 ) -> Work:
     if not setup.entries:
         raise BadRequest("SetupUUID: the setup has no images")
@@ -107,6 +116,7 @@ def thd_enqueue(
             update=update,
             state=QUEUED,
             created_at=utcnow(),
+            after=after,
         )
     ).inserted_primary_key[0]
     conn.execute(
@@ -129,7 +139,7 @@ def thd_enqueue(
         "queue.add",
         "machine",
         str(machine_id),
-        f"work={work_id} setup={setup.uuid} update={update}",
+        f"work={work_id} setup={setup.uuid} update={update} after={after}",
     )
     work = _one(conn, boot_setups.c.id == work_id)
     assert work is not None
@@ -355,8 +365,25 @@ def thd_enqueue_image(
     entry: tuple[str, int | None, bool],
     staff: bool,
     actor: str,
+    after: str = "none",
 ) -> Work:
     """The seed's one-image form: a setup of that image and its queue
     entry, in one transaction."""
     setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
-    return thd_enqueue(conn, machine_id, setup, entry[2], owner, actor)
+    return thd_enqueue(conn, machine_id, setup, entry[2], owner, actor, after)
+
+
+def thd_has_live_work(conn: sa.Connection, machine_id: int, owner: str) -> bool:
+    """Whether *owner* has queued or in-progress work on the machine."""
+    return (
+        conn.execute(
+            sa.select(boot_setups.c.id)
+            .where(
+                boot_setups.c.machine_id == machine_id,
+                boot_setups.c.state.in_((QUEUED, IN_PROGRESS)),
+                boot_setups.c.owner_id == users.id_of(conn, owner),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )

@@ -89,6 +89,34 @@ machines = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+# How pxed reaches a machine's BMC (one row per machine that has one).  The
+# password is stored sealed (AES-GCM with <data-dir>/power.key, see
+# pxed/power/secretbox.py); nothing but the power service opens it.
+machine_power = sa.Table(
+    "machine_power",
+    metadata,
+    sa.Column(
+        "machine_id",
+        sa.Integer,
+        sa.ForeignKey("machines.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    # redfish, ipmi or none
+    sa.Column("driver", sa.String(16), nullable=False),
+    # Redfish: the BMC's base URL; IPMI: host[:port]
+    sa.Column("address", sa.String(255), nullable=False, server_default=""),
+    sa.Column("username", sa.String(255), nullable=False, server_default=""),
+    sa.Column("password_sealed", sa.Text, nullable=False, server_default=""),
+    # Redfish ComputerSystem id ("" = the only one under /redfish/v1/Systems)
+    sa.Column("system", sa.String(255), nullable=False, server_default=""),
+    sa.Column("verify_tls", sa.Boolean, nullable=False, server_default=sa.true()),
+    # What queueing work does by default (cycle, on, none) and what pxed
+    # does once the work is complete (reboot, poweroff, none).
+    sa.Column("on_queue", sa.String(8), nullable=False, server_default="none"),
+    sa.Column("after", sa.String(16), nullable=False, server_default="none"),
+)
+
 machine_macs = sa.Table(
     "machine_macs",
     metadata,
@@ -294,6 +322,9 @@ boot_setups = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
+    # What pxed does with the machine's power once the work is complete:
+    # reboot (to disk), poweroff or none.
+    sa.Column("after", sa.String(16), nullable=False, server_default="none"),
     sa.Index("ix_boot_setups_machine_state", "machine_id", "state"),
 )
 

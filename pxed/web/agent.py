@@ -14,6 +14,7 @@ from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
+from pxed.power.service import PowerService
 from pxed.web import render
 from pxed.web.auth import actor, identity
 from pxed.web.body import INT_MAX, read_json
@@ -45,9 +46,10 @@ def log_level(name: str | None) -> str:
 
 
 class AgentResource:
-    def __init__(self, db: DBPool, origin: Origin) -> None:
+    def __init__(self, db: DBPool, origin: Origin, power: PowerService) -> None:
         self._db = db
         self._origin = origin
+        self._power = power
 
     async def _boot_inform_answer(
         self, request: IRequest, machine: Machine, mac: str, work: queue.Work
@@ -109,6 +111,9 @@ class AgentResource:
         message = body.str("Message", max_length=4000) or ""
         machine = await machine_or_404(self._db, mac)
         work = await self._db.run(queue.thd_complete, machine.id, success, message, actor(request))
+        # Reboot to the disk or power off, as the work says: in the
+        # background, so the management OS hears back at once.
+        self._power.after_work(machine, work.after, work.id)
         return render.work(work, machine.macs[0])
 
     @route("/machine/<mac>/progress", ["POST"], access="machine")

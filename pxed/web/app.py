@@ -23,6 +23,7 @@ from pxed.db.pool import DBPool
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.power.service import PowerService
 from pxed.web import router
 from pxed.web.agent import AgentResource
 from pxed.web.auth import Authenticator, Sessions
@@ -37,6 +38,7 @@ from pxed.web.machines import MachinesResource
 from pxed.web.metrics import MetricsResource
 from pxed.web.openapi import OpenAPIResource
 from pxed.web.origin import Origin
+from pxed.web.power import PowerResource
 from pxed.web.queue import QueueResource
 from pxed.web.router import route
 from pxed.web.setups import SetupsResource
@@ -67,6 +69,7 @@ RESOURCES: tuple[type, ...] = (
     SetupsResource,
     QueueResource,
     AgentResource,
+    PowerResource,
     BuildsResource,
     StaticResource,
     OpenAPIResource,
@@ -89,6 +92,7 @@ class PxedApp:
         answers: AnswerLog,
         reactor,
         metrics: Metrics,
+        power: PowerService,
         github: GitHubClient | None = None,
     ) -> None:
         self.metrics = metrics
@@ -101,15 +105,16 @@ class PxedApp:
             HealthResource(db),
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
-            MachinesResource(db, store),
+            MachinesResource(db, store, power),
             HardwareResource(db, store),
             BootResource(db, config, origin, machine_key(config.data_dir), view, answers, metrics),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
             SetupsResource(db),
-            QueueResource(db),
-            AgentResource(db, origin),
+            QueueResource(db, power),
+            AgentResource(db, origin, power),
+            PowerResource(db, power),
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),

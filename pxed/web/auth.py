@@ -16,7 +16,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from pxed import bootconfig, macaddr, secret
-from pxed.db import credentials, enlist, events, machines, tokens
+from pxed.db import credentials, enlist, events, machines, queue, tokens
 from pxed.db.credentials import MachineCredential
 from pxed.db.enlist import EnlistCredential
 from pxed.db.pool import DBPool
@@ -114,6 +114,9 @@ RULES: dict[str, Callable[[Identity, dict[str, Any]], None] | None] = {
     # Admins, or any client in metrics_networks without a credential
     # (Authenticator.authorise checks the address first).
     "metrics": _admin,
+    # A machine's power: admins, and users with work queued or in progress
+    # on it (Authenticator.authorise asks the database).
+    "admin-or-worker": _signed_in,
 }
 
 
@@ -201,6 +204,8 @@ class Authenticator:
         if who is ANONYMOUS:
             raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")
         rule(who, args)
+        if access == "admin-or-worker":
+            await self._check_worker(who, args["mac"])
         if who.machine is not None and "mac" in args:
             machine = await self._db.read(machines.thd_get, macaddr.normalise(args["mac"]))
             if machine is None or machine.id != who.machine.machine_id:
@@ -209,6 +214,16 @@ class Authenticator:
             "mac" not in args or macaddr.normalise(args["mac"]) != who.enlist.mac
         ):
             raise Forbidden("this enlistment credential is for another MAC address")
+
+    async def _check_worker(self, who: Identity, mac: str) -> None:
+        user = _user(who)
+        if user.is_admin:
+            return
+        machine = await self._db.read(machines.thd_get, macaddr.normalise(mac))
+        if machine is None or not await self._db.read(
+            queue.thd_has_live_work, machine.id, user.username
+        ):
+            raise Forbidden("admins, and users with work queued on the machine")
 
 
 class Sessions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -11,10 +12,12 @@ from pxed.db import hardware, machines, progress
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
 from pxed.imagestore import ImageStore
+from pxed.power.service import PowerService
 from pxed.web import inventory, render
 from pxed.web.auth import actor
 from pxed.web.body import Fields, int_arg, query_args, read_json
 from pxed.web.lookup import machine_or_404
+from pxed.web.power import power_settings
 from pxed.web.router import route
 
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
@@ -46,7 +49,9 @@ def _mac_list(body: Fields) -> tuple[str, ...] | None:
     return tuple(macs)
 
 
-def machine_fields(body: Fields) -> machines.MachineFields:
+def machine_fields(body: Fields, seal: Callable[[str], str]) -> machines.MachineFields:
+    """What a machine body sets; a BMC password in it is sealed by *seal*
+    before it goes anywhere."""
     name = body.str("Name")
     if name is not None and not name.strip():
         raise BadRequest("Name: must not be empty")
@@ -55,11 +60,14 @@ def machine_fields(body: Fields) -> machines.MachineFields:
         if arch.lower() not in ARCHITECTURES:
             raise BadRequest(f"Architecture: must be one of x86_64, arm64 (got {arch[:20]!r})")
         arch = ARCHITECTURES[arch.lower()]
+    power = power_settings(body, seal)
     return machines.MachineFields(
         name=name.strip() if name else None,
         architecture=arch,
         managed=body.bool("Managed"),
         macs=_mac_list(body),
+        power=power[0] if power else None,
+        power_keep_password=power[1] if power else True,
     )
 
 
@@ -72,9 +80,10 @@ def _size(name: str, value: str | None) -> int | None:
 
 
 class MachinesResource:
-    def __init__(self, db: DBPool, store: ImageStore) -> None:
+    def __init__(self, db: DBPool, store: ImageStore, power: PowerService) -> None:
         self._db = db
         self._store = store
+        self._seal = power.seal
 
     @route("/machines", ["GET"], access="signed-in")
     async def list_machines(self, request: IRequest) -> list:
@@ -112,7 +121,7 @@ class MachinesResource:
 
     @route("/machine", ["POST"], access="admin")
     async def create_machine(self, request: IRequest) -> dict:
-        fields = machine_fields(read_json(request))
+        fields = machine_fields(read_json(request), self._seal)
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         m, _ = await self._store.create_machine(fields, actor(request))
@@ -121,7 +130,7 @@ class MachinesResource:
 
     @route("/machine", ["PUT"], access="admin")
     async def put_machine(self, request: IRequest) -> dict:
-        fields = machine_fields(read_json(request))
+        fields = machine_fields(read_json(request), self._seal)
         if not fields.macs:
             raise BadRequest("MacAddresses: at least one MAC address is required")
         # 200 whether created or updated, as the original answered.
@@ -131,7 +140,7 @@ class MachinesResource:
     @route("/machine/<mac>", ["PUT"], access="admin")
     async def update_machine(self, request: IRequest, mac: str) -> dict:
         mac = macaddr.normalise(mac)
-        fields = machine_fields(read_json(request))
+        fields = machine_fields(read_json(request), self._seal)
         m = await self._db.run(machines.thd_update, mac, fields, actor(request))
         return await self._answer(m)
 

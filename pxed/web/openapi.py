@@ -61,6 +61,7 @@ ACCESS: dict[str, str] = {
         "the owner of the image, moderators, admins, and a management OS whose work covers it"
     ),
     "metrics": "admins, and any client in metrics_networks without a credential",
+    "admin-or-worker": "admins, and users with work queued or in progress on the machine",
 }
 USER_SECURITY = [{"bearerToken": []}, {"sessionCookie": []}]
 MACHINE_SECURITY = [*USER_SECURITY, {"machineCredential": []}]

@@ -5,13 +5,16 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from pxed.db import images, queue, setups
+from pxed.db import power as power_db
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
+from pxed.power.service import PowerService
 from pxed.web import render
 from pxed.web.auth import actor, check_owner, identity, user
 from pxed.web.body import Fields, read_json
 from pxed.web.lookup import machine_or_404
+from pxed.web.power import choice
 from pxed.web.router import route
 
 
@@ -29,9 +32,23 @@ def setup_uuid_of(body: Fields) -> str | None:
     return found or None
 
 
+def power_choices(body: Fields, machine: Machine) -> tuple[str, str]:
+    """``Power`` (what pxed does now: cycle, on, none) and ``After`` (once
+    the work is complete: reboot, poweroff, none); the machine's power
+    settings give the defaults."""
+    mode = choice(body, "Power", power_db.ON_QUEUE) or machine.power.on_queue
+    after = choice(body, "After", power_db.AFTER) or machine.power.after
+    if (mode, after) != ("none", "none") and not machine.power.enabled:
+        raise Conflict(
+            "Power/After: the machine has no power driver (PUT /machine/{mac} with Power)"
+        )
+    return mode, after
+
+
 class QueueResource:
-    def __init__(self, db: DBPool) -> None:
+    def __init__(self, db: DBPool, power: PowerService) -> None:
         self._db = db
+        self._power = power
 
     @route("/machine/<mac>/boot", ["POST"], access="signed-in")
     async def enqueue(self, request: IRequest, mac: str) -> dict:
@@ -47,11 +64,13 @@ class QueueResource:
             update = body.bool("Update")
             update = True if update is None else update
             _check_managed(machine)
+            mode, after = power_choices(body, machine)
             # The work belongs to the setup's owner (a moderator may queue
             # it for them); the event log says who queued it.
             work = await self._db.run(
-                queue.thd_enqueue, machine.id, setup, update, setup.owner, actor(request)
+                queue.thd_enqueue, machine.id, setup, update, setup.owner, actor(request), after
             )
+            self._power.start_work(machine, mode, work.id, actor(request))
             return render.work(work, machine.macs[0])
         # The seed's form: one image at a version, wrapped into a setup.
         image_uuid = body.str("ImageUUID", max_length=36)
@@ -65,6 +84,7 @@ class QueueResource:
         version = body.int("Version", bits=32)
         # Checked before the setup is made: a refused request leaves nothing.
         _check_managed(machine)
+        mode, after = power_choices(body, machine)
         work = await self._db.run(
             queue.thd_enqueue_image,
             machine.id,
@@ -73,7 +93,9 @@ class QueueResource:
             (image_uuid, version, update),
             caller.is_staff,
             actor(request),
+            after,
         )
+        self._power.start_work(machine, mode, work.id, actor(request))
         return render.work(work, machine.macs[0])
 
     @route("/machine/<mac>/boot/queue", ["GET"], access="signed-in")

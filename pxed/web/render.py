@@ -9,6 +9,7 @@ from pxed.db.events import Event
 from pxed.db.hardware import Hardware
 from pxed.db.images import Image, Version
 from pxed.db.machines import Machine
+from pxed.db.power import PowerSettings
 from pxed.db.progress import Progress
 from pxed.db.queue import LogLine, Work
 from pxed.db.setups import Setup
@@ -36,6 +37,21 @@ def machine(m: Machine) -> dict[str, Any]:
         "State": m.state,
         "LastSeen": iso(m.last_seen),
         "CreatedAt": iso(m.created_at),
+        "Power": power(m.power),
+    }
+
+
+def power(p: PowerSettings) -> dict[str, Any]:
+    """A machine's power settings; never its password, only whether one is set."""
+    return {
+        "Driver": p.driver,
+        "Address": p.address,
+        "Username": p.username,
+        "System": p.system,
+        "VerifyTLS": p.verify_tls,
+        "OnQueue": p.on_queue,
+        "After": p.after,
+        "PasswordSet": bool(p.password_sealed),
     }
 
 
@@ -196,6 +212,7 @@ def work(w: Work, mac: str) -> dict[str, Any]:
         "CreatedAt": iso(w.created_at),
         "StartedAt": iso(w.started_at),
         "FinishedAt": iso(w.finished_at),
+        "After": w.after,
         "Images": [
             {"UUID": i.image_uuid, "Version": i.version, "Update": i.update} for i in w.images
         ],

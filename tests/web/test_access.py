@@ -45,6 +45,10 @@ EXPECT: dict[str, dict[str, object]] = {
     ),
     # metrics_networks is empty here (tests/web/test_metrics.py sets it).
     "metrics": dict(anonymous=401, alice=403, bob=403, mod=403, admin=OK, machine=403, enlist=403),
+    # alice has work queued on the sample machine.
+    "admin-or-worker": dict(
+        anonymous=401, alice=OK, bob=403, mod=403, admin=OK, machine=403, enlist=403
+    ),
 }
 # Refusals first, so an allowed DELETE cannot hide a later refusal.
 ORDER = ("anonymous", "machine", "enlist", "bob", "alice", "mod", "admin")
