@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ import pytest
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet import reactor
+from twisted.logger import formatEvent, globalLogPublisher
 
 from pxed import config as pxed_config
 from pxed import service
@@ -180,3 +182,22 @@ async def server(start_server):
 @pytest.fixture
 def client(server: Server) -> Client:
     return server.client
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """Everything logged while the test runs, as text: each event
+    formatted, its repr (fields a format leaves out), and the traceback of
+    any failure (tests look for secrets and tracebacks in it)."""
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event) or "")
+        lines.append(repr(event))
+        failure = event.get("log_failure")
+        if failure is not None:
+            lines.append(failure.getTraceback())
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)

@@ -7,14 +7,13 @@ HTTP through the whole sign-in."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from treq.testing import StubTreq
 from twisted.internet import defer, task
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from pxed.config import GitHub
@@ -79,20 +78,6 @@ def make_client(
 @pytest.fixture
 def client(clock: task.Clock, http: StubTreq) -> GitHubClient:
     return make_client(clock, http)
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """Everything logged while the test runs, as text."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event) or "")
-        lines.append(repr(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 def authorize(http: StubTreq, scope: str = "read:user user:email") -> str:

@@ -9,13 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.helpers import Response
 from tests.web.github_standin import Account, GitHubStandIn
@@ -128,23 +126,6 @@ async def github():
 @pytest_twisted.async_fixture
 async def pxed(start_server, github):
     return await start_server(github_config(github))
-
-
-@pytest.fixture
-def logged():
-    """Everything logged while the test runs, as text."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event) or "")
-        lines.append(repr(event))
-        failure = event.get("log_failure")
-        if failure is not None:
-            lines.append(failure.getTraceback())
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 async def start_sign_in(server, github: GitHubStandIn, browser: Browser) -> str:

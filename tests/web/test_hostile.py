@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import pytest_twisted
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.helpers import MAC, Response, add_machine, new_image, send_raw
 
@@ -16,22 +14,6 @@ BIG = 2**63
 # Fits SQLite's integers and a 64-bit column, not PostgreSQL's integer (the
 # type of every id and version number).
 WIDE = 2**31
-
-
-@pytest.fixture
-def logged():
-    """Everything logged while the test runs, as text."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event) or "")
-        failure = event.get("log_failure")
-        if failure is not None:
-            lines.append(failure.getTraceback())
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 def _get(path: bytes, headers: bytes = b"", host: bytes = b"x") -> bytes:

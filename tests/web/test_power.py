@@ -10,29 +10,11 @@ import stat
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
-from twisted.logger import formatEvent, globalLogPublisher
 
 from pxed.db.schema import machine_power
 from tests.helpers import MAC, add_machine, machine_events, new_image, new_setup
 
 PASSWORD = "Tr0ub4dor-&-3-never-shown"
-
-
-@pytest.fixture
-def logged():
-    """Everything logged while the test runs, as text."""
-    lines: list[str] = []
-
-    def observe(event: dict) -> None:
-        lines.append(formatEvent(event) or "")
-        lines.append(repr(event))
-        failure = event.get("log_failure")
-        if failure is not None:
-            lines.append(failure.getTraceback())
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 def redfish(**more) -> dict:
