@@ -3,6 +3,7 @@ comparisons are constant-time."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -25,3 +26,15 @@ def digest(token: str) -> str:
 
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def derive(key: bytes, prefix: str, message: str) -> str:
+    """A token derived from *key* and *message* (HMAC-SHA256), with
+    *prefix*: tokens the database alone does not give away."""
+    mac = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return prefix + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def derived_matches(token: str, token_hash: str) -> str | None:
+    """*token* if it is the one *token_hash* was stored for, else None."""
+    return token if same(digest(token), token_hash) else None

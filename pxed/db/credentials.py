@@ -11,10 +11,7 @@ deleted) or at its expiry."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -52,8 +49,7 @@ class MachineCredential:
 def derive(key: bytes, work_id: int | None, nonce: str) -> str:
     """The token of the credential with *nonce*: HMAC-SHA256 under the
     server's key, so the database alone does not give it away."""
-    mac = hmac.new(key, f"pxm:{work_id or 0}:{nonce}".encode(), hashlib.sha256).digest()
-    return secret.MACHINE_TOKEN + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    return secret.derive(key, secret.MACHINE_TOKEN, f"pxm:{work_id or 0}:{nonce}")
 
 
 def thd_for_answer(
@@ -111,8 +107,7 @@ def _token_of(key: bytes, row: sa.Row) -> str | None:
     from before the key or the nonce existed)."""
     if row.nonce is None:
         return None
-    token = derive(key, row.work_id, row.nonce)
-    return token if secret.same(secret.digest(token), row.token_hash) else None
+    return secret.derived_matches(derive(key, row.work_id, row.nonce), row.token_hash)
 
 
 def thd_live_tokens(

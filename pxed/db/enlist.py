@@ -12,10 +12,7 @@ and a nonce kept in the row; only its hash is stored."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -35,13 +32,11 @@ class EnlistCredential:
 
 
 def derive(key: bytes, mac: str, nonce: str) -> str:
-    mac_ = hmac.new(key, f"pxe:{mac}:{nonce}".encode(), hashlib.sha256).digest()
-    return secret.ENLIST_TOKEN + base64.urlsafe_b64encode(mac_).rstrip(b"=").decode()
+    return secret.derive(key, secret.ENLIST_TOKEN, f"pxe:{mac}:{nonce}")
 
 
 def _token_of(key: bytes, row: sa.Row) -> str | None:
-    token = derive(key, row.mac, row.nonce)
-    return token if secret.same(secret.digest(token), row.token_hash) else None
+    return secret.derived_matches(derive(key, row.mac, row.nonce), row.token_hash)
 
 
 def thd_for_answer(
