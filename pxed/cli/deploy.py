@@ -1,0 +1,82 @@
+"""deploy MAC SETUP [--power cycle] [--wait]: queue a setup on a machine
+and, with --wait, follow the work through GET /machine/{mac} until it ends."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from pxed.cli.client import SERVER_ERROR, Api, CliError, api
+from pxed.cli.output import emit_json
+
+# The events that end a work item (pxed/db/queue.py writes them).
+DONE, FAILED, CANCELLED = "queue.done", "queue.failed", "queue.cancelled"
+
+
+@click.command()
+@click.argument("mac")
+@click.argument("setup")
+@click.option(
+    "--power",
+    type=click.Choice(["cycle", "on", "none"]),
+    help="Power action on queueing (default: the machine's OnQueue).",
+)
+@click.option(
+    "--after",
+    type=click.Choice(["reboot", "poweroff", "none"]),
+    help="What pxed does once the work is done (default: the machine's After).",
+)
+@click.option("--wait", is_flag=True, help="Follow the work to its end; exit 1 if it fails.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="--wait at most so long (s).")
+@click.option("--interval", type=float, default=1.0, hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the work as JSON.")
+def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
+    """Queue the image setup SETUP (its UUID) on machine MAC."""
+    server = api()
+    body: dict = {"SetupUUID": setup}
+    if power is not None:
+        body["Power"] = power
+    if after is not None:
+        body["After"] = after
+    work = server.post(f"/machine/{mac}/boot", body)
+    if not as_json:
+        click.echo(f"Queued work {work['ID']} ({work['Name']}) on {mac}")
+    if wait:
+        outcome = follow(server, mac, work["ID"], timeout, interval)
+        work = {**work, "State": "completed" if outcome["Action"] == DONE else "failed"}
+        if as_json:
+            emit_json(work)
+        if outcome["Action"] != DONE:
+            ended = outcome["Action"].removeprefix("queue.")
+            raise CliError(f"work {work['ID']} {ended}: {outcome['Detail']}", SERVER_ERROR)
+        if not as_json:
+            click.echo(f"Work {work['ID']} done")
+    elif as_json:
+        emit_json(work)
+
+
+def follow(server: Api, mac: str, work_id: int, timeout: float, interval: float) -> dict:
+    """Polls the machine's Progress until the work is no longer current,
+    drawing a bar on stderr; its closing event."""
+    deadline = time.monotonic() + timeout
+    shown = 0
+    with click.progressbar(
+        length=100, label="queued", file=sys.stderr, show_eta=False, width=30
+    ) as bar:
+        while True:
+            progress = server.get(f"/machine/{mac}").get("Progress")
+            if progress is None or progress["WorkID"] != work_id:
+                break
+            bar.label = progress["Step"]
+            bar.update(progress["Percent"] - shown)
+            shown = progress["Percent"]
+            if time.monotonic() > deadline:
+                raise CliError(f"work {work_id} still {progress['Step']} after {timeout:g} s")
+            time.sleep(interval)
+    tag = f"work={work_id}"
+    for event in reversed(server.get(f"/machine/{mac}/events")):
+        if event["Action"] in (DONE, FAILED, CANCELLED) and tag in (event["Detail"] or "").split():
+            return event
+    raise CliError(f"work {work_id} is no longer current but ended with no event")
