@@ -29,7 +29,9 @@ DONE, FAILED, CANCELLED = "queue.done", "queue.failed", "queue.cancelled"
     help="What pxed does once the work is done (default: the machine's After).",
 )
 @click.option("--wait", is_flag=True, help="Follow the work to its end; exit 1 if it fails.")
-@click.option("--timeout", type=float, default=3600.0, show_default=True, help="--wait at most so long (s).")
+@click.option(
+    "--timeout", type=float, default=3600.0, show_default=True, help="Seconds --wait waits at most."
+)
 @click.option("--interval", type=float, default=1.0, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the work as JSON.")
 def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
