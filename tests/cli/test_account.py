@@ -75,4 +75,5 @@ async def test_users_and_tokens(server, pxectl):
     await pxectl.ok("tokens", "revoke", str(created["ID"]))
     r = await pxectl("whoami", PXED_TOKEN=created["Token"])
     assert r.code == 3
-    assert created["ID"] not in [t["ID"] for t in (await pxectl.ok("tokens", "list", "--json")).json()]
+    left = (await pxectl.ok("tokens", "list", "--json")).json()
+    assert created["ID"] not in [t["ID"] for t in left]
