@@ -52,7 +52,8 @@ def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
             emit_json(work)
         if outcome["Action"] != DONE:
             ended = outcome["Action"].removeprefix("queue.")
-            raise CliError(f"work {work['ID']} {ended}: {outcome['Detail']}", SERVER_ERROR)
+            reason = f": {outcome['Detail']}" if outcome["Detail"] else ""
+            raise CliError(f"work {work['ID']} {ended}{reason}", SERVER_ERROR)
         if not as_json:
             click.echo(f"Work {work['ID']} done")
     elif as_json:
@@ -61,24 +62,32 @@ def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
 
 def follow(server: Api, mac: str, work_id: int, timeout: float, interval: float) -> dict:
     """Polls the machine's Progress until the work is no longer current,
-    drawing a bar on stderr; its closing event."""
+    showing its step and percent on stderr (a bar redrawn in place on a
+    terminal, a line per step elsewhere); its closing event."""
     deadline = time.monotonic() + timeout
-    shown = 0
-    with click.progressbar(
-        length=100, label="queued", file=sys.stderr, show_eta=False, width=30
-    ) as bar:
-        while True:
-            progress = server.get(f"/machine/{mac}").get("Progress")
-            if progress is None or progress["WorkID"] != work_id:
-                break
-            bar.label = progress["Step"]
-            bar.update(progress["Percent"] - shown)
-            shown = progress["Percent"]
-            if time.monotonic() > deadline:
-                raise CliError(f"work {work_id} still {progress['Step']} after {timeout:g} s")
-            time.sleep(interval)
+    tty = sys.stderr.isatty()
+    last = None
+    while True:
+        progress = server.get(f"/machine/{mac}").get("Progress")
+        if progress is None or progress["WorkID"] != work_id:
+            break
+        shown = (progress["Step"], progress["Percent"])
+        if shown != last:
+            step, percent = shown
+            bar = "#" * (30 * percent // 100)
+            if tty:
+                click.echo(f"\r{step} [{bar:-<30}] {percent:3d}%\x1b[K", nl=False, err=True)
+            elif last is None or step != last[0]:
+                click.echo(f"{step} {percent}%", err=True)
+            last = shown
+        if time.monotonic() > deadline:
+            raise CliError(f"work {work_id} still {progress['Step']} after {timeout:g} s")
+        time.sleep(interval)
+    if tty and last is not None:
+        click.echo(err=True)
     tag = f"work={work_id}"
     for event in reversed(server.get(f"/machine/{mac}/events")):
-        if event["Action"] in (DONE, FAILED, CANCELLED) and tag in (event["Detail"] or "").split():
-            return event
+        detail = event["Detail"] or ""
+        if event["Action"] in (DONE, FAILED, CANCELLED) and tag in detail.split():
+            return {**event, "Detail": detail.removeprefix(tag).strip()}
     raise CliError(f"work {work_id} is no longer current but ended with no event")

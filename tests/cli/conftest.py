@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import threads
+from twisted.internet.defer import Deferred
 
 from tests.helpers import Client, Server
 
@@ -66,8 +67,10 @@ class Pxectl:
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
-    async def __call__(self, *args: str, input: str | None = None, **env: str) -> Result:
-        return await threads.deferToThread(self.run_blocking, *args, input=input, **env)
+    def __call__(self, *args: str, input: str | None = None, **env: str) -> Deferred[Result]:
+        """Started at once (a Deferred, not a coroutine), so a test can
+        play the other side while pxectl runs."""
+        return threads.deferToThread(self.run_blocking, *args, input=input, **env)
 
     async def ok(self, *args: str, **env: str) -> Result:
         result = await self(*args, **env)

@@ -1,0 +1,61 @@
+"""pxectl setups create/show, and deploy --wait following the work to its
+end while a management OS (this test, over HTTP) does it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import pytest_twisted
+
+from tests.helpers import MAC, MIB, add_machine, eventually, machine_client, new_image
+
+
+@pytest_twisted.ensureDeferred
+async def test_setups_create_and_show(server, pxectl):
+    first, second = await new_image(server.admin, "a"), await new_image(server.admin, "b")
+    args = ["node", f"{first}:0", second, "--update", second, "--json"]
+    r = await pxectl.ok("setups", "create", *args)
+    setup = r.json()
+    entries = [(e["Image"]["UUID"], e["Version"]["Version"], e["Update"]) for e in setup["Images"]]
+    assert entries == [(first, 0, False), (second, 0, True)]
+    assert (await pxectl.ok("setups", "show", setup["UUID"], "--json")).json() == setup
+    shown = (await pxectl.ok("setups", "show", setup["UUID"])).out
+    assert "Setup node" in shown and second in shown
+    assert (await pxectl("setups", "create", "x", f"{first}:one")).code == 2
+    assert (await pxectl("setups", "show", "0" * 32)).code in (1, 4)
+
+
+@pytest.mark.parametrize("success", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_deploy_wait_follows_the_work(server, pxectl, success):
+    await add_machine(server)
+    image = await new_image(server.admin)
+    setup = (await pxectl.ok("setups", "create", "node", f"{image}:0")).out.strip()
+    running = pxectl("deploy", MAC, setup, "--power", "none", "--wait", "--interval", "0.1")
+
+    async def queued() -> bool:
+        return bool((await server.admin.get(f"/machine/{MAC}/boot/queue")).json())
+
+    await eventually(queued)
+    mgmtos = await machine_client(server)
+    assert (await mgmtos.get(f"/machine/{MAC}/boot")).code == 200
+    for written in (0, MIB // 2, MIB):
+        body = {"Image": image, "Written": written, "Total": MIB}
+        assert (await mgmtos.post(f"/machine/{MAC}/progress", body)).code == 200
+    body = {"Success": success, "Message": "" if success else "disk on fire"}
+    assert (await mgmtos.post(f"/machine/{MAC}/boot/complete", body)).code == 200
+
+    r = await running
+    # Not a terminal: a line per step it saw ("queued 0%", "started 0%", …;
+    # which ones depends on when it looked), then the error if any.
+    steps = [line for line in r.err.splitlines() if not line.startswith("Error: ")]
+    assert all(re.fullmatch(r"[a-z].* \d{1,3}%", line) for line in steps), r.err
+    if success:
+        assert r.code == 0, r
+        assert r.out.splitlines()[-1] == "Work 1 done"
+    else:
+        assert r.code == 1
+        assert r.err.splitlines()[-1] == "Error: work 1 failed: disk on fire"
+    r = await pxectl("deploy", MAC, "0" * 32)
+    assert r.code in (1, 4) and r.err.count("\n") == 1
