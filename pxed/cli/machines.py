@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import click
 
 from pxed.cli.client import api
@@ -37,7 +40,7 @@ def machine_table(rows: list[dict]) -> None:
 
 @click.group()
 def machines() -> None:
-    """Machines: list, show, add, edit, delete."""
+    """Machines: list, show, add, edit, delete, hardware, power."""
 
 
 @machines.command("list")
@@ -102,6 +105,35 @@ def machines_delete(mac: str) -> None:
     click.echo(f"Deleted {mac}")
 
 
+@machines.command("hardware")
+@click.argument("mac")
+@json_option
+def machines_hardware(mac: str, as_json: bool) -> None:
+    """The machine's last hardware inventory."""
+
+    def render(hw: dict) -> None:
+        fields(hw, [k for k in hw if k not in ("Disks", "NICs")])
+        for key, columns in (("Disks", ("Name", "Size", "Model")), ("NICs", ("MAC", "Driver"))):
+            click.echo(f"{key}:")
+            table(hw.get(key) or [], [(c.upper(), lambda d, c=c: d.get(c)) for c in columns])
+
+    show(api().get(f"/machine/{mac}/hardware"), as_json, render)
+
+
+@machines.command("power")
+@click.argument("mac")
+@click.argument("action", type=click.Choice(["on", "off", "cycle", "status"]))
+@json_option
+def machines_power(mac: str, action: str, as_json: bool) -> None:
+    """Power the machine on, off, cycle it, or ask its state, through its BMC."""
+    server = api()
+    if action == "status":
+        answer = server.get(f"/machine/{mac}/power")
+    else:
+        answer = server.post(f"/machine/{mac}/power", {"Action": action})
+    show(answer, as_json, lambda a: click.echo(f"{a['Mac']}: {a['State']}"))
+
+
 @click.command()
 @click.argument("mac")
 @json_option
@@ -145,12 +177,36 @@ def events(mac: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("mac")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Print new lines as they come, while the machine has work."
+)
+@click.option("--interval", type=float, default=1.0, hidden=True)
 @json_option
-def logs(mac: str, as_json: bool) -> None:
+def logs(mac: str, follow: bool, interval: float, as_json: bool) -> None:
     """What the management OS logged on the machine."""
+    server = api()
 
     def render(lines: list[dict]) -> None:
         for line in lines:
             click.echo(f"{line['At']} {line['Level']:<5} {line['Origin']}: {line['Message']}")
 
-    show(api().get(f"/machine/{mac}/logs"), as_json, render)
+    if not follow:
+        show(server.get(f"/machine/{mac}/logs"), as_json, render)
+        return
+    # Polled: the route has no stream yet.  Lines are printed once each (by
+    # ID), one JSON object a line with --json.  Whether the work is still
+    # current is asked before the lines are read, so the lines it logged
+    # before it ended are all printed before this ends.
+    seen = 0
+    while True:
+        working = server.get(f"/machine/{mac}").get("Progress") is not None
+        new = [line for line in server.get(f"/machine/{mac}/logs") if line["ID"] > seen]
+        if as_json:
+            for line in new:
+                click.echo(json.dumps(line))
+        else:
+            render(new)
+        seen = max([seen, *(line["ID"] for line in new)])
+        if not working:
+            return
+        time.sleep(interval)

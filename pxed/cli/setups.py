@@ -1,4 +1,4 @@
-"""setups: create, show."""
+"""setups: create, show, add, remove."""
 
 from __future__ import annotations
 
@@ -60,3 +60,30 @@ def setups_show(uuid: str, user: str | None, as_json: bool) -> None:
     server = api()
     owner = user or server.me()["Username"]
     show(server.get(f"/user/{owner}/image_setup/{uuid}"), as_json, _render)
+
+
+@setups.command("add")
+@click.argument("uuid")
+@click.argument("image", metavar="IMAGE[:VERSION]")
+@click.option("--update", is_flag=True, help="Capture this image back after use.")
+@click.option("--user", help="Whose setup (default: yours).")
+@json_option
+def setups_add(uuid: str, image: str, update: bool, user: str | None, as_json: bool) -> None:
+    """Add an image (at VERSION, default the latest) to the setup UUID."""
+    server = api()
+    owner = user or server.me()["Username"]
+    entry = _entry(image, (image.partition(":")[0],) if update else ())
+    show(server.post(f"/user/{owner}/image_setup/{uuid}/images", entry), as_json, _render)
+
+
+@setups.command("remove")
+@click.argument("uuid")
+@click.argument("image")
+@click.option("--user", help="Whose setup (default: yours).")
+@json_option
+def setups_remove(uuid: str, image: str, user: str | None, as_json: bool) -> None:
+    """Remove the image IMAGE (its UUID) from the setup UUID."""
+    server = api()
+    owner = user or server.me()["Username"]
+    path = f"/user/{owner}/image_setup/{uuid}/images"
+    show(server.delete(path, params={"UUID": image}), as_json, _render)

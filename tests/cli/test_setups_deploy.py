@@ -1,4 +1,4 @@
-"""pxectl setups create/show, and deploy --wait following the work to its
+"""pxectl setups create/show/add/remove, and deploy --wait following the work to its
 end while a management OS (this test, over HTTP) does it."""
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ async def test_setups_create_and_show(server, pxectl):
     shown = (await pxectl.ok("setups", "show", setup["UUID"])).out
     assert "Setup node" in shown and second in shown
     assert (await pxectl("setups", "create", "x", f"{first}:one")).code == 2
+
+    third = await new_image(server.admin, "c")
+    r = await pxectl.ok("setups", "add", setup["UUID"], f"{third}:0", "--update", "--json")
+    assert [(e["Image"]["UUID"], e["Update"]) for e in r.json()["Images"]][-1] == (third, True)
+    r = await pxectl.ok("setups", "remove", setup["UUID"], first, "--json")
+    assert [e["Image"]["UUID"] for e in r.json()["Images"]] == [second, third]
+    assert "Setup node" in (await pxectl.ok("setups", "remove", setup["UUID"], second)).out
     assert (await pxectl("setups", "show", "0" * 32)).code in (1, 4)
 
 
