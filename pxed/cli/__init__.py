@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pxed.cli import account, images, machines, setups
+from pxed.cli import account, builds, images, machines, setups
 from pxed.cli.client import EXIT_CODES
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -31,3 +31,4 @@ main.add_command(machines.logs)
 main.add_command(machines.deploy)
 main.add_command(images.images)
 main.add_command(setups.setups)
+main.add_command(builds.build)
