@@ -41,7 +41,7 @@ def whoami(as_json: bool) -> None:
 
 @click.group()
 def users() -> None:
-    """Users (moderators and admins)."""
+    """Users (moderators and admins): list, show, create, edit, delete."""
 
 
 @users.command("list")
@@ -61,6 +61,55 @@ def users_list(as_json: bool) -> None:
             ],
         ),
     )
+
+
+@users.command("show")
+@click.argument("name")
+@json_option
+def users_show(name: str, as_json: bool) -> None:
+    """One user."""
+    show(api().get(f"/user/{name}"), as_json, lambda u: fields(u, USER_FIELDS))
+
+
+def _user_body(name: str | None, email: str | None, role: str | None) -> dict:
+    return {k: v for k, v in (("Name", name), ("Email", email), ("Role", role)) if v is not None}
+
+
+role_option = click.option("--role", type=click.Choice(["user", "moderator", "admin"]))
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--name", help="The full name.")
+@role_option
+@json_option
+def users_create(username: str, email: str, name, role, as_json: bool) -> None:
+    """A new user (admins); `pxectl tokens create --user NAME` gives it a token."""
+    body = {"Username": username, **_user_body(name, email, role or "user")}
+    show(api().post("/user", body), as_json, lambda u: click.echo(f"Created {u['Username']}"))
+
+
+@users.command("edit")
+@click.argument("username")
+@click.option("--email")
+@click.option("--name", help="The full name.")
+@role_option
+@json_option
+def users_edit(username: str, email, name, role, as_json: bool) -> None:
+    """Change a user's name, e-mail or role (roles: admins)."""
+    body = _user_body(name, email, role)
+    if not body:
+        raise click.UsageError("nothing to change: give --name, --email or --role")
+    show(api().put(f"/user/{username}", body), as_json, lambda u: fields(u, USER_FIELDS))
+
+
+@users.command("delete")
+@click.argument("username")
+def users_delete(username: str) -> None:
+    """Delete a user (what it owns goes as the server's on_user_delete says)."""
+    api().delete(f"/user/{username}")
+    click.echo(f"Deleted {username}")
 
 
 @click.group()

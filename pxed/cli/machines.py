@@ -136,11 +136,17 @@ def machines_power(mac: str, action: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("mac")
+@click.option("--cancel", "cancel_id", type=int, metavar="ID", help="Cancel queued work ID.")
 @json_option
-def queue(mac: str, as_json: bool) -> None:
-    """The machine's queued and running work."""
+def queue(mac: str, cancel_id: int | None, as_json: bool) -> None:
+    """The machine's queued and running work (or --cancel one)."""
+    server = api()
+    if cancel_id is not None:
+        cancelled = server.delete(f"/machine/{mac}/boot/queue/{cancel_id}")
+        show(cancelled, as_json, lambda w: click.echo(f"Work {w['ID']} {w['State']}"))
+        return
     show(
-        api().get(f"/machine/{mac}/boot/queue"),
+        server.get(f"/machine/{mac}/boot/queue"),
         as_json,
         lambda rows: table(
             rows,

@@ -77,3 +77,27 @@ async def test_users_and_tokens(server, pxectl):
     assert r.code == 3
     left = (await pxectl.ok("tokens", "list", "--json")).json()
     assert created["ID"] not in [t["ID"] for t in left]
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_create_show_edit_delete(server, pxectl):
+    r = await pxectl.ok("users", "create", "bob", "--email", "bob@example.org", "--json")
+    assert (r.json()["Username"], r.json()["Role"]) == ("bob", "user")
+    assert (
+        "Created carol"
+        in (
+            await pxectl.ok(
+                "users", "create", "carol", "--email", "c@example.org", "--role", "moderator"
+            )
+        ).out
+    )
+    shown = (await pxectl.ok("users", "show", "carol", "--json")).json()
+    assert (shown["Email"], shown["Role"]) == ("c@example.org", "moderator")
+    assert "Email:" in (await pxectl.ok("users", "show", "bob")).out
+    r = await pxectl.ok("users", "edit", "bob", "--name", "Bob B", "--role", "moderator", "--json")
+    assert (r.json()["Name"], r.json()["Role"]) == ("Bob B", "moderator")
+    assert (await pxectl("users", "edit", "bob")).code == 2
+    assert "Deleted bob" in (await pxectl.ok("users", "delete", "bob")).out
+    assert (await pxectl("users", "show", "bob")).code == 4
+    r = await pxectl("users", "create", "x", "--email", "not-an-address")
+    assert r.code == 1 and r.err == "Error: 400 Bad Request: Email: not an e-mail address\n"

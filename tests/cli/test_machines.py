@@ -58,3 +58,10 @@ async def test_queue_events_and_logs(server, pxectl):
     actions = [e["Action"] for e in (await pxectl.ok("events", MAC, "--json")).json()]
     assert "queue.add" in actions and "work.netboot" in actions
     assert "queue.add" in (await pxectl.ok("events", MAC)).out
+
+    again = (await pxectl.ok("deploy", MAC, setup["UUID"], "--json")).json()
+    r = await pxectl.ok("queue", MAC, "--cancel", str(again["ID"]), "--json")
+    assert (r.json()["ID"], r.json()["State"]) == (again["ID"], "cancelled")
+    r = await pxectl("queue", MAC, "--cancel", str(again["ID"]))
+    assert r.code == 1 and r.err.startswith("Error: 409 Conflict: queue entry ")
+    assert "cancelled" in (await pxectl.ok("queue", MAC, "--cancel", str(work["ID"]))).out
