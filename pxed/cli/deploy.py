@@ -62,26 +62,29 @@ def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
 
 def follow(server: Api, mac: str, work_id: int, timeout: float, interval: float) -> dict:
     """Polls the machine's Progress until the work is no longer current,
-    showing its step and percent on stderr (a bar redrawn in place on a
-    terminal, a line per step elsewhere); its closing event."""
+    showing it on stderr (a terminal gets a bar per image, each left on its
+    line once the next starts; elsewhere a line per step); its closing event."""
     deadline = time.monotonic() + timeout
     tty = sys.stderr.isatty()
-    last = None
+    last: tuple | None = None
+    image = None  # the image whose bar is on the current line
     while True:
         progress = server.get(f"/machine/{mac}").get("Progress")
         if progress is None or progress["WorkID"] != work_id:
             break
-        shown = (progress["Step"], progress["Percent"])
-        if shown != last:
-            step, percent = shown
-            bar = "#" * (30 * percent // 100)
-            if tty:
-                click.echo(f"\r{step} [{bar:-<30}] {percent:3d}%\x1b[K", nl=False, err=True)
-            elif last is None or step != last[0]:
-                click.echo(f"{step} {percent}%", err=True)
-            last = shown
+        step, percent = progress["Step"], progress["Percent"]
+        shown = (step, percent, progress["Image"], progress["ImageWritten"])
+        if shown != last and tty:
+            if progress["Image"] and progress["Image"] != image:
+                if image is not None:
+                    click.echo(err=True)
+                image = progress["Image"]
+            click.echo("\r" + _bar_line(progress) + "\x1b[K", nl=False, err=True)
+        elif shown != last and (last is None or step != last[0]):
+            click.echo(f"{step} {percent}%", err=True)
+        last = shown
         if time.monotonic() > deadline:
-            raise CliError(f"work {work_id} still {progress['Step']} after {timeout:g} s")
+            raise CliError(f"work {work_id} still {step} after {timeout:g} s")
         time.sleep(interval)
     if tty and last is not None:
         click.echo(err=True)
@@ -91,3 +94,17 @@ def follow(server: Api, mac: str, work_id: int, timeout: float, interval: float)
         if event["Action"] in (DONE, FAILED, CANCELLED) and tag in detail.split():
             return {**event, "Detail": detail.removeprefix(tag).strip()}
     raise CliError(f"work {work_id} is no longer current but ended with no event")
+
+
+def _bar_line(progress: dict) -> str:
+    """``image 1a2b3c4d [####------] 40% | writing image 1 of 2, 20% of all``,
+    or the step alone before any image."""
+    if not progress["Image"]:
+        return f"{progress['Step']} {progress['Percent']}%"
+    total = progress["ImageTotal"]
+    percent = min(100, progress["ImageWritten"] * 100 // total) if total else 100
+    bar = "#" * (30 * percent // 100)
+    return (
+        f"image {progress['Image'][:8]} [{bar:-<30}] {percent:3d}% | "
+        f"{progress['Step']}, {progress['Percent']}% of all"
+    )

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,3 +94,60 @@ async def pxectl(server: Server, tmp_path: Path) -> Pxectl:
 def database() -> str:
     """SQLite alone (overrides tests/conftest.py's parametrised fixture)."""
     return "sqlite"
+
+
+class OnPty:
+    """pxectl with its stderr on a pseudo-terminal (stdout to a pipe), read
+    as a person's terminal would show it."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.leader, follower = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pxed.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env=env,
+            cwd=ROOT,
+        )
+        os.close(follower)
+        self.raw = b""
+        self.shown = ""
+
+    def _read_until(self, needle: str | None, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while needle is None or needle not in self.shown:
+            ready, _, _ = select.select([self.leader], [], [], max(0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"{needle!r} not shown in {timeout} s: {self.shown!r}")
+            try:
+                chunk = os.read(self.leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                chunk = b""
+            if not chunk:
+                assert needle is None, f"{needle!r} never shown: {self.shown!r}"
+                break
+            # The terminal's own CR before each LF taken out (over the whole
+            # output: a chunk may end between the two).
+            self.raw += chunk
+            self.shown = self.raw.decode(errors="replace").replace("\r\n", "\n")
+        return self.shown
+
+    def expect(self, needle: str, timeout: float = 20) -> Deferred[str]:
+        """Fires once the terminal has shown *needle*."""
+        return threads.deferToThread(self._read_until, needle, timeout)
+
+    def _finish(self) -> tuple[int, str, str]:
+        self._read_until(None, 60)
+        out = self.proc.stdout.read().decode()
+        os.close(self.leader)
+        return self.proc.wait(timeout=60), out, self.shown
+
+    def finish(self) -> Deferred[tuple[int, str, str]]:
+        """The exit code, stdout and all the terminal showed."""
+        return threads.deferToThread(self._finish)
+
+
+def screen_lines(shown: str) -> list[str]:
+    """What stays on the terminal: each line as last redrawn (after its last CR)."""
+    lines = shown.rstrip("\n").split("\n")  # not splitlines(): that splits on CR too
+    return [line.rsplit("\r", 1)[-1].replace("\x1b[K", "") for line in lines]

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pty
-import subprocess
-import sys
 
 import pytest_twisted
-from twisted.internet import threads
 
-from tests.cli.conftest import ROOT
+from tests.cli.conftest import OnPty, screen_lines
 from tests.helpers import MIB
 
 
@@ -64,35 +60,14 @@ async def test_upload_then_download_resumed_and_checked(server, pxectl, tmp_path
     assert (await pxectl("images", "download", f"{uuid}:7", str(bad))).code == 4
 
 
-def run_on_pty(args: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """*args* with stderr on a pseudo-terminal; the exit code and what the
-    terminal showed."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=follower, env=env, cwd=ROOT)
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(leader)
-    return proc.wait(timeout=60), shown.decode()
-
-
 @pytest_twisted.ensureDeferred
 async def test_upload_progress_bar_on_a_terminal(server, pxectl, tmp_path):
     uuid = (await pxectl.ok("images", "create", "disk", "--size", str(MIB))).out.strip()
     source = tmp_path / "big.img"
     source.write_bytes(os.urandom(8 * MIB))
-    args = [sys.executable, "-m", "pxed.cli", "images", "upload", uuid, str(source)]
-    code, shown = await threads.deferToThread(run_on_pty, args, pxectl.env())
+    code, _, shown = await OnPty(["images", "upload", uuid, str(source)], pxectl.env()).finish()
     assert code == 0, shown
-    shown = shown.replace("\r\n", "\n")  # the terminal's own CR before each LF
-    final = shown.rstrip("\n").rsplit("\r", 1)[-1]
+    [final] = screen_lines(shown)
     assert final.startswith("upload big.img [" + "#" * 30 + "] 100% 8.0 MiB/8.0 MiB "), final
     assert "/s ETA 0s" in final
     # Redrawn in place as it went, not one line per chunk.

@@ -8,6 +8,7 @@ import re
 import pytest
 import pytest_twisted
 
+from tests.cli.conftest import OnPty, screen_lines
 from tests.helpers import MAC, MIB, add_machine, eventually, machine_client, new_image
 
 
@@ -66,3 +67,34 @@ async def test_deploy_wait_follows_the_work(server, pxectl, success):
         assert r.err.splitlines()[-1] == "Error: work 1 failed: disk on fire"
     r = await pxectl("deploy", MAC, "0" * 32)
     assert r.code in (1, 4) and r.err.count("\n") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_deploy_wait_on_a_terminal_draws_a_bar_per_image(server, pxectl):
+    await add_machine(server)
+    first, second = await new_image(server.admin, "a"), await new_image(server.admin, "b")
+    setup = (await pxectl.ok("setups", "create", "node", f"{first}:0", f"{second}:0")).out.strip()
+    args = ["deploy", MAC, setup, "--wait", "--interval", "0.05"]
+    terminal = OnPty(args, pxectl.env())
+    await terminal.expect("queued 0%")
+    mgmtos = await machine_client(server)
+    assert (await mgmtos.get(f"/machine/{MAC}/boot")).code == 200
+
+    async def report(image: str, written: int, shows: str) -> None:
+        body = {"Image": image, "Written": written, "Total": MIB}
+        assert (await mgmtos.post(f"/machine/{MAC}/progress", body)).code == 200
+        await terminal.expect(shows)
+
+    await report(first, MIB // 2, f"image {first[:8]} [{'#' * 15}{'-' * 15}]  50% | writing")
+    await report(first, MIB, "] 100% | wrote image 1 of 2, 50% of all")
+    await report(second, MIB // 4, f"image {second[:8]} [{'#' * 7}")
+    await report(second, MIB, "] 100% | finishing, 100% of all")
+    assert (await mgmtos.post(f"/machine/{MAC}/boot/complete", {"Success": True})).code == 200
+    code, out, shown = await terminal.finish()
+    assert code == 0, shown
+    assert out.splitlines() == [f"Queued work 1 (node) on {MAC}", "Work 1 done"]
+    bars = [line for line in screen_lines(shown) if line.startswith("image ")]
+    assert bars == [
+        f"image {first[:8]} [{'#' * 30}] 100% | wrote image 1 of 2, 50% of all",
+        f"image {second[:8]} [{'#' * 30}] 100% | finishing, 100% of all",
+    ]
