@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 
 import pytest_twisted
 
+from tests.cli.conftest import ROOT
 from tests.helpers import free_port
 
 
@@ -101,3 +105,17 @@ async def test_users_create_show_edit_delete(server, pxectl):
     assert (await pxectl("users", "show", "bob")).code == 4
     r = await pxectl("users", "create", "x", "--email", "not-an-address")
     assert r.code == 1 and r.err == "Error: 400 Bad Request: Email: not an e-mail address\n"
+
+
+def test_shell_completion(tmp_path):
+    """click's completion, as ``eval "$(_PXECTL_COMPLETE=bash_source pxectl)"`` uses it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "_PXECTL_COMPLETE": "bash_source"}
+    script = subprocess.run(
+        [sys.executable, "-m", "pxed.cli"], env=env, capture_output=True, text=True, timeout=30
+    ).stdout
+    assert "_pxectl_completion()" in script and "complete -o nosort -F _pxectl_completion" in script
+    env.update(_PXECTL_COMPLETE="bash_complete", COMP_WORDS="pxectl machines p", COMP_CWORD="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "pxed.cli"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.split() == ["plain,power"]
