@@ -132,17 +132,11 @@ def images_download(ref: str, file: Path) -> None:
     have = partial.stat().st_size if partial.exists() else 0
     head = server.request("HEAD", path)
     etag = head.headers.get("etag", "")
-    headers = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
-    with server.stream("GET", path, headers=headers) as response:
-        resumed = response.status_code == 206
-        start = have if resumed else 0
-        length = int(response.headers.get("content-length", 0))
-        bar = Progress(f"download {file.name}", start + length, done=start)
-        with partial.open("ab" if resumed else "wb") as out:
-            for chunk in response.iter_bytes(CHUNK):
-                out.write(chunk)
-                bar.update(len(chunk))
-        bar.finish()
+    size = int(head.headers.get("content-length", -1))
+    if have == size and etag:
+        resumed = True  # all there already: only the check is left
+    else:
+        resumed = _fetch(server, path, partial, have if 0 < have < size else 0, etag)
     expected = etag.strip('"')
     actual = sha256_of(partial)
     if expected and actual != expected:
@@ -150,3 +144,20 @@ def images_download(ref: str, file: Path) -> None:
         raise CliError(f"sha256 mismatch: got {actual}, the server says {expected}", SERVER_ERROR)
     partial.replace(file)
     click.echo(f"Saved {file} (sha256 {actual}{', resumed' if resumed else ''})")
+
+
+def _fetch(server, path: str, partial: Path, have: int, etag: str) -> bool:
+    """The version into *partial*, from byte *have* on if the server still
+    has the same bytes (If-Range), else whole; whether it resumed."""
+    headers = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
+    with server.stream("GET", path, headers=headers) as response:
+        resumed = response.status_code == 206
+        start = have if resumed else 0
+        length = int(response.headers.get("content-length", 0))
+        bar = Progress(f"download {partial.name.removesuffix('.part')}", start + length, done=start)
+        with partial.open("ab" if resumed else "wb") as out:
+            for chunk in response.iter_bytes(CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+        bar.finish()
+    return resumed

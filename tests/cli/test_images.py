@@ -51,6 +51,15 @@ async def test_upload_then_download_resumed_and_checked(server, pxectl, tmp_path
     assert resumed.read_bytes() == data and "resumed" in r.out
     assert not (tmp_path / "again.img.part").exists()
 
+    # Interrupted after the last byte: nothing more to fetch, only the check.
+    (tmp_path / "whole.img.part").write_bytes(data)
+    r = await pxectl.ok("images", "download", f"{uuid}:1", str(tmp_path / "whole.img"))
+    assert (tmp_path / "whole.img").read_bytes() == data and "resumed" in r.out
+    # Longer than the version (another one's leftovers): fetched whole again.
+    (tmp_path / "long.img.part").write_bytes(data + b"more")
+    r = await pxectl.ok("images", "download", f"{uuid}:1", str(tmp_path / "long.img"))
+    assert (tmp_path / "long.img").read_bytes() == data and "resumed" not in r.out
+
     # A partial file that is not the image's start fails the sha256 check.
     bad = tmp_path / "bad.img"
     (tmp_path / "bad.img.part").write_bytes(b"\0" * MIB)
