@@ -84,6 +84,8 @@ class Api:
 
 
 class _Stream:
+    """``Api.stream``: an error answer or a broken connection is a CliError."""
+
     def __init__(self, api: Api, method: str, path: str, kw: dict) -> None:
         self.api, self.method, self.path, self.kw = api, method, path, kw
 
@@ -99,8 +101,12 @@ class _Stream:
             raise server_error(response)
         return response
 
-    def __exit__(self, *exc: Any) -> None:
-        self.ctx.__exit__(*exc)
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        self.ctx.__exit__(kind, error, tb)
+        if isinstance(error, httpx.TransportError):
+            # Lost while the body streamed: one line too, not a traceback.
+            message = f"connection to {self.api.url} lost: {error or kind.__name__}"
+            raise CliError(message, CONNECTION) from error
 
 
 def _json(response: httpx.Response) -> Any:
