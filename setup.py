@@ -39,6 +39,9 @@ setup(
         # Power control: BMC passwords sealed with AES-GCM; IPMI lanplus.
         "cryptography>=42,<51",
         "pyghmi>=1.5.70,<2",
+        # pxectl, the command line (pxed/cli/).
+        "click>=8.1,<9",
+        "httpx>=0.27,<1",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],
@@ -55,7 +58,7 @@ setup(
         ],
     },
     entry_points={
-        "console_scripts": ["pxed-admin=pxed.admin:main"],
+        "console_scripts": ["pxed-admin=pxed.admin:main", "pxectl=pxed.cli:main"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -1,0 +1,218 @@
+"""machines, queue, events, logs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from pxed.cli.client import api
+from pxed.cli.deploy import deploy
+from pxed.cli.output import fields, json_option, show, table
+
+__all__ = ["deploy", "events", "logs", "machines", "queue"]
+
+MACHINE_FIELDS = (
+    "Name", "MacAddresses", "Architecture", "Managed", "State", "ImageUUID",
+    "LastSeen", "CreatedAt", "Power", "Progress",
+)  # fmt: skip
+
+
+def _step(m: dict) -> str:
+    p = m.get("Progress")
+    return f"{p['Step']} {p['Percent']}%" if p else ""
+
+
+def machine_table(rows: list[dict]) -> None:
+    table(
+        rows,
+        [
+            ("MAC", lambda m: m["MacAddress"]["Address"]),
+            ("NAME", lambda m: m["Name"]),
+            ("ARCH", lambda m: m["Architecture"]),
+            ("MANAGED", lambda m: "yes" if m["Managed"] else "no"),
+            ("STATE", lambda m: m["State"]),
+            ("PROGRESS", _step),
+        ],
+    )
+
+
+@click.group()
+def machines() -> None:
+    """Machines: list, show, add, edit, delete, hardware, power."""
+
+
+@machines.command("list")
+@json_option
+def machines_list(as_json: bool) -> None:
+    """Every machine, with its state and the progress of its work."""
+    show(api().get("/machines"), as_json, machine_table)
+
+
+@machines.command("show")
+@click.argument("mac")
+@json_option
+def machines_show(mac: str, as_json: bool) -> None:
+    """One machine."""
+    show(api().get(f"/machine/{mac}"), as_json, lambda m: fields(m, MACHINE_FIELDS))
+
+
+def _body(name: str | None, arch: str | None, managed: bool | None) -> dict:
+    body: dict = {}
+    if name is not None:
+        body["Name"] = name
+    if arch is not None:
+        body["Architecture"] = arch
+    if managed is not None:
+        body["Managed"] = managed
+    return body
+
+
+@machines.command("add")
+@click.argument("name")
+@click.argument("mac", nargs=-1, required=True)
+@click.option("--arch", help="x86_64 (the server's default), arm64, ...")
+@click.option("--managed/--unmanaged", default=True, show_default=True)
+@json_option
+def machines_add(name: str, mac: tuple[str, ...], arch: str | None, managed: bool, as_json: bool):
+    """Register machine NAME with its MAC address(es) (admins)."""
+    body = {**_body(name, arch, managed), "MacAddresses": [{"Mac": m} for m in mac]}
+    created = api().post("/machine", body)
+    show(created, as_json, lambda m: click.echo(f"Added {m['Name']} ({mac[0]})"))
+
+
+@machines.command("edit")
+@click.argument("mac")
+@click.option("--name")
+@click.option("--arch")
+@click.option("--managed/--unmanaged", default=None)
+@json_option
+def machines_edit(mac: str, name, arch, managed, as_json: bool) -> None:
+    """Change a machine's name, architecture or managed flag (admins)."""
+    body = _body(name, arch, managed)
+    if not body:
+        raise click.UsageError("nothing to change: give --name, --arch or --managed/--unmanaged")
+    changed = api().put(f"/machine/{mac}", body)
+    show(changed, as_json, lambda m: fields(m, MACHINE_FIELDS))
+
+
+@machines.command("delete")
+@click.argument("mac")
+def machines_delete(mac: str) -> None:
+    """Remove a machine (admins)."""
+    api().delete(f"/machine/{mac}")
+    click.echo(f"Deleted {mac}")
+
+
+@machines.command("hardware")
+@click.argument("mac")
+@json_option
+def machines_hardware(mac: str, as_json: bool) -> None:
+    """The machine's last hardware inventory."""
+
+    def render(hw: dict) -> None:
+        fields(hw, [k for k in hw if k not in ("Disks", "NICs")])
+        for key, columns in (("Disks", ("Name", "Size", "Model")), ("NICs", ("MAC", "Driver"))):
+            click.echo(f"{key}:")
+            table(hw.get(key) or [], [(c.upper(), lambda d, c=c: d.get(c)) for c in columns])
+
+    show(api().get(f"/machine/{mac}/hardware"), as_json, render)
+
+
+@machines.command("power")
+@click.argument("mac")
+@click.argument("action", type=click.Choice(["on", "off", "cycle", "status"]))
+@json_option
+def machines_power(mac: str, action: str, as_json: bool) -> None:
+    """Power the machine on, off, cycle it, or ask its state, through its BMC."""
+    server = api()
+    if action == "status":
+        answer = server.get(f"/machine/{mac}/power")
+    else:
+        answer = server.post(f"/machine/{mac}/power", {"Action": action})
+    show(answer, as_json, lambda a: click.echo(f"{a['Mac']}: {a['State']}"))
+
+
+@click.command()
+@click.argument("mac")
+@click.option("--cancel", "cancel_id", type=int, metavar="ID", help="Cancel queued work ID.")
+@json_option
+def queue(mac: str, cancel_id: int | None, as_json: bool) -> None:
+    """The machine's queued and running work (or --cancel one)."""
+    server = api()
+    if cancel_id is not None:
+        cancelled = server.delete(f"/machine/{mac}/boot/queue/{cancel_id}")
+        show(cancelled, as_json, lambda w: click.echo(f"Work {w['ID']} {w['State']}"))
+        return
+    show(
+        server.get(f"/machine/{mac}/boot/queue"),
+        as_json,
+        lambda rows: table(
+            rows,
+            [
+                ("ID", lambda w: w["ID"]),
+                ("STATE", lambda w: w["State"]),
+                ("SETUP", lambda w: w["Name"]),
+                ("OWNER", lambda w: w["Username"]),
+                ("CREATED", lambda w: w["CreatedAt"]),
+            ],
+        ),
+    )
+
+
+@click.command()
+@click.argument("mac")
+@json_option
+def events(mac: str, as_json: bool) -> None:
+    """The machine's events: boot answers, work, power actions."""
+    show(
+        api().get(f"/machine/{mac}/events"),
+        as_json,
+        lambda rows: table(
+            rows,
+            [
+                ("AT", lambda e: e["At"]),
+                ("ACTOR", lambda e: e["Actor"]),
+                ("ACTION", lambda e: e["Action"]),
+                ("DETAIL", lambda e: e["Detail"]),
+            ],
+        ),
+    )
+
+
+@click.command()
+@click.argument("mac")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Print new lines as they come, while the machine has work."
+)
+@click.option("--interval", type=float, default=1.0, hidden=True)
+@json_option
+def logs(mac: str, follow: bool, interval: float, as_json: bool) -> None:
+    """What the management OS logged on the machine."""
+    server = api()
+
+    def render(lines: list[dict]) -> None:
+        for line in lines:
+            click.echo(f"{line['At']} {line['Level']:<5} {line['Origin']}: {line['Message']}")
+
+    if not follow:
+        show(server.get(f"/machine/{mac}/logs"), as_json, render)
+        return
+    # Polled: the route has no stream yet.  Lines are printed once each (by
+    # ID), one JSON object a line with --json.  Whether the work is still
+    # current is asked before the lines are read, so the lines it logged
+    # before it ended are all printed before this ends.
+    seen = 0
+    while True:
+        working = server.get(f"/machine/{mac}").get("Progress") is not None
+        new = [line for line in server.get(f"/machine/{mac}/logs") if line["ID"] > seen]
+        if as_json:
+            for line in new:
+                click.echo(json.dumps(line))
+        else:
+            render(new)
+        seen = max([seen, *(line["ID"] for line in new)])
+        if not working:
+            return
+        time.sleep(interval)
