@@ -106,13 +106,15 @@ class IPMIDriver:
         except Exception as e:
             raise PowerError(f"{where}: {type(e).__name__}: {str(e)[:200]}") from None
         if isinstance(found, dict) and "error" in found:
-            raise PowerError(f"{where}: {found['error']}")
+            raise _failure(where, Exception(str(found["error"])))
         return found
 
 
 def _failure(where: str, e: Exception) -> PowerError:
     text = str(e) or type(e).__name__
-    # pyghmi says "timeout" for a BMC that never answered.
-    if "timeout" in text.lower() or "timed out" in text.lower():
+    # pyghmi says "timeout" for a BMC that never answered, or, when its
+    # session gave up waiting first, "Session no longer connected".
+    lowered = text.lower()
+    if any(s in lowered for s in ("timeout", "timed out", "no longer connected")):
         return PowerTimeout(f"{where}: no answer ({text[:200]})")
     return PowerError(f"{where}: {text[:300]}")
