@@ -6,7 +6,7 @@ import click
 
 from pxed.cli import config
 from pxed.cli.client import AUTH, Api, CliError, api
-from pxed.cli.output import fields, json_option, show, table
+from pxed.cli.output import fields, json_option, show, show_table
 
 USER_FIELDS = ("Username", "Name", "Email", "Role", "GitHub", "CreatedAt")
 
@@ -48,18 +48,15 @@ def users() -> None:
 @json_option
 def users_list(as_json: bool) -> None:
     """Every user."""
-    show(
+    show_table(
         api().get("/users"),
         as_json,
-        lambda rows: table(
-            rows,
-            [
-                ("USERNAME", lambda u: u["Username"]),
-                ("ROLE", lambda u: u["Role"]),
-                ("EMAIL", lambda u: u["Email"]),
-                ("NAME", lambda u: u["Name"]),
-            ],
-        ),
+        [
+            ("USERNAME", "Username"),
+            ("ROLE", "Role"),
+            ("EMAIL", "Email"),
+            ("NAME", "Name"),
+        ],
     )
 
 
@@ -130,20 +127,17 @@ def _owner(server: Api, user: str | None) -> str:
 def tokens_list(user: str | None, as_json: bool) -> None:
     """The tokens (never their secrets)."""
     server = api()
-    show(
+    show_table(
         server.get(f"/user/{_owner(server, user)}/tokens"),
         as_json,
-        lambda rows: table(
-            rows,
-            [
-                ("ID", lambda t: t["ID"]),
-                ("NAME", lambda t: t["Name"]),
-                ("PREFIX", lambda t: t["Prefix"]),
-                ("CREATED", lambda t: t["CreatedAt"]),
-                ("EXPIRES", lambda t: t["ExpiresAt"] or "never"),
-                ("LAST USED", lambda t: t["LastUsedAt"] or "never"),
-            ],
-        ),
+        [
+            ("ID", "ID"),
+            ("NAME", "Name"),
+            ("PREFIX", "Prefix"),
+            ("CREATED", "CreatedAt"),
+            ("EXPIRES", lambda t: t["ExpiresAt"] or "never"),
+            ("LAST USED", lambda t: t["LastUsedAt"] or "never"),
+        ],
     )
 
 

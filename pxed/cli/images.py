@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pxed.cli.client import SERVER_ERROR, CliError, api
-from pxed.cli.output import fields, json_option, show, size, table
+from pxed.cli.output import fields, json_option, show, show_table, size, table
 from pxed.cli.transfer import CHUNK, Progress, chunks, sha256_of
 
 IMAGE_FIELDS = (
@@ -28,19 +28,16 @@ def images_list(user: str | None, as_json: bool) -> None:
     """Your images."""
     server = api()
     owner = user or server.me()["Username"]
-    show(
+    show_table(
         server.get(f"/user/{owner}/images"),
         as_json,
-        lambda rows: table(
-            rows,
-            [
-                ("UUID", lambda i: i["UUID"]),
-                ("NAME", lambda i: i["Name"]),
-                ("VERSIONS", lambda i: len(i["Versions"])),
-                ("LATEST SIZE", lambda i: size(i["Versions"][-1]["Size"]) if i["Versions"] else ""),
-                ("COMPRESSION", lambda i: i["DiskCompressionStrategy"]),
-            ],
-        ),
+        [
+            ("UUID", "UUID"),
+            ("NAME", "Name"),
+            ("VERSIONS", lambda i: len(i["Versions"])),
+            ("LATEST SIZE", lambda i: size(i["Versions"][-1]["Size"]) if i["Versions"] else ""),
+            ("COMPRESSION", "DiskCompressionStrategy"),
+        ],
     )
 
 
@@ -53,7 +50,7 @@ def _render_image(image: dict) -> None:
             ("  VERSION", lambda v: f"  {v['Version']}"),
             ("SIZE", lambda v: size(v["Size"])),
             ("SHA256", lambda v: v.get("Checksum") or v.get("Sha256") or ""),
-            ("CREATED", lambda v: v["CreatedAt"]),
+            ("CREATED", "CreatedAt"),
         ],
     )
 

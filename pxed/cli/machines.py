@@ -9,7 +9,7 @@ import click
 
 from pxed.cli.client import api
 from pxed.cli.deploy import deploy
-from pxed.cli.output import fields, json_option, show, table
+from pxed.cli.output import fields, json_option, show, show_table, table
 
 __all__ = ["deploy", "events", "logs", "machines", "queue"]
 
@@ -29,10 +29,10 @@ def machine_table(rows: list[dict]) -> None:
         rows,
         [
             ("MAC", lambda m: m["MacAddress"]["Address"]),
-            ("NAME", lambda m: m["Name"]),
-            ("ARCH", lambda m: m["Architecture"]),
+            ("NAME", "Name"),
+            ("ARCH", "Architecture"),
             ("MANAGED", lambda m: "yes" if m["Managed"] else "no"),
-            ("STATE", lambda m: m["State"]),
+            ("STATE", "State"),
             ("PROGRESS", _step),
         ],
     )
@@ -145,19 +145,16 @@ def queue(mac: str, cancel_id: int | None, as_json: bool) -> None:
         cancelled = server.delete(f"/machine/{mac}/boot/queue/{cancel_id}")
         show(cancelled, as_json, lambda w: click.echo(f"Work {w['ID']} {w['State']}"))
         return
-    show(
+    show_table(
         server.get(f"/machine/{mac}/boot/queue"),
         as_json,
-        lambda rows: table(
-            rows,
-            [
-                ("ID", lambda w: w["ID"]),
-                ("STATE", lambda w: w["State"]),
-                ("SETUP", lambda w: w["Name"]),
-                ("OWNER", lambda w: w["Username"]),
-                ("CREATED", lambda w: w["CreatedAt"]),
-            ],
-        ),
+        [
+            ("ID", "ID"),
+            ("STATE", "State"),
+            ("SETUP", "Name"),
+            ("OWNER", "Username"),
+            ("CREATED", "CreatedAt"),
+        ],
     )
 
 
@@ -166,18 +163,15 @@ def queue(mac: str, cancel_id: int | None, as_json: bool) -> None:
 @json_option
 def events(mac: str, as_json: bool) -> None:
     """The machine's events: boot answers, work, power actions."""
-    show(
+    show_table(
         api().get(f"/machine/{mac}/events"),
         as_json,
-        lambda rows: table(
-            rows,
-            [
-                ("AT", lambda e: e["At"]),
-                ("ACTOR", lambda e: e["Actor"]),
-                ("ACTION", lambda e: e["Action"]),
-                ("DETAIL", lambda e: e["Detail"]),
-            ],
-        ),
+        [
+            ("AT", "At"),
+            ("ACTOR", "Actor"),
+            ("ACTION", "Action"),
+            ("DETAIL", "Detail"),
+        ],
     )
 
 

@@ -15,9 +15,14 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def table(rows: Sequence[dict], columns: Sequence[tuple[str, Callable[[dict], Any]]]) -> None:
+# (heading, the row's field or a function of the row)
+Column = tuple[str, str | Callable[[dict], Any]]
+
+
+def table(rows: Sequence[dict], columns: Sequence[Column]) -> None:
+    getters = [get if callable(get) else (lambda r, k=get: r.get(k)) for _, get in columns]
     cells = [[h for h, _ in columns]] + [
-        ["" if (v := get(r)) is None else str(v) for _, get in columns] for r in rows
+        ["" if (v := get(r)) is None else str(v) for get in getters] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for row in cells:
@@ -39,6 +44,11 @@ def show(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         emit_json(data)
     else:
         render(data)
+
+
+def show_table(data: Any, as_json: bool, columns: Sequence[Column]) -> None:
+    """A listing: its JSON, or a table of *columns*."""
+    show(data, as_json, lambda rows: table(rows, columns))
 
 
 def size(n: int | None) -> str:
