@@ -118,7 +118,8 @@ class BootView(Service):
 
     def __init__(self, db: DBPool, key: bytes, reactor, refresh: float) -> None:
         self._db = db
-        self._key = key
+        # The machine-credential key (pxed.bootstrap.machine_key), read once.
+        self.key = key
         self._reactor = reactor
         self._refresh = refresh
         self._snapshot = Snapshot({})
@@ -234,7 +235,7 @@ class BootView(Service):
         if self._loading is not None or not self.running:
             return
         self._loading = self._changes
-        d = self._db.read(thd_load, self._key)
+        d = self._db.read(thd_load, self.key)
         d.addCallbacks(self._loaded, self._failed)
 
     def _loaded(self, snapshot: Snapshot) -> None:

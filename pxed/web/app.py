@@ -15,7 +15,6 @@ from twisted.web.resource import IResource
 
 from pxed import bootconfig
 from pxed.answerlog import AnswerLog
-from pxed.bootstrap import machine_key
 from pxed.bootview import BootView
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
@@ -107,7 +106,7 @@ class PxedApp:
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store, power),
             HardwareResource(db, store),
-            BootResource(db, config, origin, machine_key(config.data_dir), view, answers, metrics),
+            BootResource(db, config, origin, view, answers, metrics),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),

@@ -45,7 +45,6 @@ class BootResource:
         db: DBPool,
         config: Config,
         origin: Origin,
-        machine_key: bytes,
         view: BootView,
         answers: AnswerLog,
         metrics: Metrics,
@@ -59,8 +58,8 @@ class BootResource:
         # (architecture, base URL, MAC, token) -> the answer's parameters
         # (an enlistment token is not a machine's: its prefix differs)
         self._params: dict[tuple[str, str, str, str], bootconfig.BootParams] = {}
-        # pxed.bootstrap.machine_key: read once, before any request.
-        self._key = machine_key
+        # The view's key: machine.key, read once at start.
+        self._key = view.key
         self._view = view
         self._answers = answers
 
