@@ -102,6 +102,12 @@ class Config:
     # address may hold open at once.
     header_timeout: Annotated[float, Positive] = 30.0
     max_connections_per_client: Annotated[int, Positive] = 64
+    # Open GET /events/stream answers, all clients together; each holds a
+    # connection and up to 1 MiB of unread events.
+    max_event_streams: Annotated[int, Positive] = 256
+    # Seconds between keep-alive comments on an event stream (proxies drop
+    # idle connections); each also checks the stream's credential again.
+    event_stream_keepalive: Annotated[float, Positive] = 15.0
     migrate: bool = True
     session_hours: Annotated[float, Positive] = 8.0
     machine_token_hours: Annotated[float, Positive] = 4.0

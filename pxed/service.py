@@ -36,6 +36,7 @@ from zope.interface import implementer
 from pxed import imagestore
 from pxed.answerlog import AnswerLog
 from pxed.bootstrap import bootstrap_admin, machine_key, power_key
+from pxed.bootview import TABLES as BOOT_TABLES
 from pxed.bootview import BootView
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
@@ -43,6 +44,8 @@ from pxed.config import Config
 from pxed.db import migrate, stats
 from pxed.db.notify import ChangeListener
 from pxed.db.pool import DBPool, make_engine
+from pxed.eventfeed import TABLES as FEED_TABLES
+from pxed.eventfeed import EventFeed
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
 from pxed.power.service import PowerService
@@ -216,7 +219,13 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     # After the pool (they read and write through it), before the web port.
     view = BootView(db, machine_key(config.data_dir), reactor, config.boot_view_refresh)
     view.setServiceParent(top)
-    ChangeListener(db, view.changed, reactor).setServiceParent(top)
+    # The live event streams' one reader.
+    feed = EventFeed(db, reactor, config.max_event_streams, config.event_stream_keepalive)
+    feed.setServiceParent(top)
+    listener = ChangeListener(db, reactor)
+    listener.watch(BOOT_TABLES, view.changed)
+    listener.watch(FEED_TABLES, feed.changed)
+    listener.setServiceParent(top)
     answers = AnswerLog(db, reactor, config.boot_answer_log_interval)
     answers.setServiceParent(top)
     if not config.log_boot_answers:
@@ -230,7 +239,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         db, power_key(config.data_dir), reactor, config.power_timeout, config.power_retries
     )
     power.setServiceParent(top)
-    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics, power)
+    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics, power, feed)
     site = PxedSite(
         app.resource(),
         config.cors_origins,

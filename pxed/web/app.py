@@ -19,6 +19,7 @@ from pxed.bootview import BootView
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
+from pxed.eventfeed import EventFeed
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
@@ -42,6 +43,7 @@ from pxed.web.queue import QueueResource
 from pxed.web.router import route
 from pxed.web.setups import SetupsResource
 from pxed.web.static import StaticFiles
+from pxed.web.stream import StreamResource
 from pxed.web.users import UsersResource
 from pxed.workers import IOPool
 
@@ -73,6 +75,7 @@ RESOURCES: tuple[type, ...] = (
     StaticResource,
     OpenAPIResource,
     MetricsResource,
+    StreamResource,
 )
 
 # endpoint -> route and access rule, for every route served
@@ -92,6 +95,7 @@ class PxedApp:
         reactor,
         metrics: Metrics,
         power: PowerService,
+        feed: EventFeed,
         github: GitHubClient | None = None,
     ) -> None:
         self.metrics = metrics
@@ -100,6 +104,10 @@ class PxedApp:
         access = ImageAccess(db)
         if github is None and config.github.enabled:
             github = GitHubClient(config.github, reactor, HTTPClient(Agent(reactor)))
+        # Also used by the site, to authenticate uploads before their body.
+        self.authenticator = authenticator = Authenticator(
+            db, bootconfig.networks(config.metrics_networks)
+        )
         self.resources = (
             HealthResource(db),
             UsersResource(db, sessions, store, config.on_user_delete),
@@ -118,13 +126,10 @@ class PxedApp:
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),
             MetricsResource(db, metrics),
+            StreamResource(db, feed, access, authenticator),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()
-        # Also used by the site, to authenticate uploads before their body.
-        self.authenticator = authenticator = Authenticator(
-            db, bootconfig.networks(config.metrics_networks)
-        )
         for resource in self.resources:
             router.mount(self.app, resource, authenticator.authorise)
         router.handle_errors(self.app, config.base_url)
