@@ -22,6 +22,7 @@ from pxed.db.pool import DBPool
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
 from pxed.web import router
 from pxed.web.agent import AgentResource
@@ -93,6 +94,7 @@ class PxedApp:
         metrics: Metrics,
         power: PowerService,
         github: GitHubClient | None = None,
+        mgmtos: ManagementOS | None = None,
     ) -> None:
         self.metrics = metrics
         origin = Origin(config.base_url)
@@ -101,12 +103,12 @@ class PxedApp:
         if github is None and config.github.enabled:
             github = GitHubClient(config.github, reactor, HTTPClient(Agent(reactor)))
         self.resources = (
-            HealthResource(db),
+            HealthResource(db, mgmtos),
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store, power),
             HardwareResource(db, store),
-            BootResource(db, config, origin, view, answers, metrics),
+            BootResource(db, config, origin, view, answers, metrics, mgmtos),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
