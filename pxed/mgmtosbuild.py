@@ -45,10 +45,11 @@ class ManagementOS(Service):
 
     name = "mgmtos"
 
-    def __init__(self, config: Config, reactor, script: Path = SCRIPT) -> None:
+    def __init__(self, config: Config, reactor) -> None:
         self._config = config
         self._reactor = reactor
-        self._script = script
+        # Read here, not bound at import: a test swaps in a quick stand-in.
+        self._script = SCRIPT
         self._state: dict[str, str] = {}
         self._builds: dict[str, _Build] = {}
 
@@ -87,7 +88,9 @@ class ManagementOS(Service):
             command = self.command(outdir)
             why_not = self._cannot_build(arch)
             if why_not is not None:
-                log.warn(
+                # Another architecture's is only news to those who have such machines.
+                emit = log.info if BUILDABLE.get(platform.machine()) != arch else log.warn
+                emit(
                     "{what}; {arch} machines cannot netboot until it is there."
                     " pxed does not build it ({why}): run as root on Debian: {command}",
                     what=what,
@@ -213,7 +216,7 @@ class _Build(protocol.ProcessProtocol):
             if not line:
                 continue
             self.last = line.removeprefix("build.sh: ")
-            log.info("management OS {arch}: {line}", arch=self.arch, line=line)
+            log.info("management OS {arch}: {line}", arch=self.arch, line=self.last)
 
     def kill(self) -> Deferred[None]:
         if not self.ended.called:
