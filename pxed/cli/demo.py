@@ -209,9 +209,9 @@ def _start_vm(qemu: str, boot: str, disk: Path, serial: Path, memory: int) -> su
         "-device", f"virtio-net-pci,netdev=n0,mac={DEMO_MAC}",
         "-boot", "n",
     ]  # fmt: skip
-    return subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # QEMU's own messages go beside the serial log, shown with it on failure.
+    with serial.with_name("qemu.log").open("wb") as out:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
 
 def _follow(
@@ -300,7 +300,10 @@ def _new(rows: list[dict], since: int) -> list[dict]:
 
 
 def _console(serial: Path) -> str:
-    text = serial.read_text(errors="replace") if serial.exists() else ""
+    """The last lines of the VM's serial console and of QEMU's messages."""
+    text = ""
+    for path in (serial, serial.with_name("qemu.log")):
+        text += path.read_text(errors="replace") if path.exists() else ""
     lines = [line for line in text.splitlines() if line.strip()][-15:]
     return ("; the VM's console ended with:\n" + "\n".join(lines)) if lines else ""
 
