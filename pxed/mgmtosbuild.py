@@ -71,52 +71,59 @@ class ManagementOS(Service):
     def startService(self) -> None:
         super().startService()
         for arch in self._config.mgmtos:
-            missing = self._missing(arch)
-            if not missing:
-                self._state[arch] = READY
-                continue
-            self._state[arch] = MISSING
-            outdir = self._outdir(arch)
-            what = f"management OS {arch} missing ({', '.join(missing)} under {self._static})"
-            if outdir is None:
-                log.warn(
-                    "{what}: put the files there (pxed's build script makes vmlinuz and"
-                    " initramfs in one directory)",
-                    what=what,
-                )
-                continue
-            command = self.command(outdir)
-            why_not = self._cannot_build(arch)
-            if why_not is not None:
-                # Another architecture's is only news to those who have such machines.
-                emit = log.info if BUILDABLE.get(platform.machine()) != arch else log.warn
-                emit(
-                    "{what}; {arch} machines cannot netboot until it is there."
-                    " pxed does not build it ({why}): run as root on Debian: {command}",
-                    what=what,
-                    arch=arch,
-                    why=why_not,
-                    command=command,
-                )
-                continue
+            self._state[arch] = READY if not self._missing(arch) else MISSING
+            if self._state[arch] == MISSING:
+                self._build_or_say(arch)
+
+    def _build_or_say(self, arch: str) -> None:
+        """Start building *arch*'s missing management OS, or log why not and
+        the command that would."""
+        outdir = self._outdir(arch)
+        what = (
+            f"management OS {arch} missing ({', '.join(self._missing(arch))} under {self._static})"
+        )
+        if outdir is None:
             log.warn(
-                "management OS {arch} missing: building it into {outdir} (a few minutes the"
-                " first time); machines are told to boot from disk until it is ready",
-                arch=arch,
-                outdir=str(outdir),
+                "{what}: put the files there (pxed's build script makes vmlinuz and"
+                " initramfs in one directory)",
+                what=what,
             )
-            self._state[arch] = BUILDING
-            build = _Build(arch, outdir, command, self._finished)
-            build.started = self._reactor.seconds()
-            self._builds[arch] = build
-            env = {
-                **os.environ,
-                "LC_ALL": "C",
-                "PXED_MGMTOS_CACHE": str(self._config.mgmtos_cache),
-            }
-            bash = shutil.which("bash") or "/bin/bash"
+            return
+        command = self.command(outdir)
+        why_not = self._cannot_build(arch)
+        if why_not is not None:
+            # Another architecture's is only news to those who have such machines.
+            emit = log.info if BUILDABLE.get(platform.machine()) != arch else log.warn
+            emit(
+                "{what}; {arch} machines cannot netboot until it is there."
+                " pxed does not build it ({why}): run as root on Debian: {command}",
+                what=what,
+                arch=arch,
+                why=why_not,
+                command=command,
+            )
+            return
+        log.warn(
+            "management OS {arch} missing: building it into {outdir} (a few minutes the"
+            " first time); machines are told to boot from disk until it is ready",
+            arch=arch,
+            outdir=str(outdir),
+        )
+        build = _Build(arch, outdir, command, self._finished)
+        build.started = self._reactor.seconds()
+        env = {**os.environ, "LC_ALL": "C", "PXED_MGMTOS_CACHE": str(self._config.mgmtos_cache)}
+        bash = shutil.which("bash") or "/bin/bash"
+        try:
             self._reactor.spawnProcess(build, bash, [bash, str(self._script), str(outdir)], env=env)
-            build.timeout = self._reactor.callLater(BUILD_TIMEOUT, build.kill)
+        except OSError as e:
+            self._state[arch] = FAILED
+            log.error(
+                "management OS {arch}: cannot start {command}: {e}", arch=arch, command=command, e=e
+            )
+            return
+        self._state[arch] = BUILDING
+        self._builds[arch] = build
+        build.timeout = self._reactor.callLater(BUILD_TIMEOUT, build.kill)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 
 from pxed import tools
 from pxed.cli.demo import DEMO_MAC, IMAGE_SIZE, MIB, make_disk_image
+from tests.cli.conftest import Pxectl, token_of
 from tests.helpers import require_tool
 
 
@@ -41,3 +43,22 @@ async def test_without_qemu_it_names_the_packages_and_makes_nothing(pxectl):
     assert "qemu-system-x86_64 not found: apt-get install qemu-system-x86 ipxe-qemu" in result.err
     r = await pxectl.server.admin.get(f"/machine/{DEMO_MAC}")
     assert r.code == 404
+
+
+@pytest.mark.e2e
+@pytest_twisted.ensureDeferred
+async def test_off_the_boot_networks_it_says_what_to_set(start_server, tmp_path: Path):
+    require_tool("qemu-system-x86_64", "qemu-system-x86")
+    # Stand-ins for the management OS: the VM is refused before it would fetch it.
+    static = tmp_path / "static"
+    (static / "mgmtos" / "x86_64").mkdir(parents=True)
+    for name in ("vmlinuz", "initramfs"):
+        (static / "mgmtos" / "x86_64" / name).write_bytes(b"not fetched")
+    server = await start_server(boot_networks=["10.0.0.0/8"], static_dir=str(static))
+    pxectl = Pxectl(server, tmp_path / "config", token_of(server.admin))
+    result = await pxectl("demo", "--timeout", "120")
+    assert result.code == 1, result
+    assert "event  boot.answer: local disk: client not on a boot network" in result.out
+    assert 'add "127.0.0.0/8" to boot_networks' in result.err
+    assert "Removed what the demo made" in result.out
+    assert (await server.admin.get(f"/machine/{DEMO_MAC}")).code == 404
