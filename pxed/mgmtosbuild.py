@@ -82,6 +82,15 @@ class ManagementOS(Service):
         what = (
             f"management OS {arch} missing ({', '.join(self._missing(arch))} under {self._static})"
         )
+        if arch not in BUILDABLE.values():
+            # Only news to those who have such machines.
+            log.info(
+                "{what}; {arch} machines cannot netboot until its vmlinuz and initramfs are"
+                " there (pxed's build script makes x86_64 only)",
+                what=what,
+                arch=arch,
+            )
+            return
         if outdir is None:
             log.warn(
                 "{what}: put the files there (pxed's build script makes vmlinuz and"
@@ -92,11 +101,9 @@ class ManagementOS(Service):
         command = self.command(outdir)
         why_not = self._cannot_build(arch)
         if why_not is not None:
-            # Another architecture's is only news to those who have such machines.
-            emit = log.info if BUILDABLE.get(platform.machine()) != arch else log.warn
-            emit(
+            log.warn(
                 "{what}; {arch} machines cannot netboot until it is there."
-                " pxed does not build it ({why}): run as root on Debian: {command}",
+                " pxed does not build it ({why}): run as root on Debian ({arch}): {command}",
                 what=what,
                 arch=arch,
                 why=why_not,
@@ -190,7 +197,7 @@ class ManagementOS(Service):
             return "mgmtos_build is off"
         host = platform.machine()
         if BUILDABLE.get(host) != arch:
-            return f"this host is {host}; the build script makes x86_64 only"
+            return f"this host is {host}"
         if os.geteuid() != 0:
             return "not running as root"
         if not Path("/etc/debian_version").exists():

@@ -40,7 +40,9 @@ async def test_missing_management_os_is_reported_with_the_command(start_server, 
     out = (server.config.static_path / "mgmtos" / "x86_64").absolute()
     text = "\n".join(logged)
     assert "management OS x86_64 missing (mgmtos/x86_64/vmlinuz, mgmtos/x86_64/initramfs" in text
-    assert f"(mgmtos_build is off): run as root on Debian: bash {mgmtosbuild.SCRIPT} {out}" in text
+    command = f"bash {mgmtosbuild.SCRIPT} {out}"
+    assert f"(mgmtos_build is off): run as root on Debian (x86_64): {command}" in text
+    assert "arm64 machines cannot netboot until its vmlinuz and initramfs are there" in text
     # Built by hand while pxed runs: /healthz sees it.
     out.mkdir(parents=True)
     (out / "vmlinuz").write_bytes(b"k")
