@@ -10,7 +10,9 @@
    boot answers come from it), the PostgreSQL listener that tells it of
    other servers' changes, and the boot answers' event log.
 6. Power service (machines' BMCs; its IPMI thread pool).
-7. Web service (the listening port: Twisted's StreamServerEndpointService).
+7. The management OS: a missing one is built in the background
+   (pxed/mgmtosbuild.py); the boot routes ask it whether it is building.
+8. Web service (the listening port: Twisted's StreamServerEndpointService).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -48,6 +50,7 @@ from pxed.eventfeed import TABLES as FEED_TABLES
 from pxed.eventfeed import EventFeed
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
 from pxed.storage import Storage
 from pxed.web.app import PxedApp
@@ -239,7 +242,11 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         db, power_key(config.data_dir), reactor, config.power_timeout, config.power_retries
     )
     power.setServiceParent(top)
-    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics, power, feed)
+    mgmtos = ManagementOS(config, reactor)
+    mgmtos.setServiceParent(top)
+    app = PxedApp(
+        config, db, io, store, builder, view, answers, reactor, metrics, power, feed, mgmtos=mgmtos
+    )
     site = PxedSite(
         app.resource(),
         config.cors_origins,

@@ -23,6 +23,7 @@ from pxed.eventfeed import EventFeed
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
 from pxed.web import router
 from pxed.web.agent import AgentResource
@@ -97,6 +98,7 @@ class PxedApp:
         power: PowerService,
         feed: EventFeed,
         github: GitHubClient | None = None,
+        mgmtos: ManagementOS | None = None,
     ) -> None:
         self.metrics = metrics
         origin = Origin(config.base_url)
@@ -109,12 +111,12 @@ class PxedApp:
             db, bootconfig.networks(config.metrics_networks)
         )
         self.resources = (
-            HealthResource(db),
+            HealthResource(db, mgmtos),
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store, power),
             HardwareResource(db, store),
-            BootResource(db, config, origin, view, answers, metrics),
+            BootResource(db, config, origin, view, answers, metrics, mgmtos),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
