@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import click
 
 from pxed import tools
-from pxed.cli.client import SERVER_ERROR, Api, CliError, api
+from pxed.cli.client import CONNECTION, SERVER_ERROR, Api, CliError, EventStream, api
 from pxed.cli.transfer import Progress, chunks, human
 
 # A locally administered MAC (the 02 bit of the first byte): no real NIC has it.
@@ -66,14 +66,16 @@ def demo(timeout: float, keep: bool, memory: int) -> None:
             _wait_for_mgmtos(server, deadline)
             _machine(server, made)
             image, sha = _image(server, made, Path(tmp))
-            work = _queue(server, made, image)
             disk, serial = Path(tmp) / "disk.raw", Path(tmp) / "serial.log"
             with disk.open("wb") as f:
                 f.truncate(DISK_SIZE)
-            boot = _boot_url(server.url)
-            say(f"[5/7] VM: {Path(qemu).name} (TCG), booting iPXE from {boot}")
-            vm = _start_vm(qemu, boot, disk, serial, memory)
-            _follow(server, made, work, vm, serial, deadline)
+            # What happens to the machine, from before its work is queued.
+            with server.events(machine=DEMO_MAC) as stream:
+                work = _queue(server, made, image)
+                boot = _boot_url(server.url)
+                say(f"[5/7] VM: {Path(qemu).name} (TCG), booting iPXE from {boot}")
+                vm = _start_vm(qemu, boot, disk, serial, memory)
+                _follow(stream, work, vm, serial, deadline)
             if vm.returncode != 0:
                 raise CliError(f"QEMU exited with {vm.returncode}{_console(serial)}")
             say("[6/7] VM: stopped once its management OS had reported (QEMU -no-reboot)")
@@ -176,8 +178,6 @@ def _queue(server: Api, made: _Made, image: str) -> dict:
         {"Name": "pxed-demo", "Images": [{"UUID": image, "Update": False}]},
     )
     made.setup = (me, setup["UUID"])
-    made.since = max([0, *(e["ID"] for e in server.get(f"/machine/{DEMO_MAC}/events"))])
-    made.log_since = max([0, *(line["ID"] for line in server.get(f"/machine/{DEMO_MAC}/logs"))])
     # No power driver (the VM has no BMC), so no Power nor After: demo
     # starts the VM itself, and QEMU (-no-reboot) ends when the management
     # OS reboots or powers off after reporting.
@@ -215,55 +215,50 @@ def _start_vm(qemu: str, boot: str, disk: Path, serial: Path, memory: int) -> su
 
 
 def _follow(
-    server: Api, made: _Made, work: dict, vm: subprocess.Popen, serial: Path, deadline: float
+    stream: EventStream, work: dict, vm: subprocess.Popen, serial: Path, deadline: float
 ) -> None:
     """What pxed says of the machine (its events, its management OS's log
-    lines, the image's progress), as it happens, until the work ended and
-    the VM stopped."""
+    lines, the image's progress), as it happens, until the work ended."""
     tag = f"work={work['ID']}"
-    since, log_since = made.since, made.log_since
     shown_percent = -1
     image_line = ""
-    ended = None
-    while True:
-        for event in _new(server.get(f"/machine/{DEMO_MAC}/events"), since):
-            since = max(since, event["ID"])
-            say(f"      event  {event['Action']}: {event['Detail']}")
-            if event["Action"] == "boot.answer" and "not on a boot network" in event["Detail"]:
+    for kind, data in stream:
+        if kind == "event":
+            say(f"      event  {data['Action']}: {data['Detail']}")
+            if data["Action"] == "boot.answer" and "not on a boot network" in data["Detail"]:
                 raise CliError(
                     "pxed told the VM to boot from disk: QEMU's user networking reaches pxed"
                     " from 127.0.0.1, which is not in pxed's boot_networks; add"
                     ' "127.0.0.0/8" to boot_networks in its config and restart it'
                 )
-            if event["Action"] in ENDED and tag in event["Detail"].split():
-                ended = event
-        for line in _new(server.get(f"/machine/{DEMO_MAC}/logs"), log_since):
-            log_since = max(log_since, line["ID"])
-            say(f"      mgmtos {line['Level']}: {line['Message']}")
-        progress = server.get(f"/machine/{DEMO_MAC}")["Progress"]
-        if progress is not None and progress["Image"] and progress["ImageTotal"]:
-            percent = min(100, progress["ImageWritten"] * 100 // progress["ImageTotal"])
-            if percent // 10 != shown_percent // 10:
-                shown_percent = percent
-                image_line = f"image {progress['Image'][:8]}"
-                say(
-                    f"[5/7] {image_line} written {percent}%"
-                    f" ({human(progress['ImageWritten'])} of {human(progress['ImageTotal'])})"
-                )
-        if ended is not None:
-            if ended["Action"] != "queue.done":
-                how = ended["Action"].removeprefix("queue.")
-                raise CliError(f"the work {how}: {ended['Detail']}{_console(serial)}")
-            if shown_percent < 100:
-                # Written faster than this polls: the work's end says all of it was.
-                say(f"[5/7] {image_line or 'image'} written 100% ({human(IMAGE_SIZE)})")
-            say(f"[5/7] work {work['ID']} done")
-            break
+            if data["Action"] in ENDED and tag in data["Detail"].split():
+                if data["Action"] != "queue.done":
+                    how = data["Action"].removeprefix("queue.")
+                    raise CliError(f"the work {how}: {data['Detail']}{_console(serial)}")
+                if shown_percent < 100:
+                    # The last report came with the end: all of it was written.
+                    say(f"[5/7] {image_line or 'image'} written 100% ({human(IMAGE_SIZE)})")
+                say(f"[5/7] work {work['ID']} done")
+                break
+        elif kind == "log":
+            say(f"      mgmtos {data['Level']}: {data['Message']}")
+        elif kind == "progress" and (progress := data["Progress"]) is not None:
+            if progress["Image"] and progress["ImageTotal"]:
+                percent = min(100, progress["ImageWritten"] * 100 // progress["ImageTotal"])
+                if percent // 10 != shown_percent // 10:
+                    shown_percent = percent
+                    image_line = f"image {progress['Image'][:8]}"
+                    say(
+                        f"[5/7] {image_line} written {percent}%"
+                        f" ({human(progress['ImageWritten'])} of {human(progress['ImageTotal'])})"
+                    )
+        # Checked at each message, and at least at each keep-alive.
         if vm.poll() is not None:
             raise CliError(f"the VM stopped before its work ended{_console(serial)}")
         if time.monotonic() > deadline:
             raise CliError(f"timed out (--timeout) before the work ended{_console(serial)}")
-        time.sleep(POLL)
+    else:
+        raise CliError("the event stream ended before the work did", CONNECTION)
     # The management OS reboots or powers off once it has reported.
     while vm.poll() is None:
         if time.monotonic() > deadline:
@@ -293,10 +288,6 @@ def _get_or_none(server: Api, path: str) -> dict | None:
         if e.exit_code == 4:
             return None
         raise
-
-
-def _new(rows: list[dict], since: int) -> list[dict]:
-    return sorted((r for r in rows if r["ID"] > since), key=lambda r: r["ID"])
 
 
 def _console(serial: Path) -> str:
@@ -342,8 +333,6 @@ class _Made:
         self.machine = False
         self.image: str | None = None
         self.setup: tuple[str, str] | None = None
-        # The machine's last event and log line before the demo's work.
-        self.since = self.log_since = 0
 
     def clean(self) -> None:
         if self.keep:

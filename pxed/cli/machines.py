@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
@@ -180,33 +179,33 @@ def events(mac: str, as_json: bool) -> None:
 @click.option(
     "-f", "--follow", is_flag=True, help="Print new lines as they come, while the machine has work."
 )
-@click.option("--interval", type=float, default=1.0, hidden=True)
 @json_option
-def logs(mac: str, follow: bool, interval: float, as_json: bool) -> None:
+def logs(mac: str, follow: bool, as_json: bool) -> None:
     """What the management OS logged on the machine."""
     server = api()
 
     def render(lines: list[dict]) -> None:
         for line in lines:
-            click.echo(f"{line['At']} {line['Level']:<5} {line['Origin']}: {line['Message']}")
+            if as_json and follow:
+                click.echo(json.dumps(line))
+            elif not as_json:
+                click.echo(f"{line['At']} {line['Level']:<5} {line['Origin']}: {line['Message']}")
 
     if not follow:
         show(server.get(f"/machine/{mac}/logs"), as_json, render)
         return
-    # Polled: the route has no stream yet.  Lines are printed once each (by
-    # ID), one JSON object a line with --json.  Whether the work is still
-    # current is asked before the lines are read, so the lines it logged
-    # before it ended are all printed before this ends.
-    seen = 0
-    while True:
-        working = server.get(f"/machine/{mac}").get("Progress") is not None
-        new = [line for line in server.get(f"/machine/{mac}/logs") if line["ID"] > seen]
-        if as_json:
-            for line in new:
-                click.echo(json.dumps(line))
-        else:
-            render(new)
-        seen = max([seen, *(line["ID"] for line in new)])
-        if not working:
+    # Followed on the event stream (opened first: nothing is missed between
+    # the lines so far and the new ones), one JSON object a line with
+    # --json, until the machine's work ends.
+    with server.events(machine=mac) as stream:
+        lines = server.get(f"/machine/{mac}/logs")
+        render(lines)
+        seen = max([0, *(line["ID"] for line in lines)])
+        if server.get(f"/machine/{mac}").get("Progress") is None:
             return
-        time.sleep(interval)
+        for kind, data in stream:
+            if kind == "log" and data["ID"] > seen:
+                seen = data["ID"]
+                render([{k: v for k, v in data.items() if k != "MAC"}])
+            elif kind == "progress" and data["Progress"] is None:
+                return
