@@ -199,6 +199,7 @@ class Pxed:
     web: StreamServerEndpointService
     store: ImageStore | None = None
     builder: BuildWorker | None = None
+    feed: EventFeed | None = None
 
 
 def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
@@ -261,7 +262,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     )
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)
-    return Pxed(top, db, app, web, store=store, builder=builder)
+    return Pxed(top, db, app, web, store=store, builder=builder, feed=feed)
 
 
 def makeService(config: Config, reactor=None) -> MultiService:

@@ -157,21 +157,40 @@ def queue(mac: str, cancel_id: int | None, as_json: bool) -> None:
     )
 
 
+EVENT_COLUMNS = [("AT", "At"), ("ACTOR", "Actor"), ("ACTION", "Action"), ("DETAIL", "Detail")]
+
+
 @click.command()
-@click.argument("mac")
+@click.argument("mac", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Print events as they happen (Ctrl-C ends).")
+@click.option("--until", metavar="ACTION", help="With -f: exit once an event ACTION happens.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @json_option
-def events(mac: str, as_json: bool) -> None:
-    """The machine's events: boot answers, work, power actions."""
-    show_table(
-        api().get(f"/machine/{mac}/events"),
-        as_json,
-        [
-            ("AT", "At"),
-            ("ACTOR", "Actor"),
-            ("ACTION", "Action"),
-            ("DETAIL", "Detail"),
-        ],
-    )
+def events(mac: str | None, follow: bool, until: str | None, limit: int, as_json: bool) -> None:
+    """The events of machine MAC (boot answers, work, power actions), or
+    without MAC the whole audit log (admins).  With -f, those to come (of
+    everything you may see, without MAC)."""
+    server = api()
+    if until is not None and not follow:
+        raise click.UsageError("--until goes with -f")
+    if not follow:
+        path = f"/machine/{mac}/events" if mac else f"/events?limit={limit}"
+        show_table(server.get(path), as_json, EVENT_COLUMNS)
+        return
+    query = {"machine": mac} if mac else {}
+    with server.events(**query) as stream:
+        for kind, data in stream:
+            if kind != "event":
+                continue
+            if as_json:
+                click.echo(json.dumps(data))
+            else:
+                target = data["MAC"] or f"{data['TargetType']}:{data['Target']}"
+                click.echo(
+                    f"{data['At']} {target} {data['Actor']} {data['Action']} {data['Detail']}"
+                )
+            if data["Action"] == until:
+                return
 
 
 @click.command()
