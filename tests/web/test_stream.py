@@ -3,6 +3,7 @@ may see."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
 from pxed.db import builds
@@ -158,3 +159,18 @@ async def test_a_revoked_token_ends_its_stream(start_server):
     assert r.code == 200, r.text
     # Ended by the server at its next check.
     await source.ended
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_what_another_server_does_is_streamed_at_once(start_server):
+    """Two pxed on one PostgreSQL database: a stream on one hears what the
+    other writes through NOTIFY, well before its 5 s safety poll."""
+    one = await start_server()
+    other = await start_server(database=one.config.database, data_dir=str(one.config.data_dir))
+    source = await EventSource.open(one.admin)
+    assert source.code == 200
+    await add_machine(other)
+    created = await source.until("event", lambda e: e["Action"] == "machine.create", timeout=3)
+    assert created["MAC"] == MAC
+    source.close()
