@@ -24,6 +24,7 @@ from pxed.db.feed import Batch, Cursor, Moved
 from pxed.db.pool import DBPool
 from pxed.db.progress import Progress
 from pxed.errors import ServiceUnavailable
+from pxed.metrics import Metrics
 
 log = Logger()
 
@@ -50,7 +51,13 @@ class EventFeed(Service):
     name = "event-feed"
 
     def __init__(
-        self, db: DBPool, reactor, max_streams: int, keepalive: float = 15.0, poll: float = 5.0
+        self,
+        db: DBPool,
+        reactor,
+        max_streams: int,
+        keepalive: float = 15.0,
+        poll: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._reactor = reactor
@@ -65,6 +72,8 @@ class EventFeed(Service):
         self._dirty = False
         self._keepalive = keepalive
         self._loops: list[LoopingCall] = []
+        if metrics is not None:
+            metrics.event_streams.set_function(lambda: len(self._streams))
 
     @property
     def streams(self) -> int:

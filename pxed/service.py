@@ -224,7 +224,9 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     view = BootView(db, machine_key(config.data_dir), reactor, config.boot_view_refresh)
     view.setServiceParent(top)
     # The live event streams' one reader.
-    feed = EventFeed(db, reactor, config.max_event_streams, config.event_stream_keepalive)
+    feed = EventFeed(
+        db, reactor, config.max_event_streams, config.event_stream_keepalive, metrics=metrics
+    )
     feed.setServiceParent(top)
     listener = ChangeListener(db, reactor)
     listener.watch(BOOT_TABLES, view.changed)

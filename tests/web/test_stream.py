@@ -18,6 +18,7 @@ from tests.helpers import (
     new_image,
     upload_version,
 )
+from tests.web.test_metrics import scrape, value
 
 
 @pytest_twisted.ensureDeferred
@@ -133,6 +134,7 @@ async def test_no_credential_bad_parameters_and_a_bound_on_streams(start_server)
     assert bad.code == 400 and b"everything" in bad.body
     open_ = [await EventSource.open(server.admin) for _ in range(2)]
     assert [s.code for s in open_] == [200, 200]
+    assert value(await scrape(server.admin), "pxed_event_streams") == 2
     full = await EventSource.open(server.admin)
     assert full.code == 503 and b"max_event_streams" in full.body
     open_[0].close()
