@@ -22,7 +22,7 @@ changes during a load make one more."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -129,6 +129,10 @@ class BootView(Service):
         self._changes = 1
         self._seen = 0
         self._loading: int | None = None  # the change count its load began at
+        # Credentials minted while a load ran: that load may have read the
+        # database before they were stored, so they are applied to what it
+        # brings (else the next answer would mint again, a write).
+        self._minted_meanwhile: list[Callable[[Snapshot], None]] = []
         # (change count needed, Deferred) of answers waiting for a load
         self._waiting: list[tuple[int, Deferred[None]]] = []
         self._loop: LoopingCall | None = None
@@ -187,7 +191,15 @@ class BootView(Service):
         return token
 
     def minted(self, entry: BootEntry, token: str, expires: dt.datetime) -> None:
-        self._snapshot.tokens[(entry.machine.id, entry.work_id)] = (token, expires)
+        def apply(snapshot: Snapshot) -> None:
+            snapshot.tokens[(entry.machine.id, entry.work_id)] = (token, expires)
+
+        self._apply_mint(apply)
+
+    def _apply_mint(self, apply: Callable[[Snapshot], None]) -> None:
+        apply(self._snapshot)
+        if self._loading is not None:
+            self._minted_meanwhile.append(apply)
 
     # -- enlistment (unknown MACs, config enlist)
 
@@ -205,12 +217,15 @@ class BootView(Service):
         return mac in snapshot.refused or len(snapshot.enlisting) + snapshot.waiting >= limit
 
     def enlist_minted(self, mac: str, found: tuple[str, dt.datetime] | None) -> None:
-        if found is None:
-            if len(self._snapshot.refused) >= 4096:
-                self._snapshot.refused.clear()
-            self._snapshot.refused.add(mac)
-        else:
-            self._snapshot.enlisting[mac] = found
+        def apply(snapshot: Snapshot) -> None:
+            if found is None:
+                if len(snapshot.refused) >= 4096:
+                    snapshot.refused.clear()
+                snapshot.refused.add(mac)
+            else:
+                snapshot.enlisting[mac] = found
+
+        self._apply_mint(apply)
 
     def ready(self, needed: int | None = None) -> Deferred[None]:
         """Fires once the view has seen *needed* changes (default: every
@@ -242,6 +257,9 @@ class BootView(Service):
         began, self._loading = self._loading, None
         assert began is not None
         self.loads += 1
+        for apply in self._minted_meanwhile:
+            apply(snapshot)
+        self._minted_meanwhile.clear()
         self._snapshot = snapshot
         self._seen = began
         waiting, self._waiting = self._waiting, []
@@ -256,6 +274,7 @@ class BootView(Service):
 
     def _failed(self, failure: Failure) -> None:
         self._loading = None
+        self._minted_meanwhile.clear()  # still in the snapshot kept
         log.failure("loading the boot view", failure)
         # Waiting answers fail (the database is not answering); the next
         # answer or change tries again.

@@ -166,7 +166,9 @@ class EventStream:
 
     def _end(self) -> None:
         if not self.done.called:
-            self._request.unregisterProducer()
+            # Gone with the connection, when that is why it ends.
+            if getattr(self._request, "channel", None) is not None:
+                self._request.unregisterProducer()
             self.done.callback(None)
 
 
