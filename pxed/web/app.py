@@ -28,6 +28,7 @@ from pxed.web.agent import AgentResource
 from pxed.web.auth import Authenticator, Sessions
 from pxed.web.boot import BootResource
 from pxed.web.builds import BuildsResource
+from pxed.web.dashboard import DashboardResource
 from pxed.web.github import GitHubResource
 from pxed.web.hardware import HardwareResource
 from pxed.web.health import HealthResource
@@ -73,6 +74,7 @@ RESOURCES: tuple[type, ...] = (
     StaticResource,
     OpenAPIResource,
     MetricsResource,
+    DashboardResource,
 )
 
 # endpoint -> route and access rule, for every route served
@@ -118,6 +120,7 @@ class PxedApp:
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),
             MetricsResource(db, metrics),
+            DashboardResource(),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()
