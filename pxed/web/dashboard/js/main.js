@@ -23,6 +23,7 @@ const ROUTES = [
 
 const context = { me: null };
 let stop = null;
+let generation = 0; // the newest route; an older one still loading is dropped
 
 function signInPage(main) {
   show(main, html`
@@ -83,14 +84,21 @@ async function route() {
   for (const [pattern, render] of ROUTES) {
     const match = pattern.exec(path);
     if (!match) continue;
-    show(main, html`<p class="muted">Loading…</p>`);
+    // A fresh element per page: the listeners a page adds go with it.
+    const page = document.createElement("div");
+    show(page, html`<p class="muted">Loading…</p>`);
+    main.replaceChildren(page);
+    const mine = ++generation;
     try {
       const args = match.slice(1).map(decodeURIComponent);
-      stop = (await render(main, context, ...args)) || null;
+      const stopper = (await render(page, context, ...args)) || null;
+      if (mine !== generation) { if (stopper) stopper(); return; }
+      stop = stopper;
       const heading = main.querySelector("h1");
       if (heading) document.title = `${heading.textContent} · pxed`;
     } catch (err) {
-      show(main, html`<h1>Not shown</h1><p>${err.message}</p>`);
+      if (mine !== generation) return;
+      show(page, html`<h1>Not shown</h1><p>${err.message}</p>`);
       fail(err);
     }
     return;
@@ -105,7 +113,7 @@ async function start() {
     announce("Signed out");
     signedOut();
   });
-  window.addEventListener("hashchange", () => { announce(""); route(); });
+  window.addEventListener("hashchange", route);
   try {
     context.me = await get("/user/me");
   } catch (err) {
