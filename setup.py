@@ -23,6 +23,8 @@ setup(
     package_data={
         "pxed.db": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
         "twisted.plugins": ["pxed_plugin.py"],
+        # The web dashboard's files, served as they are (no build step).
+        "pxed.web": ["dashboard/*.html", "dashboard/*.css", "dashboard/js/*.js"],
     },
     include_package_data=True,
     install_requires=[
@@ -55,6 +57,9 @@ setup(
             # and the password file it reads.
             "sushy-tools>=1.3,<3",
             "bcrypt>=4,<6",
+            # The dashboard's browser tests (tests/web/dashboard/), driving
+            # Debian's chromium through chromium-driver.
+            "selenium>=4.15,<5",
         ],
     },
     entry_points={
