@@ -20,6 +20,9 @@ from pxed.web.static import StaticFiles
 
 FILES = Path(__file__).with_name("dashboard")
 
+# A resource answering an HTML page (pxed.web.openapi documents it so).
+HTMLPage = IResource
+
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -63,7 +66,7 @@ class DashboardResource:
         self._index.isLeaf = True
 
     @route("/", ["GET", "HEAD"], access="public")
-    async def dashboard(self, request: IRequest) -> IResource:
+    async def dashboard(self, request: IRequest) -> HTMLPage:
         """The dashboard's page (HTML): a single page, signed in with an
         API token or GitHub, on the public API."""
         _secure(request)
