@@ -121,7 +121,7 @@ export async function page(main, context, mac) {
     <div id="summary">${summary(machine)}</div>
     ${powered ? html`<section aria-labelledby="power-h">
       <h2 id="power-h">Power</h2>
-      <p>Power state: <span id="power-state">unknown</span></p>
+      <p>Power state: <span id="power-state">asking the BMC…</span></p>
       <div class="actions" id="power-actions">
         <button type="button" data-action="power" data-power="on">Power on</button>
         <button type="button" data-action="power" data-power="off">Power off</button>
