@@ -17,7 +17,7 @@ function progressCell(p, name) {
 
 function workCell(p) {
   if (!p) return "";
-  return [p.State, p.Step].filter(Boolean).join(": ");
+  return p.Step && p.Step !== p.State ? `${p.State}: ${p.Step}` : p.State;
 }
 
 function row(m) {
