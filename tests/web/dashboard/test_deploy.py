@@ -107,6 +107,13 @@ async def test_queue_a_deploy_and_follow_it_live(dashboard, server):
         d.wait_text("#events", "complete")
         d.until(lambda: "Current work\nnone" in d.text("#summary"), what="no current work")
         d.check_accessibility("machine")
+        # Queued again, and cancelled from the queue.
+        d.select("#deploy select[name=SetupUUID]", "debian on node1")
+        d.click("#deploy button[type=submit]")
+        d.wait_text("#status", "Queued work 2")
+        d.button("Cancel work 2").click()
+        d.wait_text("#status", "Cancelled work 2")
+        d.wait_text("#queue", "cancelled")
 
     await in_browser(steps)
 
