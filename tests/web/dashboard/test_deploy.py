@@ -103,8 +103,9 @@ async def test_queue_a_deploy_and_follow_it_live(dashboard, server):
         d.wait_text("#log", LINE)
         d.call(mgmtos.progress, MIB)
         d.call(mgmtos.complete)
-        d.wait_text("#queue", "completed")
-        d.wait_text("#events", "complete")
+        d.wait_text("#events", "queue.completed")
+        d.wait_text("#queue", "Nothing queued")  # the queue is what is still to do
+        d.wait_text("#summary", "deployed")
         d.until(lambda: "Current work\nnone" in d.text("#summary"), what="no current work")
         d.check_accessibility("machine")
         # Queued again, and cancelled from the queue.
@@ -113,7 +114,8 @@ async def test_queue_a_deploy_and_follow_it_live(dashboard, server):
         d.wait_text("#status", "Queued work 2")
         d.button("Cancel work 2").click()
         d.wait_text("#status", "Cancelled work 2")
-        d.wait_text("#queue", "cancelled")
+        d.wait_text("#queue", "Nothing queued")
+        d.wait_text("#events", "queue.cancel")
 
     await in_browser(steps)
 
