@@ -23,6 +23,9 @@ setup(
     package_data={
         "pxed.db": ["migrations/*.py", "migrations/versions/*.py", "migrations/*.mako"],
         "twisted.plugins": ["pxed_plugin.py"],
+        # The management OS's build script and the files it packs: pxed runs
+        # it at first start (pxed/mgmtosbuild.py), also from `pip install .`.
+        "pxed": ["mgmtos/*"],
         # The web dashboard's files, served as they are (no build step).
         "pxed.web": ["dashboard/*.html", "dashboard/*.css", "dashboard/js/*.js"],
     },

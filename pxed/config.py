@@ -26,6 +26,9 @@ from msgspec import Meta
 
 ARCHITECTURES = ("x86_64", "arm64")
 GITHUB_SECRET_ENV = "PXED_GITHUB_CLIENT_SECRET"
+# Overrides mgmtos_build: the test suite turns the build off for every pxed
+# it starts, twistd subprocesses included.
+MGMTOS_BUILD_ENV = "PXED_MGMTOS_BUILD"
 
 Positive = Meta(gt=0)
 NonEmpty = Meta(min_length=1)
@@ -102,6 +105,12 @@ class Config:
     # address may hold open at once.
     header_timeout: Annotated[float, Positive] = 30.0
     max_connections_per_client: Annotated[int, Positive] = 64
+    # Open GET /events/stream answers, all clients together; each holds a
+    # connection and up to 1 MiB of unread events.
+    max_event_streams: Annotated[int, Positive] = 256
+    # Seconds between keep-alive comments on an event stream (proxies drop
+    # idle connections); each also checks the stream's credential again.
+    event_stream_keepalive: Annotated[float, Positive] = 15.0
     migrate: bool = True
     session_hours: Annotated[float, Positive] = 8.0
     machine_token_hours: Annotated[float, Positive] = 4.0
@@ -153,6 +162,11 @@ class Config:
     # again (one second apart) before the action fails.
     power_timeout: Annotated[float, Positive] = 10.0
     power_retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    # A management OS missing at start: built in the background ("auto",
+    # when this host can) or only reported ("off"); the build's cache of
+    # the kernel package (pxed/mgmtosbuild.py).
+    mgmtos_build: Literal["auto", "off"] = "auto"
+    mgmtos_cache: Path = Path("/var/cache/pxed/mgmtos")
     mgmtos: dict[str, BootFiles] = field(default_factory=_default_boot)
     github: GitHub = field(default_factory=GitHub)
 
@@ -193,6 +207,8 @@ def load(
     _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None}, "")
     if env.get(GITHUB_SECRET_ENV):
         raw["github"]["client_secret"] = env[GITHUB_SECRET_ENV]
+    if env.get(MGMTOS_BUILD_ENV):
+        raw["mgmtos_build"] = env[MGMTOS_BUILD_ENV]
     # TOML has no null: an empty string leaves an optional setting unset.
     for key, value in defaults().items():
         if value is None and raw[key] == "":

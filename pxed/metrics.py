@@ -103,6 +103,11 @@ class Metrics:
             "Bytes of uploads held in staging files now (received, not yet committed or removed).",
             registry=r,
         )
+        self.event_streams = Gauge(
+            "pxed_event_streams",
+            "Open GET /events/stream answers (max_event_streams bounds them).",
+            registry=r,
+        )
         self.queue_entries = Gauge(
             "pxed_boot_queue_entries",
             "Boot queue entries by state, read from the database when scraped.",

@@ -10,7 +10,9 @@
    boot answers come from it), the PostgreSQL listener that tells it of
    other servers' changes, and the boot answers' event log.
 6. Power service (machines' BMCs; its IPMI thread pool).
-7. Web service (the listening port: Twisted's StreamServerEndpointService).
+7. The management OS: a missing one is built in the background
+   (pxed/mgmtosbuild.py); the boot routes ask it whether it is building.
+8. Web service (the listening port: Twisted's StreamServerEndpointService).
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -36,6 +38,7 @@ from zope.interface import implementer
 from pxed import imagestore
 from pxed.answerlog import AnswerLog
 from pxed.bootstrap import bootstrap_admin, machine_key, power_key
+from pxed.bootview import TABLES as BOOT_TABLES
 from pxed.bootview import BootView
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
@@ -43,8 +46,11 @@ from pxed.config import Config
 from pxed.db import migrate, stats
 from pxed.db.notify import ChangeListener
 from pxed.db.pool import DBPool, make_engine
+from pxed.eventfeed import TABLES as FEED_TABLES
+from pxed.eventfeed import EventFeed
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
 from pxed.storage import Storage
 from pxed.web.app import PxedApp
@@ -193,6 +199,7 @@ class Pxed:
     web: StreamServerEndpointService
     store: ImageStore | None = None
     builder: BuildWorker | None = None
+    feed: EventFeed | None = None
 
 
 def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
@@ -216,7 +223,15 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     # After the pool (they read and write through it), before the web port.
     view = BootView(db, machine_key(config.data_dir), reactor, config.boot_view_refresh)
     view.setServiceParent(top)
-    ChangeListener(db, view.changed, reactor).setServiceParent(top)
+    # The live event streams' one reader.
+    feed = EventFeed(
+        db, reactor, config.max_event_streams, config.event_stream_keepalive, metrics=metrics
+    )
+    feed.setServiceParent(top)
+    listener = ChangeListener(db, reactor)
+    listener.watch(BOOT_TABLES, view.changed)
+    listener.watch(FEED_TABLES, feed.changed)
+    listener.setServiceParent(top)
     answers = AnswerLog(db, reactor, config.boot_answer_log_interval)
     answers.setServiceParent(top)
     if not config.log_boot_answers:
@@ -230,7 +245,11 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         db, power_key(config.data_dir), reactor, config.power_timeout, config.power_retries
     )
     power.setServiceParent(top)
-    app = PxedApp(config, db, io, store, builder, view, answers, reactor, metrics, power)
+    mgmtos = ManagementOS(config, reactor)
+    mgmtos.setServiceParent(top)
+    app = PxedApp(
+        config, db, io, store, builder, view, answers, reactor, metrics, power, feed, mgmtos=mgmtos
+    )
     site = PxedSite(
         app.resource(),
         config.cors_origins,
@@ -245,7 +264,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     )
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)
-    return Pxed(top, db, app, web, store=store, builder=builder)
+    return Pxed(top, db, app, web, store=store, builder=builder, feed=feed)
 
 
 def makeService(config: Config, reactor=None) -> MultiService:

@@ -58,6 +58,10 @@ from tests.helpers import Client, Server, sqlite_file
 
 pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures"]
 
+# No pxed a test starts (in this process or a twistd subprocess) builds the
+# management OS at start; tests/e2e/test_firstrun.py turns it on for its own.
+os.environ[pxed_config.MGMTOS_BUILD_ENV] = "off"
+
 
 @pytest.fixture(scope="session")
 def migrated_database(tmp_path_factory) -> Path:

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from twisted.internet import reactor, task, threads
+from twisted.internet import protocol, reactor, task, threads
+from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
@@ -154,7 +155,12 @@ class Client:
         h = Headers({k: [v] for k, v in (headers or {}).items()})
         producer = None if data is None else FileBodyProducer(BytesIO(data))
         response = await agent.request(method, self.url.encode() + path, h, producer)
-        body = await readBody(response)
+        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        if ctype.startswith(b"text/event-stream"):
+            # A stream does not end: its first message stands for the body.
+            body = await _first_message(response)
+        else:
+            body = await readBody(response)
         length = response.length if isinstance(response.length, int) else None
         return Response(response.code, response.headers, body, length)
 
@@ -441,3 +447,105 @@ async def wait_done(client: Client, build_id: int, timeout: float = 180) -> dict
             return build
         await task.deferLater(reactor, 0.25, lambda: None)
     raise AssertionError(f"build {build_id} did not finish: {build}")
+
+
+async def _first_message(response: Any) -> bytes:
+    received = _FirstMessage()
+    response.deliverBody(received)
+    return await received.done
+
+
+class _FirstMessage(protocol.Protocol):
+    def __init__(self) -> None:
+        self.done: Deferred[bytes] = Deferred()
+        self._data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._data += data
+        if b"\n\n" in self._data and not self.done.called:
+            self.transport.stopProducing()
+            self.done.callback(self._data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.callback(self._data)
+
+
+class EventSource:
+    """``GET /events/stream`` read as it arrives, as a browser's
+    EventSource would: ``await next()`` gives ``(event, data)`` in order
+    (data parsed as JSON; a comment is ``(":", text)``)."""
+
+    def __init__(self) -> None:
+        self.code = 0
+        self.headers: Headers | None = None
+        self.body = b""  # the answer, when it was not a stream
+        self.ended: Deferred = Deferred()
+        self._queue: DeferredQueue = DeferredQueue()
+        self._buffer = b""
+        self._transport: Any = None
+
+    @classmethod
+    async def open(cls, client: Client, query: str = "") -> EventSource:
+        source = cls()
+        h = Headers({k.encode(): [v.encode()] for k, v in client.headers.items()})
+        url = f"{client.url}/events/stream{'?' + query if query else ''}"
+        response = await Agent(reactor).request(b"GET", url.encode(), h)
+        source.code, source.headers = response.code, response.headers
+        if response.code != 200:
+            source.body = await readBody(response)
+            return source
+        response.deliverBody(_EventSourceProtocol(source))
+        return source
+
+    async def next(self, timeout: float = 10.0) -> tuple[str, Any]:
+        d = self._queue.get()
+        call = reactor.callLater(timeout, d.cancel)
+        try:
+            return await d
+        finally:
+            if call.active():
+                call.cancel()
+
+    async def until(
+        self, kind: str, check: Callable[[Any], bool] = lambda _: True, timeout: float = 15.0
+    ) -> Any:
+        """The data of the next *kind* message that passes *check*."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got, data = await self.next(max(0.01, deadline - time.monotonic()))
+            if got == kind and check(data):
+                return data
+
+    def received(self, data: bytes) -> None:
+        self._buffer += data.replace(b"\r\n", b"\n")
+        while b"\n\n" in self._buffer:
+            block, self._buffer = self._buffer.split(b"\n\n", 1)
+            kind, lines = "message", []
+            for line in block.decode().split("\n"):
+                if line.startswith(":"):
+                    self._queue.put((":", line[1:].strip()))
+                elif line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    lines.append(line[5:].strip())
+            if lines:
+                self._queue.put((kind, json.loads("\n".join(lines))))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.stopProducing()
+
+
+class _EventSourceProtocol(protocol.Protocol):
+    def __init__(self, source: EventSource) -> None:
+        self._source = source
+
+    def connectionMade(self) -> None:
+        self._source._transport = self.transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self._source.received(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._source.ended.callback(None)

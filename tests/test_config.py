@@ -93,6 +93,14 @@ def test_environment_supplies_the_github_secret(tmp_path):
     assert "s3cret" not in repr(cfg)
 
 
+def test_environment_overrides_mgmtos_build(tmp_path):
+    path = write(tmp_path, 'mgmtos_build = "auto"\n')
+    assert config.load(path, env={}).mgmtos_build == "auto"
+    assert config.load(path, env={config.MGMTOS_BUILD_ENV: "off"}).mgmtos_build == "off"
+    with pytest.raises(config.ConfigError, match="mgmtos_build: must be one of auto, off"):
+        config.load(path, env={config.MGMTOS_BUILD_ENV: "sometimes"})
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "setting"),
     [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pxed.cli import account, builds, images, machines, setups
+from pxed.cli import account, builds, demo, images, machines, setups
 from pxed.cli.client import EXIT_CODES
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -32,3 +32,4 @@ main.add_command(machines.deploy)
 main.add_command(images.images)
 main.add_command(setups.setups)
 main.add_command(builds.build)
+main.add_command(demo.demo)

@@ -4,6 +4,8 @@ becomes one line naming the problem and an exit code that says which kind
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -81,6 +83,47 @@ class Api:
 
     def me(self) -> dict:
         return self.get("/user/me")
+
+    def events(self, **query: str) -> EventStream:
+        """``GET /events/stream`` (a context manager; connected on entry,
+        so nothing that happens after it is missed): iterate for
+        ``(kind, data)`` as things happen."""
+        return EventStream(self, query)
+
+
+# Seconds without a byte before a stream counts as lost: the server sends
+# a keep-alive every 15 s (event_stream_keepalive).
+STREAM_SILENCE = 120.0
+
+
+class EventStream:
+    """Server-sent events as ``(event, data)``, data parsed as JSON; each
+    keep-alive comment as ``(":", "keepalive")``, so that a loop over it
+    gets a turn to check its deadline at least that often."""
+
+    def __init__(self, api: Api, query: dict[str, str]) -> None:
+        timeout = httpx.Timeout(30.0, read=STREAM_SILENCE)
+        self._stream = api.stream("GET", "/events/stream", params=query, timeout=timeout)
+
+    def __enter__(self) -> EventStream:
+        self._response = self._stream.__enter__()
+        return self
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        self._stream.__exit__(kind, error, tb)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        kind, data = "message", []
+        for line in self._response.iter_lines():
+            if line.startswith(":"):
+                yield ":", line[1:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+            elif not line and data:
+                yield kind, json.loads("\n".join(data))
+                kind, data = "message", []
 
 
 class _Stream:

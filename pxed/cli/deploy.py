@@ -1,5 +1,5 @@
 """deploy MAC SETUP [--power cycle] [--wait]: queue a setup on a machine
-and, with --wait, follow the work through GET /machine/{mac} until it ends."""
+and, with --wait, follow the work on the event stream until it ends."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import click
 
-from pxed.cli.client import SERVER_ERROR, Api, CliError, api
+from pxed.cli.client import CONNECTION, SERVER_ERROR, CliError, EventStream, api
 from pxed.cli.output import emit_json
 
 # The events that end a work item (pxed/db/queue.py writes them).
@@ -32,9 +32,8 @@ DONE, FAILED, CANCELLED = "queue.done", "queue.failed", "queue.cancelled"
 @click.option(
     "--timeout", type=float, default=3600.0, show_default=True, help="Seconds --wait waits at most."
 )
-@click.option("--interval", type=float, default=1.0, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the work as JSON.")
-def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
+def deploy(mac, setup, power, after, wait, timeout, as_json) -> None:
     """Queue the image setup SETUP (its UUID) on machine MAC."""
     server = api()
     body: dict = {"SetupUUID": setup}
@@ -42,58 +41,64 @@ def deploy(mac, setup, power, after, wait, timeout, interval, as_json) -> None:
         body["Power"] = power
     if after is not None:
         body["After"] = after
-    work = server.post(f"/machine/{mac}/boot", body)
-    if not as_json:
-        click.echo(f"Queued work {work['ID']} ({work['Name']}) on {mac}")
-    if wait:
-        outcome = follow(server, mac, work["ID"], timeout, interval)
-        work = {**work, "State": "completed" if outcome["Action"] == DONE else "failed"}
+    if not wait:
+        work = server.post(f"/machine/{mac}/boot", body)
         if as_json:
             emit_json(work)
-        if outcome["Action"] != DONE:
-            ended = outcome["Action"].removeprefix("queue.")
-            reason = f": {outcome['Detail']}" if outcome["Detail"] else ""
-            raise CliError(f"work {work['ID']} {ended}{reason}", SERVER_ERROR)
+        else:
+            click.echo(f"Queued work {work['ID']} ({work['Name']}) on {mac}")
+        return
+    # The stream is open before the work is queued: nothing it does is missed.
+    with server.events(machine=mac) as stream:
+        work = server.post(f"/machine/{mac}/boot", body)
         if not as_json:
-            click.echo(f"Work {work['ID']} done")
-    elif as_json:
+            click.echo(f"Queued work {work['ID']} ({work['Name']}) on {mac}")
+        outcome = follow(stream, work["ID"], timeout)
+    work = {**work, "State": "completed" if outcome["Action"] == DONE else "failed"}
+    if as_json:
         emit_json(work)
+    if outcome["Action"] != DONE:
+        ended = outcome["Action"].removeprefix("queue.")
+        reason = f": {outcome['Detail']}" if outcome["Detail"] else ""
+        raise CliError(f"work {work['ID']} {ended}{reason}", SERVER_ERROR)
+    if not as_json:
+        click.echo(f"Work {work['ID']} done")
 
 
-def follow(server: Api, mac: str, work_id: int, timeout: float, interval: float) -> dict:
-    """Polls the machine's Progress until the work is no longer current,
-    showing it on stderr (a terminal gets a bar per image, each left on its
-    line once the next starts; elsewhere a line per step); its closing event."""
+def follow(stream: EventStream, work_id: int, timeout: float) -> dict:
+    """The work's progress from the machine's event stream, shown on stderr
+    (a terminal gets a bar per image, each left on its line once the next
+    starts; elsewhere a line per step), until its closing event, which is
+    returned."""
     deadline = time.monotonic() + timeout
     tty = sys.stderr.isatty()
     last: tuple | None = None
     image = None  # the image whose bar is on the current line
-    while True:
-        progress = server.get(f"/machine/{mac}").get("Progress")
-        if progress is None or progress["WorkID"] != work_id:
-            break
-        step, percent = progress["Step"], progress["Percent"]
-        shown = (step, percent, progress["Image"], progress["ImageWritten"])
-        if shown != last and tty:
-            if progress["Image"] and progress["Image"] != image:
-                if image is not None:
+    tag = f"work={work_id}"
+    step = "queued"
+    for kind, data in stream:
+        if kind == "event" and data["Action"] in (DONE, FAILED, CANCELLED):
+            detail = data["Detail"] or ""
+            if tag in detail.split():
+                if tty and last is not None:
                     click.echo(err=True)
-                image = progress["Image"]
-            click.echo("\r" + _bar_line(progress) + "\x1b[K", nl=False, err=True)
-        elif shown != last and (last is None or step != last[0]):
-            click.echo(f"{step} {percent}%", err=True)
-        last = shown
+                return {**data, "Detail": detail.removeprefix(tag).strip()}
+        progress = data["Progress"] if kind == "progress" else None
+        if progress is not None and progress["WorkID"] == work_id:
+            step, percent = progress["Step"], progress["Percent"]
+            shown = (step, percent, progress["Image"], progress["ImageWritten"])
+            if shown != last and tty:
+                if progress["Image"] and progress["Image"] != image:
+                    if image is not None:
+                        click.echo(err=True)
+                    image = progress["Image"]
+                click.echo("\r" + _bar_line(progress) + "\x1b[K", nl=False, err=True)
+            elif shown != last and (last is None or step != last[0]):
+                click.echo(f"{step} {percent}%", err=True)
+            last = shown
         if time.monotonic() > deadline:
             raise CliError(f"work {work_id} still {step} after {timeout:g} s")
-        time.sleep(interval)
-    if tty and last is not None:
-        click.echo(err=True)
-    tag = f"work={work_id}"
-    for event in reversed(server.get(f"/machine/{mac}/events")):
-        detail = event["Detail"] or ""
-        if event["Action"] in (DONE, FAILED, CANCELLED) and tag in detail.split():
-            return {**event, "Detail": detail.removeprefix(tag).strip()}
-    raise CliError(f"work {work_id} is no longer current but ended with no event")
+    raise CliError(f"the event stream ended before work {work_id} did", CONNECTION)
 
 
 def _bar_line(progress: dict) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
@@ -158,21 +157,40 @@ def queue(mac: str, cancel_id: int | None, as_json: bool) -> None:
     )
 
 
+EVENT_COLUMNS = [("AT", "At"), ("ACTOR", "Actor"), ("ACTION", "Action"), ("DETAIL", "Detail")]
+
+
 @click.command()
-@click.argument("mac")
+@click.argument("mac", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Print events as they happen (Ctrl-C ends).")
+@click.option("--until", metavar="ACTION", help="With -f: exit once an event ACTION happens.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @json_option
-def events(mac: str, as_json: bool) -> None:
-    """The machine's events: boot answers, work, power actions."""
-    show_table(
-        api().get(f"/machine/{mac}/events"),
-        as_json,
-        [
-            ("AT", "At"),
-            ("ACTOR", "Actor"),
-            ("ACTION", "Action"),
-            ("DETAIL", "Detail"),
-        ],
-    )
+def events(mac: str | None, follow: bool, until: str | None, limit: int, as_json: bool) -> None:
+    """The events of machine MAC (boot answers, work, power actions), or
+    without MAC the whole audit log (admins).  With -f, those to come (of
+    everything you may see, without MAC)."""
+    server = api()
+    if until is not None and not follow:
+        raise click.UsageError("--until goes with -f")
+    if not follow:
+        path = f"/machine/{mac}/events" if mac else f"/events?limit={limit}"
+        show_table(server.get(path), as_json, EVENT_COLUMNS)
+        return
+    query = {"machine": mac} if mac else {}
+    with server.events(**query) as stream:
+        for kind, data in stream:
+            if kind != "event":
+                continue
+            if as_json:
+                click.echo(json.dumps(data))
+            else:
+                target = data["MAC"] or f"{data['TargetType']}:{data['Target']}"
+                click.echo(
+                    f"{data['At']} {target} {data['Actor']} {data['Action']} {data['Detail']}"
+                )
+            if data["Action"] == until:
+                return
 
 
 @click.command()
@@ -180,33 +198,33 @@ def events(mac: str, as_json: bool) -> None:
 @click.option(
     "-f", "--follow", is_flag=True, help="Print new lines as they come, while the machine has work."
 )
-@click.option("--interval", type=float, default=1.0, hidden=True)
 @json_option
-def logs(mac: str, follow: bool, interval: float, as_json: bool) -> None:
+def logs(mac: str, follow: bool, as_json: bool) -> None:
     """What the management OS logged on the machine."""
     server = api()
 
     def render(lines: list[dict]) -> None:
         for line in lines:
-            click.echo(f"{line['At']} {line['Level']:<5} {line['Origin']}: {line['Message']}")
+            if as_json and follow:
+                click.echo(json.dumps(line))
+            elif not as_json:
+                click.echo(f"{line['At']} {line['Level']:<5} {line['Origin']}: {line['Message']}")
 
     if not follow:
         show(server.get(f"/machine/{mac}/logs"), as_json, render)
         return
-    # Polled: the route has no stream yet.  Lines are printed once each (by
-    # ID), one JSON object a line with --json.  Whether the work is still
-    # current is asked before the lines are read, so the lines it logged
-    # before it ended are all printed before this ends.
-    seen = 0
-    while True:
-        working = server.get(f"/machine/{mac}").get("Progress") is not None
-        new = [line for line in server.get(f"/machine/{mac}/logs") if line["ID"] > seen]
-        if as_json:
-            for line in new:
-                click.echo(json.dumps(line))
-        else:
-            render(new)
-        seen = max([seen, *(line["ID"] for line in new)])
-        if not working:
+    # Followed on the event stream (opened first: nothing is missed between
+    # the lines so far and the new ones), one JSON object a line with
+    # --json, until the machine's work ends.
+    with server.events(machine=mac) as stream:
+        lines = server.get(f"/machine/{mac}/logs")
+        render(lines)
+        seen = max([0, *(line["ID"] for line in lines)])
+        if server.get(f"/machine/{mac}").get("Progress") is None:
             return
-        time.sleep(interval)
+        for kind, data in stream:
+            if kind == "log" and data["ID"] > seen:
+                seen = data["ID"]
+                render([{k: v for k, v in data.items() if k != "MAC"}])
+            elif kind == "progress" and data["Progress"] is None:
+                return

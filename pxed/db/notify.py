@@ -3,18 +3,19 @@ DBPool's writes to watched tables notify (pxed.db.pool.CHANNEL).
 
 One connection of its own, in autocommit, waited on by a thread of its own
 (a notification arrives on an idle connection; the pool's threads run
-queries).  Each time it starts listening (and again after a lost
-connection) it reports a change: what was said before was not heard."""
+queries).  Like ``DBPool.watch``, each component says which tables it
+depends on and hears only of writes to them.  Each time it starts
+listening (and again after a lost connection) it tells everyone: what was
+said before was not heard."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from pxed.db.pool import CHANNEL, DBPool
+from pxed.db.pool import CHANNEL, DBPool, Watcher
 
 log = Logger()
 
@@ -24,18 +25,34 @@ RETRY = 2.0
 
 
 class ChangeListener(Service):
-    """Calls *changed* on the reactor thread when another server wrote."""
+    """Calls the watchers on the reactor thread when another server wrote
+    to their tables."""
 
     name = "db-listen"
 
-    def __init__(self, db: DBPool, changed: Callable[[], None], reactor) -> None:
+    def __init__(self, db: DBPool, reactor) -> None:
         self._engine = db.engine
         self._ours = db.server_id
-        self._changed = changed
+        self._watchers: list[tuple[frozenset[str], Watcher]] = []
         self._reactor = reactor
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.heard = 0  # notifications from others (tests)
+
+    def watch(self, tables: frozenset[str], callback: Watcher) -> None:
+        self._watchers.append((tables, callback))
+
+    def _heard(self, payload: str | None) -> None:
+        """On the reactor thread: *payload* from another server, or None
+        for "anything may have changed"."""
+        if payload is None:
+            written = frozenset(t for tables, _ in self._watchers for t in tables)
+        else:
+            _, _, names = payload.partition(" ")
+            written = frozenset(names.split(",")) if names else frozenset()
+        for tables, callback in self._watchers:
+            if payload is None or tables & written:
+                callback(written)
 
     def startService(self) -> None:
         super().startService()
@@ -67,12 +84,12 @@ class ChangeListener(Service):
                 conn.autocommit = True
                 conn.execute(f"LISTEN {CHANNEL}")
                 # What was written before LISTEN took effect was not heard.
-                self._reactor.callFromThread(self._changed)
+                self._reactor.callFromThread(self._heard, None)
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=POLL):
-                        if note.payload != self._ours:
+                        if note.payload.partition(" ")[0] != self._ours:
                             self.heard += 1
-                            self._reactor.callFromThread(self._changed)
+                            self._reactor.callFromThread(self._heard, note.payload)
             except Exception as e:
                 if not self._stop.is_set():
                     log.warn("listening for other servers' changes: {error}", error=str(e))

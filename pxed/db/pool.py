@@ -49,7 +49,8 @@ from pxed.metrics import Metrics
 T = TypeVar("T")
 
 # The PostgreSQL channel writes to watched tables are announced on; the
-# payload is the writing pool's ``server_id``, so a server can ignore its own.
+# payload is the writing pool's ``server_id`` (so a server can ignore its
+# own), a space and the watched tables written, comma-separated.
 CHANNEL = "pxed_changes"
 _WRITTEN = "pxed.written"
 Watcher = Callable[[frozenset[str]], None]
@@ -293,8 +294,12 @@ class DBPool(Service):
             written = frozenset(conn.info.pop(_WRITTEN, ()))
             watched = [c for tables, c in self._watchers if tables & written]
             if watched and conn.dialect.name == "postgresql":
-                # Delivered when (and only if) this transaction commits.
-                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, self.server_id)))
+                # Delivered when (and only if) this transaction commits; it
+                # names the watched tables written, so that another server
+                # reloads only what depends on them.
+                names = sorted({t for tables, _ in self._watchers for t in tables & written})
+                payload = f"{self.server_id} {','.join(names)}"
+                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
         # Queued before this call's own result: whoever sees the write
         # succeed finds the watchers told.
         for callback in watched:

@@ -26,7 +26,7 @@ from pxed.errors import BadRequest, Conflict, NotFound
 ROLES = ("user", "moderator", "admin")
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # Path segments under /user/ that are routes, not users.
-RESERVED = frozenset({"me", "logout", "login"})
+RESERVED = frozenset({"me", "logout", "login", "session"})
 
 
 @dataclass(frozen=True)

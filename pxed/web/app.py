@@ -19,9 +19,11 @@ from pxed.bootview import BootView
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
+from pxed.eventfeed import EventFeed
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
 from pxed.metrics import Metrics
+from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
 from pxed.web import router
 from pxed.web.agent import AgentResource
@@ -43,6 +45,7 @@ from pxed.web.queue import QueueResource
 from pxed.web.router import route
 from pxed.web.setups import SetupsResource
 from pxed.web.static import StaticFiles
+from pxed.web.stream import StreamResource
 from pxed.web.users import UsersResource
 from pxed.workers import IOPool
 
@@ -74,6 +77,7 @@ RESOURCES: tuple[type, ...] = (
     StaticResource,
     OpenAPIResource,
     MetricsResource,
+    StreamResource,
     DashboardResource,
 )
 
@@ -94,7 +98,9 @@ class PxedApp:
         reactor,
         metrics: Metrics,
         power: PowerService,
+        feed: EventFeed,
         github: GitHubClient | None = None,
+        mgmtos: ManagementOS | None = None,
     ) -> None:
         self.metrics = metrics
         origin = Origin(config.base_url)
@@ -102,13 +108,17 @@ class PxedApp:
         access = ImageAccess(db)
         if github is None and config.github.enabled:
             github = GitHubClient(config.github, reactor, HTTPClient(Agent(reactor)))
+        # Also used by the site, to authenticate uploads before their body.
+        self.authenticator = authenticator = Authenticator(
+            db, bootconfig.networks(config.metrics_networks)
+        )
         self.resources = (
-            HealthResource(db),
+            HealthResource(db, mgmtos),
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store, power),
             HardwareResource(db, store),
-            BootResource(db, config, origin, view, answers, metrics),
+            BootResource(db, config, origin, view, answers, metrics, mgmtos),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
@@ -120,14 +130,11 @@ class PxedApp:
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),
             MetricsResource(db, metrics),
+            StreamResource(db, feed, access, authenticator),
             DashboardResource(),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()
-        # Also used by the site, to authenticate uploads before their body.
-        self.authenticator = authenticator = Authenticator(
-            db, bootconfig.networks(config.metrics_networks)
-        )
         for resource in self.resources:
             router.mount(self.app, resource, authenticator.authorise)
         router.handle_errors(self.app, config.base_url)

@@ -26,6 +26,13 @@ from pxed.web import body
 from pxed.web.origin import Origin
 
 SESSION_COOKIE = b"session-name"
+# Double-submit CSRF token of a browser session: a cookie the page's script
+# reads and sends back in the header on every request that changes
+# something.  Another site can make the browser send the cookie, not read
+# it, so not the header.
+CSRF_COOKIE = b"pxed-csrf"
+CSRF_HEADER = b"x-csrf-token"
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ class Authenticator:
         request.identity = who
         if who is ANONYMOUS:
             raise Unauthorized("sign in, or send 'Authorization: Bearer <token>'")
+        check_csrf(request, who, request.method in SAFE_METHODS)
         rule(who, args)
         if access == "admin-or-worker":
             await self._check_worker(who, args["mac"])
@@ -226,6 +234,25 @@ class Authenticator:
             raise Forbidden("admins, and users with work queued on the machine")
 
 
+def csrf_token(session_id: str) -> str:
+    """The session's CSRF token: keyed by the session id, so neither the
+    database (which keeps only the id's hash) nor another session gives it."""
+    return secret.derive(session_id.encode(), "pxc_", "csrf")
+
+
+def check_csrf(request: IRequest, who: Identity, safe: bool) -> None:
+    """A request from a browser session that changes something must carry
+    the session's CSRF token (SameSite alone leaves same-site pages and
+    older browsers)."""
+    if who.session_id is None or safe:
+        return
+    sent = request.getHeader(CSRF_HEADER)
+    if not sent or not secret.same(sent.decode("ascii", "replace"), csrf_token(who.session_id)):
+        raise Forbidden(
+            "CSRF token missing or wrong: send the pxed-csrf cookie's value in X-CSRF-Token"
+        )
+
+
 class Sessions:
     """Browser sessions: kept server-side, named by an HttpOnly cookie."""
 
@@ -234,24 +261,34 @@ class Sessions:
         self._origin = origin
         self._lifetime = dt.timedelta(hours=hours)
 
-    async def start(self, request: IRequest, user: User) -> None:
+    async def start(self, request: IRequest, user: User) -> str:
+        """Start a session for *user*; its CSRF token."""
         session_id = await self._db.run(tokens.thd_create_session, user.username, self._lifetime)
-        self._cookie(request, session_id.encode(), int(self._lifetime.total_seconds()))
+        csrf = csrf_token(session_id)
+        self._cookie(request, session_id.encode(), csrf.encode(), self._lifetime.total_seconds())
+        return csrf
 
     async def end(self, request: IRequest) -> None:
         who = identity(request)
         if who.session_id is not None:
             await self._db.run(tokens.thd_delete_session, who.session_id)
             await self._db.run(events.thd_record, who.actor, "user.logout", "user", who.actor)
-        self._cookie(request, b"", 0)
+        self._cookie(request, b"", b"", 0)
 
-    def _cookie(self, request: IRequest, value: bytes, max_age: int) -> None:
+    def _cookie(self, request: IRequest, session: bytes, csrf: bytes, max_age: float) -> None:
+        age = str(int(max_age)).encode()
+        secure = self._origin.secure(request)
+        # Lax: the GitHub sign-in comes back to us by a cross-site redirect.
         request.addCookie(
             SESSION_COOKIE,
-            value,
+            session,
             path=b"/",
-            max_age=str(max_age).encode(),
+            max_age=age,
             httpOnly=True,
-            secure=self._origin.secure(request),
+            secure=secure,
             sameSite="lax",
+        )
+        # Read by the dashboard's script, so not HttpOnly.
+        request.addCookie(
+            CSRF_COOKIE, csrf, path=b"/", max_age=age, secure=secure, sameSite="strict"
         )

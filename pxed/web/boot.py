@@ -25,6 +25,7 @@ from pxed.db import credentials, enlist
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, DatabaseBusy, NotFound, error_json
 from pxed.metrics import Metrics
+from pxed.mgmtosbuild import ManagementOS
 from pxed.web import router
 from pxed.web.auth import actor
 from pxed.web.origin import Origin
@@ -48,8 +49,10 @@ class BootResource:
         view: BootView,
         answers: AnswerLog,
         metrics: Metrics,
+        mgmtos: ManagementOS | None = None,
     ) -> None:
         self._db = db
+        self._mgmtos = mgmtos
         self._metrics = metrics
         self._config = config
         self._origin = origin
@@ -122,6 +125,10 @@ class BootResource:
         if entry.machine.architecture not in self._config.mgmtos:
             reason = f"no management OS for {entry.machine.architecture}"
             return bootconfig.Decision(False, reason), None
+        if self._building(entry.machine.architecture):
+            # Its files are not there yet: the disk, and the work waits.
+            reason = f"the management OS for {entry.machine.architecture} is being built"
+            return bootconfig.Decision(False, reason), None
         token = self._view.token(entry)
         if token is None:
             return decision, None
@@ -147,6 +154,9 @@ class BootResource:
         unless max_enlisting are live."""
         if ENLIST_ARCH not in self._config.mgmtos:
             return bootconfig.Decision(False, f"no management OS for {ENLIST_ARCH} to enlist"), None
+        if self._building(ENLIST_ARCH):
+            reason = f"the management OS for {ENLIST_ARCH} is being built"
+            return bootconfig.Decision(False, reason), None
         token = self._view.enlist_token(mac)
         if token is None:
             if self._view.enlist_refused(mac, self._config.max_enlisting):
@@ -155,6 +165,9 @@ class BootResource:
             return bootconfig.Decision(True, "unknown MAC address: enlisting"), None
         params = self._params_for(request, ENLIST_ARCH, mac, token, "enlist")
         return bootconfig.Decision(True, "unknown MAC address: enlisting"), params
+
+    def _building(self, arch: str) -> bool:
+        return self._mgmtos is not None and self._mgmtos.building(arch)
 
     async def _answer(self, request: IRequest, mac: str, via: str) -> Answer:
         """The answer once the view has caught up with the request (and the

@@ -1,5 +1,7 @@
 """Liveness: /healthz answers at once whether the database answers, and
-whether it is busy (another connection holds the write lock)."""
+whether it is busy (another connection holds the write lock); ``mgmtos``
+says each architecture's management OS is ``ready``, ``building``,
+``missing`` or ``failed`` (its build)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from twisted.web.iweb import IRequest
 
 from pxed.db.pool import DBPool
 from pxed.errors import DatabaseBusy, ServiceUnavailable
+from pxed.mgmtosbuild import ManagementOS
 from pxed.web.router import route
 
 # Seconds /healthz waits for the database before saying it is busy.
@@ -14,8 +17,9 @@ HEALTH_TIMEOUT = 1.0
 
 
 class HealthResource:
-    def __init__(self, db: DBPool) -> None:
+    def __init__(self, db: DBPool, mgmtos: ManagementOS | None = None) -> None:
         self._db = db
+        self._mgmtos = mgmtos
 
     @route("/healthz", ["GET", "HEAD"], access="public")
     async def healthz(self, request: IRequest) -> dict:
@@ -27,4 +31,6 @@ class HealthResource:
             request.setResponseCode(503)
             request.setHeader(b"retry-after", str(DatabaseBusy.retry_after).encode())
             return {"status": "busy", "error": "the database is busy"}
-        return {"status": "ok"}
+        if self._mgmtos is None:
+            return {"status": "ok"}
+        return {"status": "ok", "mgmtos": self._mgmtos.states()}

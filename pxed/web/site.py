@@ -36,7 +36,7 @@ from twisted.web.server import Request, Site
 from pxed.errors import ApiError, error_json
 from pxed.metrics import Metrics
 from pxed.storage import READ_SIZE, Storage
-from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity
+from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity, check_csrf
 from pxed.web.body import MAX_JSON_BODY, BoundedBody
 from pxed.web.cors import CORS
 from pxed.web.upload import UploadBody, is_upload
@@ -144,6 +144,12 @@ class PxedRequest(Request):
             return
         if who is ANONYMOUS:
             self._refuse(401, "sign in, or send 'Authorization: Bearer <token>'")
+            return
+        try:
+            # Only requests that change something send a body this large.
+            check_csrf(self, who, safe=False)
+        except ApiError as e:
+            self._refuse(e.status, e.message)
             return
         self.preauthenticated = who
         self._install_body(upload, ctype)

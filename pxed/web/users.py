@@ -12,7 +12,7 @@ from pxed.db.schema import utcnow
 from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.imagestore import ImageStore
 from pxed.web import render
-from pxed.web.auth import Sessions, actor, identity
+from pxed.web.auth import Sessions, actor, csrf_token, identity
 from pxed.web.auth import user as caller
 from pxed.web.body import Fields, header, int_arg, query_args, read_json
 from pxed.web.router import route
@@ -77,7 +77,11 @@ class UsersResource:
 
     @route("/user/me", ["GET"], access="signed-in")
     async def me(self, request: IRequest) -> dict:
-        return render.user(caller(request))
+        session_id = identity(request).session_id
+        if session_id is None:
+            return render.user(caller(request))
+        # The dashboard's page may have lost its copy of the cookie's value.
+        return {**render.user(caller(request)), "CSRF": csrf_token(session_id)}
 
     async def _target(self, request: IRequest, name: str) -> users.User:
         target = await self._db.run(users.thd_get, name)
@@ -151,6 +155,19 @@ class UsersResource:
         return "Successfully deleted token"
 
     # -- sessions -----------------------------------------------------------
+
+    @route("/user/session", ["POST"], access="signed-in")
+    async def start_session(self, request: IRequest) -> dict:
+        """Sign a browser in with an API token: the token is sent once and
+        the browser keeps only the session cookie (HttpOnly) and its CSRF
+        token."""
+        if _bearer(request) is None:
+            raise BadRequest("send the API token as 'Authorization: Bearer <token>'")
+        user = caller(request)
+        csrf = await self._sessions.start(request, user)
+        name = user.username
+        await self._db.run(events.thd_record, name, "user.login", "user", name, "token")
+        return {"User": render.user(user), "CSRF": csrf}
 
     @route("/user/logout", ["POST"], access="signed-in")
     async def logout(self, request: IRequest) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest_twisted
 
-from tests.helpers import MAC, machine_client, new_image, new_setup
+from tests.cli.conftest import token_of
+from tests.helpers import MAC, add_machine, eventually, machine_client, new_image, new_setup
 
 OTHER = "52:54:00:aa:bb:02"
 
@@ -65,3 +68,33 @@ async def test_queue_events_and_logs(server, pxectl):
     r = await pxectl("queue", MAC, "--cancel", str(again["ID"]))
     assert r.code == 1 and r.err.startswith("Error: 409 Conflict: queue entry ")
     assert "cancelled" in (await pxectl.ok("queue", MAC, "--cancel", str(work["ID"]))).out
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_audit_log_is_for_admins(server, pxectl):
+    await add_machine(server)
+    audit = (await pxectl.ok("events", "--json", "--limit", "5")).json()
+    assert 1 <= len(audit) <= 5 and audit[0]["Action"] == "machine.create"
+    alice = await server.user("alice")
+    refused = await pxectl("events", PXED_TOKEN=token_of(alice))
+    assert refused.code == 3 and "admins only" in refused.err
+    assert (await pxectl("events", "--until", "queue.done")).code == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_follow_until_an_action(server, pxectl):
+    await add_machine(server)
+    image = await new_image(server.admin)
+    setup = await new_setup(server.admin, "admin", [{"UUID": image}])
+    following = pxectl("events", MAC, "-f", "--until", "queue.done", "--json")
+    await eventually(lambda: server.pxed.feed.streams == 1, timeout=30)
+    r = await server.admin.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})
+    assert r.code == 200, r.text
+    mgmtos = await machine_client(server)
+    assert (await mgmtos.get(f"/machine/{MAC}/boot")).code == 200
+    assert (await mgmtos.post(f"/machine/{MAC}/boot/complete", {"Success": True})).code == 200
+    done = await following  # ended by itself, at queue.done
+    assert done.code == 0, done
+    actions = [json.loads(line)["Action"] for line in done.out.splitlines()]
+    assert actions[0] == "queue.add" and actions[-1] == "queue.done"
+    assert "queue.start" in actions

@@ -82,8 +82,12 @@ async def test_power(server, pxectl, redfish_bmc):
     done = (await pxectl.ok("machines", "power", MAC, "on", "--json")).json()
     assert (done["Action"], done["State"] in ("on", "off")) == ("on", True)
     assert (await pxectl.ok("machines", "power", MAC, "status")).out.startswith(f"{MAC}: ")
+    for action in ("cycle", "off"):
+        done = (await pxectl.ok("machines", "power", MAC, action, "--json")).json()
+        assert done["Action"] == action
     events = (await pxectl.ok("events", MAC, "--json")).json()
-    assert any(e["Action"] == "power.on" and e["Detail"].startswith("ok") for e in events)
+    for action in ("power.on", "power.cycle", "power.off"):
+        assert any(e["Action"] == action and e["Detail"].startswith("ok") for e in events), action
     assert (await pxectl("machines", "power", MAC, "explode")).code == 2
 
 
@@ -97,7 +101,7 @@ async def test_logs_follow_until_the_work_ends(server, pxectl):
     ).code == 200
     mgmtos = await machine_client(server)
     assert (await mgmtos.post("/log", {"Message": "first"})).code == 200
-    following = pxectl("logs", MAC, "-f", "--json", "--interval", "0.1")
+    following = pxectl("logs", MAC, "-f", "--json")
     assert (await mgmtos.get(f"/machine/{MAC}/boot")).code == 200
     assert (await mgmtos.post("/log", {"Message": "second"})).code == 200
     assert (await mgmtos.post(f"/machine/{MAC}/boot/complete", {"Success": True})).code == 200

@@ -40,7 +40,7 @@ async def test_deploy_wait_follows_the_work(server, pxectl, success):
     await add_machine(server)
     image = await new_image(server.admin)
     setup = (await pxectl.ok("setups", "create", "node", f"{image}:0")).out.strip()
-    running = pxectl("deploy", MAC, setup, "--power", "none", "--wait", "--interval", "0.1")
+    running = pxectl("deploy", MAC, setup, "--power", "none", "--wait")
 
     async def queued() -> bool:
         return bool((await server.admin.get(f"/machine/{MAC}/boot/queue")).json())
@@ -74,7 +74,7 @@ async def test_deploy_wait_on_a_terminal_draws_a_bar_per_image(server, pxectl):
     await add_machine(server)
     first, second = await new_image(server.admin, "a"), await new_image(server.admin, "b")
     setup = (await pxectl.ok("setups", "create", "node", f"{first}:0", f"{second}:0")).out.strip()
-    args = ["deploy", MAC, setup, "--wait", "--interval", "0.05"]
+    args = ["deploy", MAC, setup, "--wait"]
     terminal = OnPty(args, pxectl.env())
     await terminal.expect("queued 0%")
     mgmtos = await machine_client(server)

@@ -1,6 +1,6 @@
 """End to end: QEMU (TCG, no KVM) with Debian's iPXE ROMs netboots from a
-pxed on loopback into the reference management OS (mgmtos/), which really
-writes the VM's disk files."""
+pxed on loopback into the reference management OS (pxed/mgmtos/), which
+really writes the VM's disk files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
+from pxed import mgmtosbuild
 from tests.helpers import MAC, missing, require_tool
 
 ROOT = Path(__file__).parent.parent.parent
@@ -38,18 +39,22 @@ def qemu() -> str:
 
 @pytest.fixture(scope="session")
 def mgmtos(tmp_path_factory) -> Path:
-    """The reference management OS, built once per run by mgmtos/build.sh
-    (the Debian kernel package is cached in mgmtos/.cache)."""
+    """The reference management OS, built once per run by pxed's build
+    script (pxed/mgmtos/build.sh).  The Debian kernel package is cached in
+    build.sh's default cache dir, /var/cache/pxed/mgmtos (or
+    $PXED_MGMTOS_CACHE), which a pxed building it at first start uses too
+    (its ``mgmtos_cache`` default, tests/e2e/test_firstrun.py): CI downloads
+    it once."""
     static = tmp_path_factory.mktemp("static")
     out = static / "mgmtos" / "x86_64"
     done = subprocess.run(
-        ["bash", str(ROOT / "mgmtos" / "build.sh"), str(out)],
+        ["bash", str(mgmtosbuild.SCRIPT), str(out)],
         capture_output=True,
         text=True,
         timeout=900,
     )
     if done.returncode != 0 or not (out / "vmlinuz").exists():
-        missing(f"mgmtos/build.sh failed: {(done.stderr or done.stdout)[-2000:]}")
+        missing(f"pxed/mgmtos/build.sh failed: {(done.stderr or done.stdout)[-2000:]}")
     return static
 
 

@@ -522,7 +522,13 @@ async def test_sign_in_is_audited(pxed, github):
 async def test_sign_out_ends_the_session(pxed, github):
     browser = await sign_in(pxed, github)
     session = browser.cookie("session-name")
+    # Without the CSRF token the session's page got, nothing happens.
     r = await browser.post(pxed.url + "/user/logout")
+    assert r.code == 403, r.text
+    assert browser.cookie("session-name") == session
+    csrf = browser.cookie("pxed-csrf")
+    assert csrf and browser.jar["pxed-csrf"].path == "/"
+    r = await browser.post(pxed.url + "/user/logout", headers={"X-CSRF-Token": csrf})
     assert r.code == 200, r.text
     assert browser.cookie("session-name") is None
     assert (await me(pxed, browser)).code == 401

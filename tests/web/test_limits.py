@@ -97,15 +97,17 @@ def multipart_fields(boundary: str, count: int, value: bytes = b"v") -> bytes:
     return part * count
 
 
-async def refused_before_the_body(server, ctype: str, auth: str | None, body: bytes) -> None:
+async def refused_before_the_body(
+    server, ctype: str, auth: str | None, body: bytes, extra: str = "", status: int = 401
+) -> None:
     image = await new_image(server.admin)
     total = 128 * MIB
     watch = StagingWatch(server)
     sent, answer = await threads.deferToThread(
-        send_body, port_of(server), head(f"/image/{image}", total, ctype, auth), body, total
+        send_body, port_of(server), head(f"/image/{image}", total, ctype, auth, extra), body, total
     )
     assert watch.stop() == set()
-    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
     assert b'"error"' in answer
     # Answered and closed while the client was still sending: the server
     # did not read the body (what was sent sits in socket buffers).
@@ -117,6 +119,17 @@ async def refused_before_the_body(server, ctype: str, auth: str | None, body: by
 @pytest_twisted.ensureDeferred
 async def test_upload_with_an_invalid_token_is_refused_before_its_body(server):
     await refused_before_the_body(server, "application/octet-stream", FAKE, b"\0" * MIB)
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_from_a_session_without_its_csrf_token_is_refused_before_its_body(server):
+    r = await server.admin.post("/user/session")
+    session = r.headers.getRawHeaders("set-cookie")[0].split(";")[0]
+    assert session.startswith("session-name=")
+    cookie = f"Cookie: {session}\r\n"
+    await refused_before_the_body(
+        server, "application/octet-stream", None, b"\0" * MIB, cookie, 403
+    )
 
 
 @pytest_twisted.ensureDeferred

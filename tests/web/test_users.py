@@ -9,6 +9,7 @@ from twisted.internet import defer
 
 from pxed.db import tokens
 from pxed.db.schema import sessions
+from pxed.web.auth import csrf_token
 
 
 @pytest_twisted.ensureDeferred
@@ -159,7 +160,9 @@ async def test_session_cookie_works_until_it_expires_or_logs_out(server):
     assert "expired" in r.json()["error"]
 
     sid = await server.db.run(tokens.thd_create_session, "alice", dt.timedelta(hours=8))
-    browser = server.anonymous.with_headers(Cookie=f"session-name={sid}")
+    browser = server.anonymous.with_headers(
+        Cookie=f"session-name={sid}", **{"X-CSRF-Token": csrf_token(sid)}
+    )
     r = await browser.post("/user/logout")
     assert r.code == 200
     cookie = r.header("set-cookie")
