@@ -103,7 +103,7 @@ async def test_queue_a_deploy_and_follow_it_live(dashboard, server):
         d.wait_text("#log", LINE)
         d.call(mgmtos.progress, MIB)
         d.call(mgmtos.complete)
-        d.wait_text("#events", "queue.completed")
+        d.wait_text("#events", "queue.done")
         d.wait_text("#queue", "Nothing queued")  # the queue is what is still to do
         d.wait_text("#summary", "deployed")
         d.until(lambda: "Current work\nnone" in d.text("#summary"), what="no current work")
