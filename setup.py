@@ -26,6 +26,8 @@ setup(
         # The management OS's build script and the files it packs: pxed runs
         # it at first start (pxed/mgmtosbuild.py), also from `pip install .`.
         "pxed": ["mgmtos/*"],
+        # The web dashboard's files, served as they are (no build step).
+        "pxed.web": ["dashboard/*.html", "dashboard/*.css", "dashboard/js/*.js"],
     },
     include_package_data=True,
     install_requires=[
@@ -58,6 +60,9 @@ setup(
             # and the password file it reads.
             "sushy-tools>=1.3,<3",
             "bcrypt>=4,<6",
+            # The dashboard's browser tests (tests/web/dashboard/), driving
+            # Debian's chromium through chromium-driver.
+            "selenium>=4.15,<5",
         ],
     },
     entry_points={

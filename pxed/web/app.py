@@ -30,6 +30,7 @@ from pxed.web.agent import AgentResource
 from pxed.web.auth import Authenticator, Sessions
 from pxed.web.boot import BootResource
 from pxed.web.builds import BuildsResource
+from pxed.web.dashboard import DashboardResource
 from pxed.web.github import GitHubResource
 from pxed.web.hardware import HardwareResource
 from pxed.web.health import HealthResource
@@ -77,6 +78,7 @@ RESOURCES: tuple[type, ...] = (
     OpenAPIResource,
     MetricsResource,
     StreamResource,
+    DashboardResource,
 )
 
 # endpoint -> route and access rule, for every route served
@@ -129,6 +131,7 @@ class PxedApp:
             OpenAPIResource(RESOURCES),
             MetricsResource(db, metrics),
             StreamResource(db, feed, access, authenticator),
+            DashboardResource(),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES
         self.app = Klein()

@@ -5,7 +5,8 @@ Each ``@route`` gives a path (werkzeug's ``<name>`` and ``<int:name>``
 become typed path parameters), its methods and its access rule (which
 becomes the operation's security).  The handler itself gives the rest:
 its docstring the summary, its return annotation the success answer
-(``dict``/``list`` JSON, ``str`` plain text, anything else a file), and
+(``dict``/``list`` JSON, ``str`` plain text, ``HTMLPage`` HTML, anything
+else a file), and
 its code, read once with ``ast``, what it reads from the request: a JSON
 body (``read_json`` and the typed ``Fields`` accessors it and the helpers
 it hands the body to call: ``body.str("Name", required=True)`` is a
@@ -130,6 +131,8 @@ def _return_content(handler: Callable) -> dict[str, Any]:
         content["application/json"] = {"schema": {"type": "array", "items": {}}}
     if "str" in kinds:
         content["text/plain"] = {"schema": {"type": "string"}}
+    if "HTMLPage" in kinds:  # pxed.web.dashboard's page
+        content["text/html"] = {"schema": {"type": "string"}}
     if not content:  # a resource serving a file
         content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
     return content

@@ -134,7 +134,8 @@ def test_nothing_is_written_by_hand():
     # The module holds no paths: every one comes from a @route.
     source = open(openapi.__file__, encoding="utf-8").read()
     for info in ROUTES.values():
-        if info.path != "/openapi.json":
+        # ("/", the dashboard's page, is in any path-handling code.)
+        if info.path not in ("/openapi.json", "/"):
             assert f'"{info.path}"' not in source, info.path
     # A route added to a resource appears without touching the module.
     from pxed.web.router import route
