@@ -122,7 +122,13 @@ def fuzz(
         except Unsatisfiable:
             pass  # nothing in the operation that its negative mode can break
 
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # Not GET /events/stream: a stream's answer does not end, and the
+    # client here reads whole answers (its parameters: test_stream.py).
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if op.path != "/events/stream"
+    ]
     # Deletions last, so the sample resources are there for the others.
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
     for operation in operations:
