@@ -111,6 +111,9 @@ class Config:
     # Seconds between keep-alive comments on an event stream (proxies drop
     # idle connections); each also checks the stream's credential again.
     event_stream_keepalive: Annotated[float, Positive] = 15.0
+    # Bytes of events written to a stream whose client has stopped reading
+    # (beyond the socket's buffers) before the stream is closed.
+    event_stream_backlog: Annotated[int, Positive] = 1 << 20
     migrate: bool = True
     session_hours: Annotated[float, Positive] = 8.0
     machine_token_hours: Annotated[float, Positive] = 4.0

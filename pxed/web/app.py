@@ -130,7 +130,7 @@ class PxedApp:
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),
             MetricsResource(db, metrics),
-            StreamResource(db, feed, access, authenticator),
+            StreamResource(db, feed, access, authenticator, config.event_stream_backlog),
             DashboardResource(),
         )
         assert tuple(type(r) for r in self.resources) == RESOURCES

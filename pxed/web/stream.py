@@ -6,8 +6,9 @@ management OS's log lines (any signed-in user may read a machine's), the
 events of images and setups they own (staff: all), their own user events
 (admins: all), and with ``build=ID`` that build's log lines (its image's
 owner and staff).  A stream whose client reads too slowly is closed once
-``STREAM_BUFFER`` bytes wait for it; its credential is checked again at
-every keep-alive, so a revoked token or an ended session stops it."""
+``event_stream_backlog`` bytes wait for it; its credential is checked
+again at every keep-alive, so a revoked token or an ended session stops
+it."""
 
 from __future__ import annotations
 
@@ -34,9 +35,6 @@ from pxed.web.router import route
 
 log = Logger()
 
-# Bytes written to a stream whose client does not read before it is closed
-# (the client's EventSource connects again and starts afresh).
-STREAM_BUFFER = 1 << 20
 # Milliseconds an EventSource waits before connecting again.
 RETRY_MS = 3000
 
@@ -65,8 +63,10 @@ class EventStream:
         machine_id: int | None,
         build_after: dict[int, int],
         authenticator: Authenticator,
+        backlog: int,
     ) -> None:
         self._request = request
+        self._backlog = backlog
         self._user = user
         self._machine = machine_id
         self._build_after = dict(build_after)
@@ -157,7 +157,7 @@ class EventStream:
             return
         if self._paused:
             self._waiting += len(data)
-            if self._waiting > STREAM_BUFFER:
+            if self._waiting > self._backlog:
                 # Too slow a reader: end it rather than hold its backlog.
                 self._request.loseConnection()
                 self._end()
@@ -174,9 +174,15 @@ class EventStream:
 
 class StreamResource:
     def __init__(
-        self, db: DBPool, feed: EventFeed, access: ImageAccess, authenticator: Authenticator
+        self,
+        db: DBPool,
+        feed: EventFeed,
+        access: ImageAccess,
+        authenticator: Authenticator,
+        backlog: int,
     ) -> None:
         self._db = db
+        self._backlog = backlog
         self._feed = feed
         self._access = access
         self._authenticator = authenticator
@@ -205,7 +211,10 @@ class StreamResource:
             so_far = await self._db.read(builds.thd_log, build_id)
             build_lines[build_id] = [line for _, line in so_far]
             build_after[build_id] = so_far[-1][0] if so_far else -1
-        stream = EventStream(request, caller(request), machine_id, build_after, self._authenticator)
+        who = caller(request)
+        stream = EventStream(
+            request, who, machine_id, build_after, self._authenticator, self._backlog
+        )
         try:
             await self._feed.add(stream, build_after)
         except ApiError:

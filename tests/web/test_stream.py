@@ -3,6 +3,8 @@ may see."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import pytest_twisted
 
@@ -14,6 +16,7 @@ from tests.helpers import (
     EventSource,
     add_machine,
     enqueue,
+    eventually,
     machine_client,
     new_image,
     upload_version,
@@ -176,3 +179,42 @@ async def test_what_another_server_does_is_streamed_at_once(start_server):
     created = await source.until("event", lambda e: e["Action"] == "machine.create", timeout=3)
     assert created["MAC"] == MAC
     source.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_stops_reading_is_cut_off(start_server):
+    """Events pile up for a stream whose client reads nothing: once the
+    socket's buffers are full and event_stream_backlog bytes wait, the
+    server closes it instead of holding more."""
+    server = await start_server(event_stream_backlog=64 * 1024)
+    await add_machine(server)
+    alice = await server.user("alice")
+    image = await new_image(alice)
+    await upload_version(alice, image, b"x" * MIB)
+    await enqueue(alice, [{"UUID": image, "Version": 1}])
+    mgmtos = await machine_client(server)
+    token = server.admin.headers["Authorization"]
+    port = int(server.url.rsplit(":", 1)[1])
+    reader = socket.socket()
+    # A small window: the server's writes stay in its own buffers.
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", port))
+    reader.sendall(
+        f"GET /events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\r\n".encode()
+    )
+    await eventually(lambda: server.pxed.feed.streams == 1)
+    line = "x" * 16000
+    try:
+        for _ in range(1000):  # at most 16 MB of log lines
+            r = await mgmtos.post("/log", {"Message": line})
+            assert r.code == 200, r.text
+            if server.pxed.feed.streams == 0:
+                break
+        await eventually(lambda: server.pxed.feed.streams == 0, timeout=15)
+        # A reader that is not slow is still served.
+        source = await EventSource.open(server.admin)
+        assert (await mgmtos.post("/log", {"Message": "after"})).code == 200
+        assert (await source.until("log", lambda x: x["Message"] == "after"))["MAC"] == MAC
+        source.close()
+    finally:
+        reader.close()
