@@ -367,6 +367,14 @@ async def enqueue(
     return r.json()
 
 
+async def queued(server: Server, mac: str = MAC) -> dict:
+    """A machine with work queued: alice's new (empty) image; the entry."""
+    await add_machine(server, mac)
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    return await enqueue(alice, [{"UUID": disk}], mac)
+
+
 async def machine_token(server: Server, mac: str = MAC) -> str:
     """The machine credential a netboot answer puts on the kernel cmdline
     (the same for one work item until it ends)."""

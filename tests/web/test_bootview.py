@@ -17,17 +17,11 @@ from tests.helpers import (
     MAC,
     Response,
     add_machine,
+    enqueue,
     eventually,
     new_image,
+    queued,
 )
-from tests.helpers import enqueue as queue_work
-
-
-async def queued(server) -> dict:
-    await add_machine(server)
-    alice = await server.user("alice")
-    disk = await new_image(alice)
-    return await queue_work(alice, [{"UUID": disk}])
 
 
 def block_pools(server) -> tuple[threading.Event, list]:
@@ -91,7 +85,7 @@ async def test_a_change_is_in_the_next_answer(server):
     alice = await server.user("alice")
     disk = await new_image(alice)
     for _ in range(5):
-        work = await queue_work(alice, [{"UUID": disk}])
+        work = await enqueue(alice, [{"UUID": disk}])
         assert "\nkernel " in (await server.anonymous.get(f"/ipxe/{MAC}")).text
         r = await alice.delete(f"/machine/{MAC}/boot/queue/{work['ID']}")
         assert r.code == 200, r.text

@@ -11,11 +11,9 @@ from tests.helpers import (
     MIB,
     OCTETS,
     Client,
-    add_machine,
-    enqueue,
     machine_client,
     new_image,
-    upload_version,
+    queued,
 )
 
 CSRF_REFUSED = "CSRF token missing or wrong"
@@ -99,11 +97,7 @@ async def test_only_an_api_token_starts_a_session(server):
     r = await browser.post("/user/session", headers={"X-CSRF-Token": csrf})
     assert r.code == 400 and "Bearer" in r.json()["error"]
     assert (await server.anonymous.post("/user/session")).code == 401
-    await add_machine(server)
-    alice = await server.user("alice")
-    image = await new_image(alice)
-    await upload_version(alice, image, b"x" * MIB)
-    await enqueue(alice, [{"UUID": image, "Version": 1}])
+    await queued(server)
     mgmtos = await machine_client(server)
     assert (await mgmtos.post("/user/session")).code == 403
 

@@ -19,6 +19,7 @@ from tests.helpers import (
     eventually,
     machine_client,
     new_image,
+    queued,
     upload_version,
 )
 from tests.web.test_metrics import scrape, value
@@ -187,11 +188,7 @@ async def test_a_client_that_stops_reading_is_cut_off(start_server):
     socket's buffers are full and event_stream_backlog bytes wait, the
     server closes it instead of holding more."""
     server = await start_server(event_stream_backlog=64 * 1024)
-    await add_machine(server)
-    alice = await server.user("alice")
-    image = await new_image(alice)
-    await upload_version(alice, image, b"x" * MIB)
-    await enqueue(alice, [{"UUID": image, "Version": 1}])
+    await queued(server)
     mgmtos = await machine_client(server)
     token = server.admin.headers["Authorization"]
     port = int(server.url.rsplit(":", 1)[1])
