@@ -21,6 +21,7 @@ from pxed.db.schema import (
     images,
     machine_logs,
     machine_macs,
+    machines,
     utcnow,
     work_progress,
 )
@@ -154,23 +155,21 @@ def thd_since(conn: sa.Connection, cursor: Cursor, build_after: dict[int, int]) 
         .group_by(boot_setups.c.machine_id)
     ).all()
     progress_at = max([cursor.progress_at, *(r[1] for r in moved)])
-    machines = {r[0] for r in moved} | {
+    moved_ids = {r[0] for r in moved} | {
         int(f.event.target)
         for f in found
         if f.event.target_type == "machine" and f.event.target.isdigit()
     }
-    current = progress.thd_for_machines(conn, machines) if machines else {}
-    macs = (
-        dict(
-            conn.execute(
-                sa.select(machine_macs.c.machine_id, machine_macs.c.mac).where(
-                    machine_macs.c.machine_id.in_(machines), machine_macs.c.position == 0
-                )
-            ).all()
-        )
-        if machines
-        else {}
-    )
+    current, macs = {}, {}
+    if moved_ids:
+        current = progress.thd_for_machines(conn, moved_ids)
+        first = _first_mac(machine_macs.c.machine_id == machines.c.id)
+        query = sa.select(machines.c.id, first).where(machines.c.id.in_(moved_ids))
+        macs = dict(conn.execute(query).all())
+    build_lines: dict[int, list[tuple[int, str]]] = {}
+    for build_id, after in build_after.items():
+        if new := builds.thd_log(conn, build_id, after):
+            build_lines[build_id] = new
     return Batch(
         cursor=Cursor(
             event=found[-1].event.id if found else cursor.event,
@@ -179,11 +178,7 @@ def thd_since(conn: sa.Connection, cursor: Cursor, build_after: dict[int, int]) 
         ),
         events=found,
         logs=lines,
-        progress={m: (macs.get(m), current.get(m)) for m in machines},
-        build_lines={
-            build_id: lines
-            for build_id, after in build_after.items()
-            if (lines := builds.thd_log(conn, build_id, after))
-        },
+        progress={m: (macs.get(m), current.get(m)) for m in moved_ids},
+        build_lines=build_lines,
         more=len(found) == BATCH or len(lines) == BATCH,
     )
