@@ -100,15 +100,16 @@ class EventFeed(Service):
 
     async def add(self, stream: Stream, build_after: dict[int, int]) -> None:
         """Start sending to *stream*; its builds' lines after the given seq."""
-        if len(self._streams) >= self._max:
-            raise ServiceUnavailable(
-                f"{self._max} event streams are open (max_event_streams); try again later"
-            )
         if self._cursor is None:
             cursor = await self._db.read(feed.thd_head)
             # Another stream may have set it meanwhile: keep the older.
             if self._cursor is None:
                 self._cursor = cursor
+        # Counted after the wait, so streams opened together cannot pass it.
+        if len(self._streams) >= self._max:
+            raise ServiceUnavailable(
+                f"{self._max} event streams are open (max_event_streams); try again later"
+            )
         for build_id, after in build_after.items():
             self._build_after[build_id] = min(after, self._build_after.get(build_id, after))
         self._streams.add(stream)

@@ -143,6 +143,9 @@ class EventStream:
     def _still_signed_in(self, who: Any) -> None:
         if who.user is None or who.user.id != self._user.id:
             self._end()
+        else:
+            # A role changed since is what the stream shows from now on.
+            self._user = who.user
 
     def _signed_out(self, failure: Any) -> None:
         if not failure.check(ApiError):
