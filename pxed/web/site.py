@@ -4,10 +4,11 @@ tracebacks in responses, and the limits that hold before a client is known.
 Before authentication a client gets nothing that costs much:
 
 * A request with a body that matters (an upload, or any body larger than
-  EARLY_AUTH_BODY) is authenticated from its headers alone: the socket is
-  paused in ``gotLength`` and the credential checked; an absent or invalid
-  one gets its 401 and the connection is closed with the body unread,
-  unparsed and unstaged.  The identity found is kept on the request, so
+  EARLY_AUTH_BODY) is authenticated from its headers alone: the body is
+  held in ``headers_received`` and the credential checked; an absent or
+  invalid one gets its 401 and the connection is closed with the body
+  unread, unparsed and unstaged (how the body is held, and every other
+  private part of Twisted's HTTP server pxed uses: pxed.web.twistedhttp).  The identity found is kept on the request, so
   the route's own check does not look it up again.
 * The request line and headers must arrive within ``header_timeout``
   seconds of the connection (or of the previous response): Twisted's idle
@@ -29,9 +30,9 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http import RESPONSES
 from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from pxed.errors import ApiError, error_json
 from pxed.metrics import Metrics
@@ -39,6 +40,16 @@ from pxed.storage import READ_SIZE, Storage
 from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity, check_csrf
 from pxed.web.body import MAX_JSON_BODY, BoundedBody
 from pxed.web.cors import CORS
+from pxed.web.twistedhttp import (
+    Channel,
+    Request,
+    hold_body,
+    release_body,
+    request_line,
+    send_continue,
+    set_read_size,
+    take_expect_continue,
+)
 from pxed.web.upload import UploadBody, is_upload
 from pxed.workers import ThreadPoolService
 
@@ -84,9 +95,8 @@ class PxedRequest(Request):
     _metrics: Metrics | None = None
     _counted = False
 
-    def gotLength(self, length: int | None) -> None:
+    def headers_received(self, length: int | None) -> None:
         self.headers_at = time.monotonic()
-        # Only the headers are known here, not yet the method or path.
         site = self.channel.site
         ctype = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
         upload = is_upload(ctype) and site.storage is not None
@@ -111,8 +121,7 @@ class PxedRequest(Request):
         if upload:
             # 1 MiB socket reads: 0.40-0.45 GB/s instead of 0.27-0.37 with
             # 64 KiB on this machine kind (DESIGN.md).
-            if hasattr(self.channel.transport, "bufferSize"):
-                self.channel.transport.bufferSize = READ_SIZE
+            set_read_size(self.channel.transport, READ_SIZE)
             self.content = UploadBody(
                 site.storage, site.io, ctype, self.channel.transport, site.metrics
             )
@@ -123,17 +132,11 @@ class PxedRequest(Request):
 
     def _authenticate_first(self, upload: bool, ctype: bytes) -> None:
         channel = self.channel
-        # Read no more from the socket, and leave what this read brought
-        # beyond the headers unparsed (LineReceiver stops at ``paused``).
-        channel.transport.pauseProducing()
-        channel.paused = True
+        hold_body(channel)
         self.content = BoundedBody(0)
         # "100 Continue" only once the credential is good: a client that
         # waits for it then sends no body at all before its 401.
-        expect = self.requestHeaders.getRawHeaders(b"expect")
-        if expect:
-            self.requestHeaders.removeHeader(b"expect")
-        continue_ = bool(expect) and expect[0].lower() == b"100-continue"
+        continue_ = take_expect_continue(self)
         d = Deferred.fromCoroutine(channel.site.authenticator.authenticate(self))
         d.addCallbacks(self._admitted, self._refused, callbackArgs=(upload, ctype, continue_))
         d.addErrback(lambda f: log.failure("authenticating before the body", f))
@@ -153,12 +156,10 @@ class PxedRequest(Request):
             return
         self.preauthenticated = who
         self._install_body(upload, ctype)
-        if continue_ and getattr(channel, "_version", None) == b"HTTP/1.1":
-            channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        channel.paused = False
-        channel.transport.resumeProducing()
-        # What arrived with the headers, held back until now.
-        channel.dataReceived(b"")
+        if continue_:
+            send_continue(channel)
+        # What arrived with the headers, held back until now, then the rest.
+        release_body(channel)
 
     def _refused(self, failure: Failure) -> None:
         if self.channel is None:
@@ -184,8 +185,8 @@ class PxedRequest(Request):
         # Whatever the client still sends is not read: the socket stays
         # paused until it closes (once the answer is written).
         channel.transport.loseConnection()
-        method = getattr(channel, "_command", b"-")
-        path = getattr(channel, "_path", b"-").split(b"?")[0]
+        method, target, _ = request_line(channel)
+        path = target.split(b"?")[0]
         access_log.info(
             '{client} "{method} {path}" {status} {size} before the body',
             client=getattr(channel.transport.getPeer(), "host", "-"),
@@ -237,7 +238,7 @@ class PxedRequest(Request):
             metrics.download_done(self.sentLength, now - self.started)
 
 
-class PxedChannel(HTTPChannel):
+class PxedChannel(Channel):
     """HTTPChannel with a deadline for each request's line and headers, and
     a cap on the connections one client address holds."""
 
@@ -286,9 +287,9 @@ class PxedChannel(HTTPChannel):
         else:
             self._refuse(431, f"a header line is limited to {self.MAX_LENGTH} bytes")
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        # HTTPChannel's one answer to a request it cannot parse (a NUL in
-        # the request line, a malformed header): a bare 400, made JSON.
+    def refuse_malformed(self) -> None:
+        # A NUL in the request line, a malformed header: Twisted's answer
+        # is a bare 400.
         self._refuse(400, "malformed request")
 
     def _refuse(self, status: int, message: str) -> None:
@@ -300,7 +301,7 @@ class PxedChannel(HTTPChannel):
 
     def _count(self, status: int) -> None:
         """An answer given before there was a request (no route, no time)."""
-        method = getattr(self, "_command", b"")
+        method = request_line(self).method
         self.site.metrics.request_done(method.decode("ascii", "replace"), None, status)
 
     def allHeadersReceived(self) -> None:

@@ -1,7 +1,7 @@
 """Request bodies that are disk images: streamed into staging files while
 they arrive, never held in memory or written to /tmp.
 
-PxedRequest.gotLength installs an UploadBody as ``request.content`` when the
+PxedRequest.headers_received installs an UploadBody as ``request.content`` when the
 Content-Type is ``application/octet-stream`` or ``multipart/form-data``.
 Twisted then writes the body into it piece by piece.  Each file goes to a
 StagedUpload (pxed.web.staging), which writes and hashes it on the
