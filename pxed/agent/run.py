@@ -1,0 +1,252 @@
+"""The agent's steps in order, and the step in progress, which every
+failure reports with its reason:
+
+1. the machine's facts; in enlist mode only the inventory, sent with the
+   enlistment credential, and that is all;
+2. BootInform (retried while the network comes up; 404: no work, nothing
+   reported), then the inventory (every boot, work or not);
+3. the disks (see disks.py for the mapping rule);
+4. captures: each image flagged Update, from its disk;
+5. deploys: each image to its disk, sha256 and size verified;
+6. the machine image;
+7. the completion: Success true, or false with the step and the reason of
+   any failure -- any exception anywhere, so the work is never reported
+   done when it is not."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from pxed.agent import capture, deploy, disks, facts, inform, inventory, machineimage
+from pxed.agent.client import Client, HTTPError, Unreachable, error_text
+from pxed.agent.config import Settings
+from pxed.agent.errors import Failed
+from pxed.agent.facts import Facts, FactsError
+from pxed.agent.report import Reporter
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def addresses() -> str:
+    """This machine's global IPv4 addresses, for the first log line."""
+    try:
+        done = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    found = [line.split()[3] for line in done.stdout.splitlines() if len(line.split()) > 3]
+    return " ".join(found) or "none"
+
+
+class Agent:
+    def __init__(self, settings: Settings, out: TextIO | None = None) -> None:
+        self.settings = settings
+        self.client = Client(settings.url, settings.token)
+        self.report = Reporter(self.client, settings.mac, settings.debug, out)
+        self.step = "starting"
+
+    def run(self) -> int:
+        """Everything; the exit status (0: done or no work)."""
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                try:
+                    signal.signal(sig, _interrupted)
+                except ValueError:  # not the main thread: the caller handles signals
+                    break
+        try:
+            return self._run()
+        except Failed as e:
+            return self._fail(str(e))
+        except (KeyboardInterrupt, Interrupted) as e:
+            return self._fail(f"interrupted ({type(e).__name__} {e})".replace(" )", ")"))
+        except BaseException as e:
+            return self._fail(f"the agent stopped unexpectedly: {type(e).__name__}: {e}")
+
+    def _fail(self, reason: str) -> int:
+        message = f"{self.step}: {reason}"
+        self.report.error(message)
+        self.report.complete(False, message)
+        return 1
+
+    def _run(self) -> int:
+        s = self.settings
+        self.step = "gathering the machine's facts"
+        try:
+            found = facts.load(s.facts, s.disks)
+        except FactsError as e:
+            raise Failed(str(e)) from None
+        if s.mode == "enlist":
+            # The enlistment credential can do nothing else: no log lines.
+            self.report.remote = False
+        self.report.info(
+            f"management OS up: kernel {found.kernel}, MAC {s.mac}, pxed at {s.url}, "
+            f"address(es) {addresses()}"
+        )
+        if s.mode == "enlist":
+            return self._enlist(found)
+        return self._work(found)
+
+    def _enlist(self, found: Facts) -> int:
+        s = self.settings
+        self.step = "enlisting"
+        self.report.console(f"enlist mode: sending this machine's inventory to {s.url}")
+        body = inventory.build(self._with_disks(found))
+        for attempt in range(1, s.connect_tries + 1):
+            try:
+                inventory.send(self.client, s.mac, body)
+            except HTTPError as e:
+                self.report.console(
+                    f"error: enlisting failed (HTTP {e.status}: {error_text(e.body)})"
+                )
+                return 1
+            except OSError as e:
+                if attempt == s.connect_tries:
+                    self.report.console(f"error: enlisting failed: {e}")
+                    return 1
+                self.report.console(f"pxed not reached ({e}); trying again in {s.retry_delay:g} s")
+                time.sleep(s.retry_delay)
+            else:
+                self.report.console("enlisted: the machine waits in pxed for an admin to accept it")
+                return 0
+        return 1
+
+    def _with_disks(self, found: Facts) -> Facts:
+        if found.disks is not None:
+            return found
+        return replace(found, disks=facts.system_disks())
+
+    def _send_inventory(self, found: Facts) -> None:
+        body = inventory.build(self._with_disks(found))
+        try:
+            inventory.send(self.client, self.settings.mac, body)
+        except HTTPError as e:
+            self.report.warning(
+                f"hardware inventory not accepted (HTTP {e.status}): {error_text(e.body, 300)}"
+            )
+        except OSError as e:
+            self.report.warning(f"hardware inventory not sent: {e}")
+        else:
+            text = str(body.to_json())
+            self.report.info(f"hardware inventory sent: {text[:400]}")
+
+    def _work(self, found: Facts) -> int:
+        s = self.settings
+        self.step = f"asking pxed for work (GET /machine/{s.mac}/boot)"
+        try:
+            work = inform.ask(
+                self.client, s.mac, s.connect_tries, s.retry_delay, self.report.console
+            )
+        except Unreachable as e:
+            self.report.console(f"error: pxed at {s.url} is unreachable: {e}")
+            self.report.completed = True
+            return 1
+        except inform.NoWork as e:
+            self._send_inventory(found)
+            self.report.info(f"no work for this machine ({e}): nothing to do")
+            self.report.completed = True
+            return 0
+        except Failed:
+            self.report.can_complete = True  # the work, if any, is in progress now
+            raise
+        self.report.can_complete = True
+        self._send_inventory(found)
+        count = len(work.disk_images)
+        self.report.info(f"work {work.id} (setup {work.name}): {count} image(s)")
+
+        self.step = "finding the disks"
+        found_disks = disks.find(found.disks, work.disks_needed, s.disk_wait)
+        self.report.info(f"disks: {disks.describe(found_disks)}")
+        if len(found_disks) < work.disks_needed:
+            raise Failed(
+                f"the setup has {count} image(s) but this machine has {len(found_disks)} "
+                f"disk(s) ({' '.join(d.path for d in found_disks) or 'none'}); images go to "
+                f"disks in kernel name order, one each"
+            )
+
+        captured = []
+        for entry in work.disk_images:
+            if not entry.update:
+                continue
+            disk = found_disks[entry.disk or 0]
+            self.step = f"capturing image {entry.name} ({entry.uuid}) from {disk.path}"
+            self.report.info(
+                f"capturing {disk.path} ({disk.size} bytes, {entry.compression}) "
+                f"into image {entry.name} ({entry.uuid})"
+            )
+            c = capture.capture(self.client, entry, disk)
+            version = c.answer.version if c.answer.version is not None else "?"
+            self.report.info(
+                f"captured {entry.uuid} v{version}: {c.size} bytes from {disk.path} in "
+                f"{c.seconds:.2f} s ({c.rate}), {c.answer.size or c.sent} bytes stored "
+                f"({c.strategy}), sha256 {c.sha256}"
+            )
+            captured.append(f"{entry.name} v{version} <- {disk.path}")
+
+        deployed = []
+        started = time.monotonic()
+        for entry in work.disk_images:
+            disk = found_disks[entry.disk or 0]
+            self.step = (
+                f"deploying image {entry.name} ({entry.uuid}) v{entry.version} to {disk.path}"
+            )
+            self.report.info(
+                f"deploying {entry.name} ({entry.uuid}) v{entry.version} ({entry.size} bytes, "
+                f"{entry.compression}) to {disk.path} ({disk.size} bytes)"
+            )
+            d = deploy.deploy(self.client, s.mac, entry, disk)
+            extra = (
+                f", {d.downloaded} bytes downloaded ({d.strategy})"
+                if d.written != d.downloaded
+                else ""
+            )
+            self.report.info(
+                f"deployed {entry.uuid} v{entry.version}: {d.written} bytes in {d.seconds:.2f} s "
+                f"({d.rate}){extra}, sha256 verified"
+            )
+            deployed.append(
+                f"{entry.name} v{entry.version} -> {disk.path} ({d.written} bytes, {d.rate})"
+            )
+        seconds = time.monotonic() - started
+
+        self.step = "updating the machine image"
+        record = machineimage.BootRecord(
+            work, found.kernel, "; ".join(deployed), "; ".join(captured)
+        )
+        self._machine_image(record)
+
+        self.step = "reporting"
+        message = f"deployed {count} image(s) in {seconds:.2f} s: {'; '.join(deployed)}"
+        if captured:
+            message += f"; captured: {'; '.join(captured)}"
+        self.report.info(message)
+        self.report.complete(True, message)
+        return 0
+
+    def _machine_image(self, record: machineimage.BootRecord) -> None:
+        workdir = self.settings.workdir
+        made = None
+        if workdir is None:
+            made = workdir = Path(tempfile.mkdtemp(prefix="pxed-agent."))
+        try:
+            machineimage.update(self.client, record, workdir, self.report.info, self.report.warning)
+        finally:
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
