@@ -25,13 +25,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pxed import sparse, tools
-from pxed.errors import ApiError
+from pxed.errors import ApiError, InsufficientStorage
 
 READ_SIZE = 1024 * 1024
-
-
-class InsufficientStorage(ApiError):
-    status = 507
 
 
 class BlankTooLarge(ApiError):

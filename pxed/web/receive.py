@@ -9,8 +9,8 @@ import errno
 
 from twisted.web.iweb import IRequest
 
-from pxed.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from pxed.storage import InsufficientStorage, Staged
+from pxed.errors import BadRequest, InsufficientStorage, PayloadTooLarge, UnsupportedMediaType
+from pxed.storage import Staged
 from pxed.web.body import header
 from pxed.web.upload import UploadBody
 
