@@ -8,8 +8,9 @@ Before authentication a client gets nothing that costs much:
   held in ``headers_received`` and the credential checked; an absent or
   invalid one gets its 401 and the connection is closed with the body
   unread, unparsed and unstaged (how the body is held, and every other
-  private part of Twisted's HTTP server pxed uses: pxed.web.twistedhttp).  The identity found is kept on the request, so
-  the route's own check does not look it up again.
+  private part of Twisted's HTTP server pxed uses: pxed.web.twistedhttp).
+  The identity found is kept on the request, so the route's own check does
+  not look it up again.
 * The request line and headers must arrive within ``header_timeout``
   seconds of the connection (or of the previous response): Twisted's idle
   timeout restarts with every byte, so a client sending one byte now and
@@ -120,7 +121,9 @@ class PxedRequest(Request):
         site = self.channel.site
         if upload:
             # 1 MiB socket reads: 0.40-0.45 GB/s instead of 0.27-0.37 with
-            # 64 KiB on this machine kind (DESIGN.md).
+            # Twisted's 64 KiB (2 GiB uploads over loopback, sha256 and fsync
+            # included, on this 2-core machine kind, before the writer left
+            # the reactor thread); bench/results/latest.md has today's.
             set_read_size(self.channel.transport, READ_SIZE)
             self.content = UploadBody(
                 site.storage, site.io, ctype, self.channel.transport, site.metrics

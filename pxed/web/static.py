@@ -9,8 +9,10 @@ from twisted.web.iweb import IRequest
 
 from pxed.web import router, sendfile
 
-# 1 MiB reads instead of Twisted's 64 KiB: 1.5-1.9 GB/s instead of 1.0-1.1
-# GB/s over loopback on this machine kind (DESIGN.md).
+# 1 MiB reads instead of Twisted's 64 KiB where sendfile is not used: 1.5-1.9
+# GB/s instead of 1.0-1.1 GB/s, serving a cached 2 GiB file over loopback on
+# this 2-core machine kind (measured before sendfile; bench/results/latest.md
+# has today's downloads, by sendfile).
 READ_SIZE = 1024 * 1024
 
 
