@@ -222,9 +222,9 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         config.docker_host, reactor, config.build_concurrency, config.build_timeout
     )
     engine.setServiceParent(top)
-    builder = BuildWorker(config, db, engine, io, storage, reactor, metrics)
-    builder.setServiceParent(top)
     store = ImageStore(db, io, storage)
+    builder = BuildWorker(config, db, engine, io, store, reactor, metrics)
+    builder.setServiceParent(top)
     # After the pool (they read and write through it), before the web port.
     view = BootView(db, machine_key(config.data_dir), reactor, config.boot_view_refresh)
     view.setServiceParent(top)

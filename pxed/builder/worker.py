@@ -57,7 +57,7 @@ class BuildWorker(Service):
         db: DBPool,
         engine: DockerEngine,
         io: IOPool,
-        storage: Storage,
+        store: ImageStore,
         reactor,
         metrics: Metrics | None = None,
     ) -> None:
@@ -65,7 +65,9 @@ class BuildWorker(Service):
         self._db = db
         self._engine = engine
         self._io = io
-        self._storage = storage
+        # The server's own: its versions are committed as an upload's are.
+        self._store = store
+        self._storage = store.storage
         self._reactor = reactor
         self._metrics = metrics if metrics is not None else Metrics()
         self.dir = Path(config.data_dir) / "builds"
@@ -245,7 +247,7 @@ class BuildWorker(Service):
             )
             if job.cancelled.is_set():
                 raise Cancelled()
-            version = await ImageStore(self._db, self._io, self._storage).add_version(
+            version = await self._store.add_version(
                 build.image_uuid, staged, "build", False, f"build:{build.id}"
             )
             await self._io.run(_keep_dockerfile, self._storage, build, version.file)
