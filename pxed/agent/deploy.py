@@ -63,19 +63,19 @@ class _Writer(threading.Thread):
             self.free.put(bytearray(CHUNK))
 
     def run(self) -> None:
+        ended = False
         try:
             while (item := self.full.get()) is not None:
                 buf, n = item
                 try:
-                    if self.error is None:
-                        self.decoder.feed(memoryview(buf)[:n])
+                    self.decoder.feed(memoryview(buf)[:n])
                 finally:
                     self.free.put(buf)
-            if self.error is None:
-                self.decoder.finish()
+            ended = True
+            self.decoder.finish()
         except BaseException as e:
             self.error = e
-            while (item := self.full.get()) is not None:
+            while not ended and (item := self.full.get()) is not None:
                 self.free.put(item[0])
 
 

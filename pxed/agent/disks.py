@@ -61,18 +61,23 @@ class DiskWriter:
         self.offset = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        n = len(data)
-        if self.offset + n > self.limit:
+        view = memoryview(data)
+        room = self.limit - self.offset
+        if len(view) > room:
+            # What fits goes (the disk ends as far as the image reached it).
+            self._write(view[:room])
             raise DiskFull(
                 f"the image is larger than {self.name} ({self.limit} bytes): "
-                f"stopped after writing {self.offset} bytes, before its end"
+                f"written up to the disk's end, the rest refused"
             )
-        view = memoryview(data)
+        self._write(view)
+        return len(view)
+
+    def _write(self, view: memoryview) -> None:
         done = 0
-        while done < n:
+        while done < len(view):
             done += os.write(self._fd, view[done:])
-        self.offset += n
-        return n
+        self.offset += done
 
 
 def open_for_writing(disk: Disk) -> tuple[int, int]:
