@@ -14,11 +14,13 @@ PostgreSQL ``SET TRANSACTION READ ONLY``): a write on the read path fails
 instead of slipping past the writer.  It is also one snapshot on every
 backend (SQLite's deferred BEGIN, PostgreSQL's REPEATABLE READ).
 
-A component that keeps something in memory built from some tables (the
-boot view) asks to be told of writes to them: ``watch``.  It is called on
-the reactor thread before the writing call's Deferred fires; with
-PostgreSQL the writing transaction also sends ``NOTIFY pxed_changes`` so
-that other servers on the database hear of it (pxed.db.notify).
+A component that keeps something in memory built from the database (the
+boot view, the event feed) asks to be told of the writes it depends on:
+``watch``, with names of tables, kinds of write or the columns an UPDATE
+sets (pxed.db.written).  It is called on the reactor thread before the
+writing call's Deferred fires; with PostgreSQL the writing transaction
+also sends ``NOTIFY pxed_changes``, naming only what some watcher depends
+on, so that other servers on the database hear of it (pxed.db.notify).
 
 A write that cannot get its lock within ``busy_timeout`` seconds fails with
 an OperationalError that ``is_busy`` recognises; the web layer answers it
@@ -44,13 +46,14 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from pxed.db import written as written_names
 from pxed.metrics import Metrics
 
 T = TypeVar("T")
 
-# The PostgreSQL channel writes to watched tables are announced on; the
-# payload is the writing pool's ``server_id`` (so a server can ignore its
-# own), a space and the watched tables written, comma-separated.
+# The PostgreSQL channel watched writes are announced on; the payload is
+# the writing pool's ``server_id`` (so a server can ignore its own), a
+# space and the watched names written (pxed.db.written), comma-separated.
 CHANNEL = "pxed_changes"
 _WRITTEN = "pxed.written"
 Watcher = Callable[[frozenset[str]], None]
@@ -206,11 +209,12 @@ class DBPool(Service):
         self._write_timing = (metrics.db_wait.labels("write"), metrics.db_query.labels("write"))
         self._read_timing = (metrics.db_wait.labels("read"), metrics.db_query.labels("read"))
 
-    def watch(self, tables: frozenset[str], callback: Watcher) -> None:
-        """Call *callback* (with the tables written) after every committed
-        write of ours to any of *tables* (``name`` for any write,
-        ``name:insert``, ``name:update`` or ``name:delete`` for one kind)."""
-        self._watchers.append((tables, callback))
+    def watch(self, names: frozenset[str], callback: Watcher) -> None:
+        """Call *callback* (with the names written) after every committed
+        write of ours that *names* name: ``table`` for any write,
+        ``table:insert``, ``table:update`` or ``table:delete`` for one kind,
+        ``table.column`` for an UPDATE that sets that column."""
+        self._watchers.append((names, callback))
 
     def unwatch(self, callback: Watcher) -> None:
         self._watchers = [(t, c) for t, c in self._watchers if c != callback]
@@ -295,8 +299,8 @@ class DBPool(Service):
             watched = [c for tables, c in self._watchers if tables & written]
             if watched and conn.dialect.name == "postgresql":
                 # Delivered when (and only if) this transaction commits; it
-                # names the watched tables written, so that another server
-                # reloads only what depends on them.
+                # names only the watched names written, so that another
+                # server reloads only what depends on them.
                 names = sorted({t for tables, _ in self._watchers for t in tables & written})
                 payload = f"{self.server_id} {','.join(names)}"
                 conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
@@ -370,15 +374,13 @@ def _sqlite_write_lock_free(path: str) -> bool:
 
 
 def _note_written(
-    conn: sa.Connection, clause: Any, _multi: Any, _params: Any, _options: Any, result: Any
+    conn: sa.Connection, clause: Any, multiparams: Any, params: Any, _options: Any, result: Any
 ) -> None:
-    """Remember which tables a transaction wrote (for ``DBPool.watch``):
-    ``table`` and ``table:insert|update|delete``; a statement that changed
-    no row (-1: not known) wrote nothing."""
+    """Remember what a transaction wrote (for ``DBPool.watch``); a
+    statement that changed no row (-1: not known) wrote nothing."""
     if isinstance(clause, sa.sql.dml.UpdateBase) and result.rowcount != 0:
-        name = clause.table.name
-        kind = clause.__visit_name__  # "insert", "update", "delete"
-        conn.info.setdefault(_WRITTEN, set()).update((name, f"{name}:{kind}"))
+        rows = [*(multiparams or ()), *([params] if params else ())]
+        conn.info.setdefault(_WRITTEN, set()).update(written_names.names(clause, rows))
 
 
 def thd_ping(conn: sa.Connection) -> None:
