@@ -26,7 +26,23 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter, RequestRedirect, UnicodeConverter, ValidationError
 
 from pxed.db import pool
-from pxed.errors import ApiError, DatabaseBusy, InsufficientStorage, error_json
+from pxed.db.errors import (
+    ConflictError,
+    DomainError,
+    InvalidError,
+    NotFoundError,
+    NotPermittedError,
+)
+from pxed.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    DatabaseBusy,
+    Forbidden,
+    InsufficientStorage,
+    error_json,
+)
+from pxed.errors import NotFound as ApiNotFound
 from pxed.web.body import ID_MAX
 
 log = Logger()
@@ -214,6 +230,25 @@ def api_error_body(request: IRequest, err: ApiError) -> bytes:
     return error_body(request, err.status, err.message)
 
 
+# How the database layer's refusals are answered: the one place they meet HTTP.
+DOMAIN_ERRORS: dict[type[DomainError], type[ApiError]] = {
+    InvalidError: BadRequest,
+    NotPermittedError: Forbidden,
+    NotFoundError: ApiNotFound,
+    ConflictError: Conflict,
+}
+
+
+def as_api_error(err: DomainError) -> ApiError:
+    """The HTTP error a database refusal is answered with (same message);
+    a kind with no status here is a 500 (tests/db/test_errors.py checks
+    that each has one)."""
+    for kind in type(err).__mro__:
+        if kind in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[kind](err.message)
+    return ApiError(err.message)
+
+
 def internal_error(request: IRequest, failure: Any) -> bytes:
     log.failure(
         "unhandled error in {method} {path}",
@@ -232,6 +267,10 @@ def handle_errors(app: Klein, base_url: str = "") -> None:
     @app.handle_errors(ApiError)
     def api_error(request: IRequest, failure: Any) -> bytes:
         return api_error_body(request, failure.value)
+
+    @app.handle_errors(DomainError)
+    def domain_error(request: IRequest, failure: Any) -> bytes:
+        return api_error_body(request, as_api_error(failure.value))
 
     @app.handle_errors(sa.exc.DBAPIError, OSError)
     def resource_error(request: IRequest, failure: Any) -> bytes:

@@ -35,12 +35,14 @@ from twisted.web.http import RESPONSES
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from pxed.db.errors import DomainError
 from pxed.errors import ApiError, error_json
 from pxed.metrics import Metrics
 from pxed.storage import READ_SIZE, Storage
 from pxed.web.auth import ANONYMOUS, SESSION_COOKIE, Authenticator, Identity, check_csrf
 from pxed.web.body import MAX_JSON_BODY, BoundedBody
 from pxed.web.cors import CORS
+from pxed.web.router import as_api_error
 from pxed.web.twistedhttp import (
     Channel,
     Request,
@@ -167,8 +169,11 @@ class PxedRequest(Request):
     def _refused(self, failure: Failure) -> None:
         if self.channel is None:
             return
-        if isinstance(failure.value, ApiError):
-            self._refuse(failure.value.status, failure.value.message)
+        err = failure.value
+        if isinstance(err, DomainError):
+            err = as_api_error(err)
+        if isinstance(err, ApiError):
+            self._refuse(err.status, err.message)
         else:
             log.failure("authenticating before the body", failure)
             self._refuse(500, "internal error")
