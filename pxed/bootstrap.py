@@ -14,8 +14,6 @@ import sqlalchemy as sa
 from pxed.db import tokens, users
 
 TOKEN_FILE = "admin.token"
-# The key machine credentials are derived from (pxed.db.credentials).
-MACHINE_KEY_FILE = "machine.key"
 # The key BMC passwords are sealed with (pxed.power.secretbox).
 POWER_KEY_FILE = "power.key"
 
@@ -88,27 +86,19 @@ def bootstrap_admin(engine: sa.Engine, data_dir: Path) -> tuple[str, Path] | Non
     return username, path
 
 
-def machine_key(data_dir: Path) -> bytes:
-    """The server's key for machine credentials, ``<data-dir>/machine.key``
-    (mode 0600), made when missing or unreadable.  Tokens derived from a
-    lost key no longer match their hashes: the next boot answer mints new
-    ones.  Servers sharing the data dir share the key (one of them makes
-    it, whichever starts first), so each accepts and repeats the others'
-    credentials."""
-    return _server_key(Path(data_dir) / MACHINE_KEY_FILE)
-
-
 def power_key(data_dir: Path) -> bytes:
     """The server's key for BMC passwords, ``<data-dir>/power.key`` (mode
-    0600), made once like machine.key: servers sharing the data dir agree
-    on it.  A lost or damaged key is replaced by a new one; passwords
+    0600), made once like machine.key (pxed.boot.key): servers sharing the
+    data dir agree on it.  A lost or damaged key is replaced by a new one; passwords
     sealed with the old one no longer open, and power actions say so until
     they are set again (PUT /machine/{mac} with Power)."""
-    return _server_key(Path(data_dir) / POWER_KEY_FILE)
+    return server_key(Path(data_dir) / POWER_KEY_FILE)
 
 
-def _server_key(path: Path) -> bytes:
-    """The 32-byte key in *path*, made when missing or unreadable."""
+def server_key(path: Path) -> bytes:
+    """The 32-byte key in *path* (mode 0600), made when missing or
+    unreadable.  Servers sharing the data dir share it: one of them makes
+    it, whichever starts first (link(2) lets one win)."""
     for _ in range(2):
         key = _read_key(path)
         if key is not None:

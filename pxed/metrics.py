@@ -78,6 +78,12 @@ class Metrics:
             ["decision"],
             registry=r,
         )
+        self.boot_view_loads = Counter(
+            "pxed_boot_view_loads",
+            "Loads of the boot view completed (at start, after a write a boot answer "
+            "depends on, here or on another server, and every boot_view_refresh seconds).",
+            registry=r,
+        )
         self.uploaded_bytes = Counter(
             "pxed_upload_bytes", "Bytes of upload bodies received, as they arrive.", registry=r
         )

@@ -7,8 +7,8 @@
 3. IO pool (file work: hashing, fsync, mkfs).
 4. Docker engine pool, then the build worker (fails builds a stopped
    daemon left unfinished, then starts queued ones).
-5. Boot view (loads every machine and its current work into memory; the
-   boot answers come from it), the PostgreSQL listener that tells it of
+5. Boot view (pxed/boot/: every machine and its current work in memory;
+   the boot answers come from it), the PostgreSQL listener that tells it of
    other servers' changes, and the boot answers' event log.
 6. Power service (machines' BMCs; its IPMI thread pool).
 7. The management OS: a missing one is built in the background
@@ -21,6 +21,7 @@ database threads finish their queries and drop their connections."""
 from __future__ import annotations
 
 import ctypes
+import datetime as dt
 import gc
 import os
 import tempfile
@@ -37,10 +38,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pxed import imagestore
-from pxed.answerlog import AnswerLog
-from pxed.bootstrap import bootstrap_admin, machine_key, power_key
-from pxed.bootview import TABLES as BOOT_TABLES
-from pxed.bootview import BootView
+from pxed.boot.answerlog import AnswerLog
+from pxed.boot.answers import BootAnswers
+from pxed.boot.credentials import Credentials
+from pxed.boot.key import machine_key
+from pxed.boot.snapshot import DEPENDS as BOOT_DEPENDS
+from pxed.boot.view import BootView
+from pxed.bootstrap import bootstrap_admin, power_key
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
@@ -56,6 +60,7 @@ from pxed.power.service import PowerService
 from pxed.storage import Storage
 from pxed.web import twistedhttp
 from pxed.web.app import PxedApp
+from pxed.web.origin import Origin
 from pxed.web.site import PxedSite
 from pxed.workers import IOPool
 
@@ -226,7 +231,13 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     builder = BuildWorker(config, db, engine, io, store, reactor, metrics)
     builder.setServiceParent(top)
     # After the pool (they read and write through it), before the web port.
-    view = BootView(db, machine_key(config.data_dir), reactor, config.boot_view_refresh)
+    credentials = Credentials(
+        db,
+        machine_key(config.data_dir),
+        dt.timedelta(hours=config.machine_token_hours),
+        config.max_enlisting,
+    )
+    view = BootView(db, credentials.key, reactor, config.boot_view_refresh, metrics)
     view.setServiceParent(top)
     # The live event streams' one reader.
     feed = EventFeed(
@@ -234,7 +245,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     )
     feed.setServiceParent(top)
     listener = ChangeListener(db, reactor)
-    listener.watch(BOOT_TABLES, view.changed)
+    listener.watch(BOOT_DEPENDS, view.changed)
     listener.watch(FEED_TABLES, feed.changed)
     listener.setServiceParent(top)
     answers = AnswerLog(db, reactor, config.boot_answer_log_interval)
@@ -252,8 +263,11 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     power.setServiceParent(top)
     mgmtos = ManagementOS(config, reactor)
     mgmtos.setServiceParent(top)
+    boot = BootAnswers(
+        config, view, credentials, answers, metrics, Origin(config.base_url).base_url, mgmtos
+    )
     app = PxedApp(
-        config, db, io, store, builder, view, answers, reactor, metrics, power, feed, mgmtos=mgmtos
+        config, db, io, store, builder, boot, reactor, metrics, power, feed, mgmtos=mgmtos
     )
     site = PxedSite(
         app.resource(),

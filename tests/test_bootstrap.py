@@ -7,7 +7,7 @@ import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
-from pxed.bootstrap import MACHINE_KEY_FILE, machine_key
+from pxed.boot.key import MACHINE_KEY_FILE, machine_key
 
 
 def test_servers_starting_at_once_share_one_machine_key(tmp_path):

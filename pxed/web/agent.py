@@ -7,8 +7,9 @@ import datetime as dt
 
 from twisted.web.iweb import IRequest
 
-from pxed import bootconfig
-from pxed.db import credentials, events, progress, queue
+from pxed.boot import networks
+from pxed.boot.credentials import Credentials
+from pxed.db import events, progress, queue
 from pxed.db.images import Image
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
@@ -46,10 +47,13 @@ def log_level(name: str | None) -> str:
 
 
 class AgentResource:
-    def __init__(self, db: DBPool, origin: Origin, power: PowerService) -> None:
+    def __init__(
+        self, db: DBPool, origin: Origin, power: PowerService, credentials: Credentials
+    ) -> None:
         self._db = db
         self._origin = origin
         self._power = power
+        self._credentials = credentials
 
     async def _boot_inform_answer(
         self, request: IRequest, machine: Machine, mac: str, work: queue.Work
@@ -91,11 +95,8 @@ class AgentResource:
         if cred is not None:
             # The first BootInform binds the credential to its caller's
             # address; from then on no other client may use it.
-            address = bootconfig.client_address(request) or ""
-            bound = await self._db.run(credentials.thd_bind, cred, address, actor(request))
-            if bound != address:  # another client bound it in between
-                what = "GET BootInform"
-                await self._db.run(credentials.thd_refused, cred, address, bound, what)
+            address = networks.client_address(request) or ""
+            if not await self._credentials.bind(cred, address, actor(request)):
                 raise Forbidden("this machine credential is bound to another client")
         work = await self._db.run(queue.thd_take, machine.id, actor(request))
         if work is None:

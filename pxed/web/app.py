@@ -13,9 +13,8 @@ from twisted.web.client import Agent
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from pxed import bootconfig
-from pxed.answerlog import AnswerLog
-from pxed.bootview import BootView
+from pxed.boot import networks
+from pxed.boot.answers import BootAnswers
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
@@ -93,8 +92,7 @@ class PxedApp:
         io: IOPool,
         store: ImageStore,
         builder: BuildWorker,
-        view: BootView,
-        answers: AnswerLog,
+        boot: BootAnswers,
         reactor,
         metrics: Metrics,
         power: PowerService,
@@ -110,21 +108,21 @@ class PxedApp:
             github = GitHubClient(config.github, reactor, HTTPClient(Agent(reactor)))
         # Also used by the site, to authenticate uploads before their body.
         self.authenticator = authenticator = Authenticator(
-            db, bootconfig.networks(config.metrics_networks)
+            db, boot.credentials, networks.networks(config.metrics_networks)
         )
         self.resources = (
             HealthResource(db, mgmtos),
             UsersResource(db, sessions, store, config.on_user_delete),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store, power),
-            HardwareResource(db, store),
-            BootResource(db, config, origin, view, answers, metrics, mgmtos),
+            HardwareResource(db, store, boot.credentials),
+            BootResource(boot),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
             SetupsResource(db),
             QueueResource(db, power),
-            AgentResource(db, origin, power),
+            AgentResource(db, origin, power, boot.credentials),
             PowerResource(db, power),
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),

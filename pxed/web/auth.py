@@ -15,8 +15,10 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from pxed import bootconfig, macaddr, secret
-from pxed.db import credentials, enlist, events, machines, queue, tokens
+from pxed import macaddr, secret
+from pxed.boot import networks
+from pxed.boot.credentials import Credentials
+from pxed.db import events, machines, queue, tokens
 from pxed.db.credentials import MachineCredential
 from pxed.db.enlist import EnlistCredential
 from pxed.db.pool import DBPool
@@ -154,8 +156,14 @@ class Authenticator:
     """Finds who is calling and applies the route's access rule; the router
     calls ``authorise`` before every handler."""
 
-    def __init__(self, db: DBPool, metrics_networks: tuple[bootconfig.Network, ...] = ()) -> None:
+    def __init__(
+        self,
+        db: DBPool,
+        credentials: Credentials,
+        metrics_networks: tuple[networks.Network, ...] = (),
+    ) -> None:
         self._db = db
+        self._credentials = credentials
         # Access rule -> the networks whose clients it admits as they are.
         self._networks = {"metrics": metrics_networks}
 
@@ -166,20 +174,20 @@ class Authenticator:
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
                 raise Unauthorized("Authorization: expected 'Bearer <token>'")
-            if token.startswith(secret.MACHINE_TOKEN):
-                cred = await self._db.run(credentials.thd_lookup, token)
+            kind = self._credentials.kind(token)
+            if kind == "machine":
+                cred = await self._credentials.machine(token)
                 if cred is None:
                     raise Unauthorized("machine credential is invalid, expired or revoked")
                 # Bound by the first BootInform to its client: no other.
-                address = bootconfig.client_address(request)
+                address = networks.client_address(request)
                 if not cred.admits(address):
                     what = f"{request.method.decode('ascii', 'replace')} {request.path[:200]!r}"
-                    bound = cred.bound_address or ""
-                    await self._db.run(credentials.thd_refused, cred, address, bound, what)
+                    await self._credentials.refuse(cred, address, what)
                     raise Forbidden("this machine credential is bound to another client")
                 return Identity(machine=cred)
-            if token.startswith(secret.ENLIST_TOKEN):
-                found_enlist = await self._db.read(enlist.thd_lookup, token)
+            if kind == "enlist":
+                found_enlist = await self._credentials.enlisting(token)
                 if found_enlist is None:
                     raise Unauthorized("enlistment credential is invalid, expired or spent")
                 return Identity(enlist=found_enlist)
@@ -198,9 +206,9 @@ class Authenticator:
 
     async def authorise(self, request: IRequest, access: str, args: dict[str, Any]) -> None:
         rule = RULES[access]
-        networks = self._networks.get(access)
+        admitted = self._networks.get(access)
         if rule is None or (
-            networks and bootconfig.on_boot_network(bootconfig.client_address(request), networks)
+            admitted and networks.on_network(networks.client_address(request), admitted)
         ):
             request.identity = ANONYMOUS
             return

@@ -8,7 +8,8 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from pxed import macaddr
-from pxed.db import enlist, hardware, machines
+from pxed.boot.credentials import Credentials
+from pxed.db import hardware, machines
 from pxed.db.enlist import EnlistCredential
 from pxed.db.hardware import Inventory
 from pxed.db.pool import DBPool
@@ -27,9 +28,10 @@ ARCHITECTURES = ("x86_64", "arm64")
 
 
 class HardwareResource:
-    def __init__(self, db: DBPool, store: ImageStore) -> None:
+    def __init__(self, db: DBPool, store: ImageStore, credentials: Credentials) -> None:
         self._db = db
         self._store = store
+        self._credentials = credentials
 
     @route("/machine/<mac>/hardware", ["PUT"], access="machine-or-enlist")
     async def put_hardware(self, request: IRequest, mac: str) -> dict:
@@ -56,7 +58,7 @@ class HardwareResource:
         arch = inv.arch if inv.arch in ARCHITECTURES else "x86_64"
         fields = machines.MachineFields(architecture=arch, managed=False, macs=(cred.mac,))
         machine, _ = await self._store.create_machine(fields, who)
-        await self._db.run(enlist.thd_spend, cred)
+        await self._credentials.spend(cred)
         return machine
 
     @route("/machine/<mac>/hardware", ["GET"], access="signed-in")

@@ -5,8 +5,8 @@ Each ``@route`` gives a path (werkzeug's ``<name>`` and ``<int:name>``
 become typed path parameters), its methods and its access rule (which
 becomes the operation's security).  The handler itself gives the rest:
 its docstring the summary, its return annotation the success answer
-(``dict``/``list`` JSON, ``str`` plain text, ``HTMLPage`` HTML, anything
-else a file), and
+(``dict``/``list`` JSON, ``str`` plain text, ``HTMLPage`` HTML, the boot
+routes' rendered ``JSONBody`` and ``TextBody``, anything else a file), and
 its code, read once with ``ast``, what it reads from the request: a JSON
 body (``read_json`` and the typed ``Fields`` accessors it and the helpers
 it hands the body to call: ``body.str("Name", required=True)`` is a
@@ -129,7 +129,9 @@ def _return_content(handler: Callable) -> dict[str, Any]:
         content["application/json"] = {"schema": {"type": "object"}}
     if "list" in kinds:
         content["application/json"] = {"schema": {"type": "array", "items": {}}}
-    if "str" in kinds:
+    if "JSONBody" in kinds:  # pxed.web.boot's, rendered by pxed.boot.render
+        content["application/json"] = {"schema": {"type": "object"}}
+    if "str" in kinds or "TextBody" in kinds:
         content["text/plain"] = {"schema": {"type": "string"}}
     if "HTMLPage" in kinds:  # pxed.web.dashboard's page
         content["text/html"] = {"schema": {"type": "string"}}

@@ -1,6 +1,8 @@
-"""The boot answers come from memory (pxed.bootview): they keep coming
+"""The boot answers come from memory (pxed.boot.view): they keep coming
 while the database is busy, they see every change made before they were
-asked, and with PostgreSQL a change made through another server too."""
+asked, and with PostgreSQL a change made through another server too; and
+the view loads again only for writes an answer depends on (counted in
+/metrics as pxed_boot_view_loads_total)."""
 
 from __future__ import annotations
 
@@ -9,16 +11,22 @@ import threading
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
+from pxed.boot.snapshot import DEPENDS
+from pxed.db.pool import CHANNEL
 from pxed.db.schema import boot_setups
 from tests.helpers import (
     MAC,
+    Client,
     Response,
+    Server,
     add_machine,
     enqueue,
     eventually,
+    machine_client,
     new_image,
     queued,
 )
@@ -145,3 +153,182 @@ async def test_a_change_made_through_another_server_is_heard(start_server):
         return "\nexit\n" in (await other.anonymous.get(f"/ipxe/{MAC}")).text
 
     await eventually(local, timeout=5)
+
+
+# -- what reloads the view ------------------------------------------------------
+
+
+async def view_loads(server: Server) -> float:
+    """pxed_boot_view_loads_total, as Prometheus would read it."""
+    r = await server.admin.get("/metrics")
+    assert r.code == 200, r.text
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            if sample.name == "pxed_boot_view_loads_total":
+                return sample.value
+    raise AssertionError("no pxed_boot_view_loads_total in /metrics")
+
+
+async def settled(server: Server) -> float:
+    """The loads once none is under way: the start's (and, on PostgreSQL,
+    the listener's first "anything may have changed") are done."""
+    last = await view_loads(server)
+    while True:
+        await task.deferLater(reactor, 0.3, lambda: None)
+        now = await view_loads(server)
+        if now == last:
+            return now
+        last = now
+
+
+async def in_progress(server: Server) -> tuple[Client, str]:
+    """A machine whose work (one image) the management OS took: its
+    client, with the machine credential, and the image."""
+    await add_machine(server)
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    await enqueue(alice, [{"UUID": disk}])
+    mgmtos = await machine_client(server)
+    r = await mgmtos.get(f"/machine/{MAC}/boot")
+    assert r.code == 200, r.text
+    return mgmtos, disk
+
+
+async def log_lines(mgmtos: Client, count: int, at_once: int = 20) -> None:
+    """*count* POST /log lines, as the management OS sends them."""
+    for start in range(0, count, at_once):
+        sent = await gatherResults(
+            [
+                Deferred.fromCoroutine(
+                    mgmtos.post("/log", {"Level": "info", "Message": f"line {n}", "Origin": "t"})
+                )
+                for n in range(start, min(start + at_once, count))
+            ]
+        )
+        assert {r.code for r in sent} == {200}, [r.text for r in sent if r.code != 200]
+
+
+@pytest_twisted.ensureDeferred
+async def test_log_lines_and_progress_reports_reload_nothing(start_server, database):
+    server = await start_server(boot_view_refresh=3600)
+    mgmtos, disk = await in_progress(server)
+    served = (await server.anonymous.get(f"/ipxe/{MAC}")).text
+    assert "\nkernel " in served
+    before = await settled(server)
+    await log_lines(mgmtos, 1000)
+    for written in range(0, 1024 * 1024 + 1, 64 * 1024):
+        body = {"Image": disk, "Written": written, "Total": 1024 * 1024}
+        r = await mgmtos.post(f"/machine/{MAC}/progress", body)
+        assert r.code == 200, r.text
+    assert len((await server.admin.get(f"/machine/{MAC}/logs")).json()) == 1000
+    # The answer still comes (from the view as it was) and says the same.
+    assert (await server.anonymous.get(f"/ipxe/{MAC}")).text == served
+    after = await view_loads(server)
+    print(
+        f"\n[{database}] 1000 POST /log and 17 progress reports:"
+        f" pxed_boot_view_loads_total {before:.0f} -> {after:.0f}"
+    )
+    assert after == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_an_answer_depends_on_reload_it(start_server, database):
+    server = await start_server(boot_view_refresh=3600)
+    await add_machine(server)
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    loads = await settled(server)
+
+    async def answer_after_a_load() -> str:
+        nonlocal loads
+        text = (await server.anonymous.get(f"/ipxe/{MAC}")).text
+        now = await view_loads(server)
+        assert now > loads, text
+        loads = now
+        return text
+
+    work = await enqueue(alice, [{"UUID": disk}])
+    assert "\nkernel " in await answer_after_a_load()
+    r = await alice.delete(f"/machine/{MAC}/boot/queue/{work['ID']}")
+    assert r.code == 200, r.text
+    assert "\nexit\n" in await answer_after_a_load()
+    await enqueue(alice, [{"UUID": disk}], name="again")
+    assert "\nkernel " in await answer_after_a_load()
+    r = await server.admin.put(f"/machine/{MAC}", {"Managed": False})
+    assert r.code == 200, r.text
+    assert "not managed" in await answer_after_a_load()
+    r = await server.admin.put(f"/machine/{MAC}", {"Managed": True, "Architecture": "arm64"})
+    assert r.code == 200, r.text
+    arm = await answer_after_a_load()
+    assert "/mgmtos/arm64/" in arm
+    # A new name changes no answer: nothing to load.
+    r = await server.admin.put(f"/machine/{MAC}", {"Name": "renamed"})
+    assert r.code == 200, r.text
+    assert (await server.anonymous.get(f"/ipxe/{MAC}")).text == arm
+    assert await view_loads(server) == loads
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_log_lines_on_one_server_do_not_reload_another(start_server):
+    """Two pxed on one PostgreSQL database: the other hears of queued work
+    (NOTIFY) and loads, but not of log lines."""
+    one = await start_server(boot_view_refresh=3600)
+    other = await start_server(
+        boot_view_refresh=3600, database=one.config.database, data_dir=str(one.config.data_dir)
+    )
+    mgmtos, _ = await in_progress(one)
+
+    async def served() -> bool:
+        return "\nkernel " in (await other.anonymous.get(f"/ipxe/{MAC}")).text
+
+    await eventually(served, timeout=5)
+    before = await settled(other)
+    await log_lines(mgmtos, 1000)
+    # Heard by the other server's event feed, which follows log lines:
+    # NOTIFY went out, naming them and nothing the view depends on.
+    listener = other.pxed.service.getServiceNamed("db-listen")
+    heard = listener.heard
+    await log_lines(mgmtos, 1)
+    await eventually(lambda: listener.heard > heard, timeout=5)
+    after = await settled(other)
+    print(f"\n[two servers] 1001 POST /log on one: the other's loads {before:.0f} -> {after:.0f}")
+    assert after == before
+    r = await one.admin.put(f"/machine/{MAC}", {"Managed": False})
+    assert r.code == 200, r.text
+
+    async def heard_the_edit() -> bool:
+        return "not managed" in (await other.anonymous.get(f"/ipxe/{MAC}")).text
+
+    await eventually(heard_the_edit, timeout=5)
+    assert await view_loads(other) > after
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_log_lines_notify_names_nothing_the_view_depends_on(start_server):
+    server = await start_server(boot_view_refresh=3600)
+    mgmtos, _ = await in_progress(server)
+    engine = sa.create_engine(server.config.database_url, poolclass=sa.NullPool)
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        conn.autocommit = True
+        conn.execute(f"LISTEN {CHANNEL}")
+
+        def heard() -> list[str]:
+            return [n.payload for n in conn.notifies(timeout=1, stop_after=10)]
+
+        await log_lines(mgmtos, 5)
+        payloads = await threads.deferToThread(heard)
+        r = await server.admin.put(f"/machine/{MAC}", {"Managed": False})
+        assert r.code == 200, r.text
+        edit = await threads.deferToThread(heard)
+    finally:
+        raw.close()
+        engine.dispose()
+    named = {n for p in payloads for n in p.partition(" ")[2].split(",")}
+    # The event feed follows log lines; the view does not.
+    assert "machine_logs" in named
+    assert not named & DEPENDS, named
+    assert {n for p in edit for n in p.partition(" ")[2].split(",")} & DEPENDS

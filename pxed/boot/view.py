@@ -1,114 +1,45 @@
-"""What the boot routes answer from: every machine by MAC, with the work a
-netboot now would do and that work's credential, in memory.
+"""The boot view: what the boot routes answer from, in memory, and kept
+current (pxed.boot.snapshot says what it holds).
 
 A rack powering on at once asks ``/v1/boot`` and ``/ipxe`` thousands of
 times a second; going to the database for each answer made the one
 database thread the limit.  The view is loaded whole at start and loaded
 again whenever something it holds may have changed:
 
-- a write of this server to a table it is built from (DBPool tells it,
+- a write of this server that ``snapshot.DEPENDS`` names (DBPool tells it,
   from the writer thread, before the write's own Deferred fires: a client
   that saw its write succeed then sees it in the next boot answer);
-- with PostgreSQL, a write of another server (``NOTIFY pxed_boot``, sent
-  in the writing transaction, so it arrives after the commit);
+- with PostgreSQL, such a write of another server (``NOTIFY``, sent in
+  the writing transaction, so it arrives after the commit);
 - every ``boot_view_refresh`` seconds anyway (an edit outside pxed, a
   credential that expired), in the background.
 
+Log lines, progress reports and a machine's state or ``last_seen`` are
+none of those: they reload nothing, here or on another server.
+
 After a change, until a load that began after it has ended, the view is
 *stale*: answers wait for that load rather than answer from what may be
-old.  Loads are coalesced: one at a time, and
-changes during a load make one more."""
+old.  Loads are coalesced: one at a time, and changes during a load make
+one more.  Each completed load counts in ``pxed_boot_view_loads_total``."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
-import sqlalchemy as sa
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pxed.db import credentials, enlist, queue
-from pxed.db import machines as machines_db
-from pxed.db.machines import Machine
+from pxed.boot.snapshot import DEPENDS, BootEntry, Snapshot, thd_load
+from pxed.db import credentials
 from pxed.db.pool import DBPool
-from pxed.db.queue import CurrentWork
 from pxed.db.schema import utcnow
+from pxed.metrics import Metrics
 
 log = Logger()
-
-
-# The tables a boot answer depends on (``table:kind`` for one kind of
-# write only).  A new credential is not a change: one minted here goes into
-# the view at once (``minted``), one minted by another server is found
-# again by the next mint here (the same token); a revoked or deleted one is.
-TABLES = frozenset(
-    {
-        "machines",
-        "machine_macs",
-        "boot_setups",
-        "boot_setup_images",
-        "machine_credentials:update",
-        "machine_credentials:delete",
-        "enlist_credentials:update",
-        "enlist_credentials:delete",
-    }
-)
-
-
-@dataclass(frozen=True)
-class BootEntry:
-    machine: Machine
-    # In progress, else the oldest queued: what a netboot now would do.
-    work: CurrentWork | None
-
-    @property
-    def scope(self) -> frozenset[str]:
-        """The images its credential may read and write."""
-        found = {self.machine.image_uuid}
-        if self.work is not None:
-            found |= set(self.work.image_uuids)
-        return frozenset(found)
-
-    @property
-    def work_id(self) -> int | None:
-        return None if self.work is None else self.work.id
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    by_mac: dict[str, BootEntry]
-    # (machine id, work id) -> (token, expiry) of each live credential
-    tokens: dict[tuple[int, int | None], tuple[str, dt.datetime]] = field(default_factory=dict)
-    # MAC -> (token, expiry) of each live enlistment credential
-    enlisting: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
-    # Machines that enlisted and wait for an admin (they count towards
-    # max_enlisting with the live enlistment credentials).
-    waiting: int = 0
-    # MACs refused an enlistment credential since this snapshot was read
-    # (max_enlisting reached): answered "local disk" without asking again.
-    refused: set[str] = field(default_factory=set)
-
-
-def thd_load(conn: sa.Connection, key: bytes) -> Snapshot:
-    """Every machine, its current work and the live credentials, in one
-    read transaction (one snapshot)."""
-    current = queue.thd_current_all(conn)
-    by_mac = {}
-    for machine in machines_db.thd_list(conn):
-        entry = BootEntry(machine, current.get(machine.id))
-        for mac in machine.macs:
-            by_mac[mac] = entry
-    return Snapshot(
-        by_mac,
-        credentials.thd_live_tokens(conn, key),
-        enlist.thd_live_tokens(conn, key),
-        enlist.thd_waiting(conn),
-    )
 
 
 class BootView(Service):
@@ -116,11 +47,14 @@ class BootView(Service):
 
     name = "boot-view"
 
-    def __init__(self, db: DBPool, key: bytes, reactor, refresh: float) -> None:
+    def __init__(
+        self, db: DBPool, key: bytes, reactor, refresh: float, metrics: Metrics | None = None
+    ) -> None:
         self._db = db
-        # The machine-credential key (pxed.bootstrap.machine_key), read once.
+        # The machine-credential key (pxed.boot.key), read once.
         self.key = key
         self._reactor = reactor
+        self._metrics = metrics if metrics is not None else Metrics()
         self._refresh = refresh
         self._snapshot = Snapshot({})
         # Changes are numbered; a snapshot is as new as the changes made
@@ -136,11 +70,10 @@ class BootView(Service):
         # (change count needed, Deferred) of answers waiting for a load
         self._waiting: list[tuple[int, Deferred[None]]] = []
         self._loop: LoopingCall | None = None
-        self.loads = 0  # loads since start (tests, metrics)
 
     def startService(self) -> None:
         super().startService()
-        self._db.watch(TABLES, self.changed)
+        self._db.watch(DEPENDS, self.changed)
         self._loop = LoopingCall(self._load)
         self._loop.clock = self._reactor
         # Its first call is now: the initial load.  The later ones load in
@@ -240,7 +173,7 @@ class BootView(Service):
 
     # -- keeping current
 
-    def changed(self, _tables: Iterable[str] = ()) -> None:
+    def changed(self, _written: Iterable[str] = ()) -> None:
         """Something the view holds may have changed: load it again before
         the next answer."""
         self._changes += 1
@@ -256,7 +189,7 @@ class BootView(Service):
     def _loaded(self, snapshot: Snapshot) -> None:
         began, self._loading = self._loading, None
         assert began is not None
-        self.loads += 1
+        self._metrics.boot_view_loads.inc()
         for apply in self._minted_meanwhile:
             apply(snapshot)
         self._minted_meanwhile.clear()

@@ -1,0 +1,98 @@
+"""Machine and enlistment credentials behind one object: the boot answers
+mint them, the routes look them up, bind, refuse and spend them.
+
+A machine credential (``pxm_…``) is minted once per work item, on the
+first answer that serves the work, and repeated in later answers; the
+first BootInform binds it to its client's address; it ends with its work.
+An enlistment credential (``pxe_…``) is minted once per unknown MAC and
+can only register that MAC's inventory, which spends it.  Their queries
+are ``thd_*`` functions of pxed.db.credentials and pxed.db.enlist, where
+every query of pxed is; revoking a work's credential happens in the same
+transaction as ending the work (pxed.db.queue, pxed.db.users), so that no
+answer sees one without the other."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pxed import secret
+from pxed.boot.snapshot import BootEntry
+from pxed.db import credentials, enlist
+from pxed.db.credentials import MachineCredential
+from pxed.db.enlist import EnlistCredential
+from pxed.db.pool import DBPool
+
+
+class Credentials:
+    def __init__(self, db: DBPool, key: bytes, lifetime: dt.timedelta, max_enlisting: int) -> None:
+        self._db = db
+        # The server's key (pxed.boot.key), read once: tokens derive from it.
+        self.key = key
+        self._lifetime = lifetime
+        self._max_enlisting = max_enlisting
+
+    # -- minted for boot answers
+
+    async def for_work(self, entry: BootEntry) -> tuple[str, dt.datetime]:
+        """The token (and expiry) for an answer that serves *entry*'s work:
+        scoped to the machine's own image and the images of its work, the
+        same in every answer until the work ends."""
+        return await self._db.run(
+            credentials.thd_for_answer,
+            self.key,
+            entry.machine.id,
+            entry.work_id,
+            entry.scope,
+            self._lifetime,
+        )
+
+    async def for_enlist(self, mac: str) -> tuple[str, dt.datetime] | None:
+        """The enlistment token (and expiry) of an unknown MAC; None when
+        max_enlisting machines are enlisting or waiting already."""
+        return await self._db.run(
+            enlist.thd_for_answer, self.key, mac, self._lifetime, self._max_enlisting
+        )
+
+    # -- presented to the routes
+
+    @staticmethod
+    def kind(token: str) -> str | None:
+        """``machine`` or ``enlist`` for a token of ours, else None."""
+        if token.startswith(secret.MACHINE_TOKEN):
+            return "machine"
+        if token.startswith(secret.ENLIST_TOKEN):
+            return "enlist"
+        return None
+
+    async def machine(self, token: str) -> MachineCredential | None:
+        """The live machine credential of *token* (not revoked, not
+        expired, its work not ended)."""
+        return await self._db.run(credentials.thd_lookup, token)
+
+    async def enlisting(self, token: str) -> EnlistCredential | None:
+        """The live enlistment credential of *token* (not spent, not expired)."""
+        return await self._db.read(enlist.thd_lookup, token)
+
+    async def refuse(self, cred: MachineCredential, address: str | None, what: str) -> None:
+        """Record that *address* presented *cred*, bound to another client
+        (``cred.admits`` said no; *what*: the request)."""
+        await self._refused(cred, address, cred.bound_address or "", what)
+
+    async def bind(self, cred: MachineCredential, address: str, actor: str) -> bool:
+        """Bind *cred* to *address* (BootInform) unless it is bound; False
+        (recorded) if another client bound it in between."""
+        bound = await self._db.run(credentials.thd_bind, cred, address, actor)
+        if bound == address:
+            return True
+        await self._refused(cred, address, bound, "GET BootInform")
+        return False
+
+    async def _refused(
+        self, cred: MachineCredential, address: str | None, bound: str, what: str
+    ) -> None:
+        await self._db.run(credentials.thd_refused, cred, address, bound, what)
+
+    async def spend(self, cred: EnlistCredential) -> bool:
+        """The enlistment credential is used up (its machine exists now);
+        False if it was already."""
+        return await self._db.run(enlist.thd_spend, cred)
