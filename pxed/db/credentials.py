@@ -3,11 +3,13 @@ machine and a set of images, with an expiry, revocable.
 
 One credential per work item: minted on the first boot answer that serves
 the work and repeated in later answers.  Its token is not stored: it is
-derived again from the server's key (a file in the data dir, which the
-caller passes in) and a random nonce kept in the row; the row keeps only
-the token's hash for lookup.  The first BootInform binds it to that
-client's address; a credential ends with its work (completed, cancelled or
-deleted) or at its expiry."""
+derived again from the server's key (pxed.boot.key, which the caller
+passes in) and a random nonce kept in the row; the row keeps only the
+token's hash for lookup.  The first BootInform binds it to that client's
+address; a credential ends with its work (completed, cancelled or
+deleted) or at its expiry.  The boot answers and the routes use these
+queries through pxed.boot.credentials.Credentials; the revocations run
+inside the transactions that end the work (pxed.db.queue, pxed.db.users)."""
 
 from __future__ import annotations
 

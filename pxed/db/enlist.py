@@ -8,7 +8,8 @@ most ``max_enlisting`` machines are enlisting (a live credential) or
 waiting for an admin (enlisted, not yet managed) at once: a boot network
 cannot fill pxed with machines faster than admins accept or delete them.
 As with machine credentials the token is derived from the server's key
-and a nonce kept in the row; only its hash is stored."""
+and a nonce kept in the row; only its hash is stored.  Used through
+pxed.boot.credentials.Credentials."""
 
 from __future__ import annotations
 
