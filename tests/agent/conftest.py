@@ -229,6 +229,9 @@ class _Front(protocol.Protocol):
         self.pending = []
 
     def dataReceived(self, data: bytes) -> None:
+        if not hasattr(self, "slow"):
+            path = data.split(b" ", 2)[1].decode() if data.count(b" ") >= 2 else ""
+            self.slow = path.startswith(self.factory.relay.slow_paths)
         if self.upstream is None:
             self.pending.append(data)
         else:
@@ -248,7 +251,7 @@ class _Front(protocol.Protocol):
             return
         self.sent += len(data)
         self.transport.write(data)
-        if relay.rate and self.upstream is not None:
+        if relay.rate and getattr(self, "slow", False) and self.upstream is not None:
             upstream = self.upstream.transport
             upstream.pauseProducing()
             reactor.callLater(len(data) / relay.rate, upstream.resumeProducing)
@@ -261,11 +264,13 @@ class _Front(protocol.Protocol):
 @dataclass
 class Proxy:
     """A relay to pxed: *cut_after* bytes of any one answer, then both
-    connections dropped; or answers sent at *rate* bytes per second."""
+    connections dropped; or the answers to requests for *slow_paths* (the
+    images, not the machine image) sent at *rate* bytes per second."""
 
     url: str = ""
     cut_after: int | None = None
     rate: float | None = None
+    slow_paths: tuple[str, ...] = ("/image/",)
     cuts: int = 0
 
 
