@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events, users
+from pxed.db.errors import ConflictError, NotFoundError
 from pxed.db.schema import build_logs, builds, utcnow
-from pxed.errors import Conflict, NotFound
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -62,7 +62,7 @@ def thd_get(conn: sa.Connection, build_id: int) -> Build | None:
 def get_or_404(conn: sa.Connection, build_id: int) -> Build:
     build = thd_get(conn, build_id)
     if build is None:
-        raise NotFound(f"no build {build_id}")
+        raise NotFoundError(f"no build {build_id}")
     return build
 
 
@@ -256,7 +256,7 @@ def thd_cancel(conn: sa.Connection, build_id: int, actor: str) -> tuple[Build, s
     ).scalar()
     build = get_or_404(conn, build_id)
     if build.finished:
-        raise Conflict(f"build {build_id} has already {build.state}")
+        raise ConflictError(f"build {build_id} has already {build.state}")
     conn.execute(
         builds.update()
         .where(builds.c.id == build_id, builds.c.state.in_((QUEUED, RUNNING)))
