@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events, users
+from pxed.db.errors import ConflictError
 from pxed.db.users import User, UserFields
-from pxed.errors import Conflict
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ def thd_sign_in(conn: sa.Connection, gh: GitHubUser) -> User:
                 github_id=gh.id,
             )
         elif local.github_id is not None:
-            raise Conflict(
+            raise ConflictError(
                 f"a local account named {username!r} exists and is linked to another GitHub account"
             )
         elif not (
             local.email and gh.verified_email and local.email.lower() == gh.verified_email.lower()
         ):
-            raise Conflict(
+            raise ConflictError(
                 f"a local account named {username!r} exists and its e-mail is not the "
                 "verified primary e-mail of this GitHub account; ask an admin"
             )
