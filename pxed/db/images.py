@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events, users
+from pxed.db.errors import ConflictError, NotFoundError
 from pxed.db.schema import (
     boot_setup_images,
     boot_setups,
@@ -19,7 +20,6 @@ from pxed.db.schema import (
     setup_images,
     utcnow,
 )
-from pxed.errors import Conflict, NotFound
 
 USER_TYPES = ("base", "system", "user", "temporal")
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -115,7 +115,7 @@ def thd_get(conn: sa.Connection, image_uuid: str) -> Image | None:
 def get_or_404(conn: sa.Connection, image_uuid: str) -> Image:
     image = thd_get(conn, image_uuid)
     if image is None:
-        raise NotFound(f"no image {image_uuid}")
+        raise NotFoundError(f"no image {image_uuid}")
     return image
 
 
@@ -142,7 +142,7 @@ def thd_create(
     conn: sa.Connection, owner: str | None, fields: ImageFields, disk: VersionFile, actor: str
 ) -> Image:
     """Record a new image (the one *disk* names) with *disk* as version 0,
-    owned by the user called *owner* (404 if there is none) or the system."""
+    owned by the user called *owner* (NotFoundError if there is none) or the system."""
     conn.execute(
         images.insert().values(
             uuid=disk.image_uuid,
@@ -185,7 +185,7 @@ def _lock(conn: sa.Connection, image_uuid: str) -> int | None:
         sa.select(images.c.uuid).where(images.c.uuid == image_uuid).with_for_update()
     ).first()
     if locked is None:
-        raise NotFound(f"no image {image_uuid}")
+        raise NotFoundError(f"no image {image_uuid}")
     return conn.execute(
         sa.select(sa.func.max(image_versions.c.version)).where(
             image_versions.c.image_uuid == image_uuid
@@ -208,7 +208,7 @@ def thd_plan_version(
 
 
 def _check_mutable(conn: sa.Connection, image_uuid: str, version: int) -> None:
-    """409 if *version* is frozen: named by a setup or by queued or running
+    """ConflictError if *version* is frozen: named by a setup or by queued or running
     boot work, which promised those exact bytes."""
     setup = conn.execute(
         sa.select(image_setups.c.name, image_setups.c.uuid)
@@ -218,12 +218,12 @@ def _check_mutable(conn: sa.Connection, image_uuid: str, version: int) -> None:
         .limit(1)
     ).first()
     if setup is not None:
-        raise Conflict(
+        raise ConflictError(
             f"version {version} is frozen in setup {setup.name!r} ({setup.uuid}); "
             "upload a new version instead"
         )
     if thd_held(conn, image_uuid, version):
-        raise Conflict(
+        raise ConflictError(
             f"version {version} is held by queued or running boot work; "
             "upload a new version instead"
         )
@@ -245,7 +245,7 @@ def thd_record_version(
         )
         old_file = conn.execute(sa.select(image_versions.c.file).where(where)).scalar()
         if old_file is None:
-            raise NotFound(f"image {disk.image_uuid} has no version {disk.version}")
+            raise NotFoundError(f"image {disk.image_uuid} has no version {disk.version}")
         conn.execute(
             image_versions.update()
             .where(where)
@@ -318,7 +318,7 @@ def thd_update(conn: sa.Connection, image_uuid: str, fields: ImageFields, actor:
 def thd_delete(conn: sa.Connection, image_uuid: str, actor: str) -> Image:
     image = get_or_404(conn, image_uuid)
     if thd_held(conn, image_uuid):
-        raise Conflict("the image is used by queued or running boot work; cancel it first")
+        raise ConflictError("the image is used by queued or running boot work; cancel it first")
     conn.execute(images.delete().where(images.c.uuid == image_uuid))
     events.thd_record(conn, actor, "image.delete", "image", image_uuid, f"name={image.name}")
     return image
