@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from pxed.db import events
 from pxed.db import images as images_db
 from pxed.db import power as power_db
+from pxed.db.errors import ConflictError, NotFoundError
 from pxed.db.power import NO_POWER, PowerSettings
 from pxed.db.schema import images, machine_macs, machines, utcnow
-from pxed.errors import Conflict, NotFound
 
 MACHINE_IMAGE_SIZE = 64 * 1024 * 1024
 
@@ -97,18 +97,18 @@ def thd_get(conn: sa.Connection, mac: str) -> Machine | None:
 
 
 def _check_free(conn: sa.Connection, fields: MachineFields, machine_id: int | None) -> None:
-    """Raise Conflict if a MAC or the name already belongs to another machine."""
+    """Raise ConflictError if a MAC or the name already belongs to another machine."""
     for mac in fields.macs or ():
         owner = _id_for_mac(conn, mac)
         if owner is not None and owner != machine_id:
             other = conn.execute(sa.select(machines.c.name).where(machines.c.id == owner)).scalar()
-            raise Conflict(f"MAC {mac} already belongs to machine {other!r}")
+            raise ConflictError(f"MAC {mac} already belongs to machine {other!r}")
     if fields.name is not None:
         owner = conn.execute(
             sa.select(machines.c.id).where(machines.c.name == fields.name)
         ).scalar()
         if owner is not None and owner != machine_id:
-            raise Conflict(f"a machine named {fields.name!r} already exists")
+            raise ConflictError(f"a machine named {fields.name!r} already exists")
 
 
 def _set_macs(conn: sa.Connection, machine_id: int, macs: tuple[str, ...]) -> None:
@@ -194,7 +194,7 @@ def _update(conn: sa.Connection, machine_id: int, fields: MachineFields, actor: 
 def thd_update(conn: sa.Connection, mac: str, fields: MachineFields, actor: str) -> Machine:
     machine_id = _id_for_mac(conn, mac)
     if machine_id is None:
-        raise NotFound(f"no machine with MAC {mac}")
+        raise NotFoundError(f"no machine with MAC {mac}")
     return _update(conn, machine_id, fields, actor)
 
 
@@ -206,7 +206,7 @@ def thd_upsert(
     assert fields.macs
     owners = {_id_for_mac(conn, mac) for mac in fields.macs} - {None}
     if len(owners) > 1:
-        raise Conflict("the MAC addresses belong to more than one machine")
+        raise ConflictError("the MAC addresses belong to more than one machine")
     if owners:
         return _update(conn, owners.pop(), fields, actor), False
     return thd_create(conn, fields, actor, disk), True
@@ -215,14 +215,14 @@ def thd_upsert(
 def thd_get_or_404(conn: sa.Connection, mac: str) -> Machine:
     machine = thd_get(conn, mac)
     if machine is None:
-        raise NotFound(f"no machine with MAC {mac}")
+        raise NotFoundError(f"no machine with MAC {mac}")
     return machine
 
 
 def thd_delete(conn: sa.Connection, mac: str, actor: str) -> Machine:
     machine = thd_get(conn, mac)
     if machine is None:
-        raise NotFound(f"no machine with MAC {mac}")
+        raise NotFoundError(f"no machine with MAC {mac}")
     conn.execute(machines.delete().where(machines.c.id == machine.id))
     conn.execute(images.delete().where(images.c.uuid == machine.image_uuid))
     events.thd_record(
