@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events
+from pxed.db.errors import ConflictError, InvalidError
 from pxed.db.queue import IN_PROGRESS, QUEUED
 from pxed.db.schema import (
     boot_setup_images,
@@ -26,7 +27,6 @@ from pxed.db.schema import (
     utcnow,
     work_progress,
 )
-from pxed.errors import BadRequest, Conflict
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,13 @@ def thd_report(
         )
     ).scalar()
     if work is None:
-        raise Conflict("the machine has no work in progress")
+        raise ConflictError("the machine has no work in progress")
     bsi = boot_setup_images.c
     version = conn.execute(
         sa.select(bsi.version).where(bsi.boot_setup_id == work, bsi.image_uuid == image_uuid)
     ).scalar()
     if version is None:
-        raise BadRequest("Image: not an image of the work in progress")
+        raise InvalidError("Image: not an image of the work in progress")
     now = utcnow()
     wp = work_progress.c
     key = sa.and_(wp.work_id == work, wp.image_uuid == image_uuid)
