@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from pxed.db import credentials, events, images, setups, users
 from pxed.db import machines as machines_db
+from pxed.db.errors import ConflictError, InvalidError, NotFoundError
 from pxed.db.images import Image
 from pxed.db.schema import boot_setup_images, boot_setups, machine_logs, machines, utcnow
 from pxed.db.setups import Setup
-from pxed.errors import BadRequest, Conflict, NotFound
 
 QUEUED, IN_PROGRESS, DONE, FAILED, CANCELLED = (
     "queued",
@@ -106,7 +106,7 @@ def thd_enqueue(
     after: str = "none",
 ) -> Work:
     if not setup.entries:
-        raise BadRequest("SetupUUID: the setup has no images")
+        raise InvalidError("SetupUUID: the setup has no images")
     work_id = conn.execute(
         boot_setups.insert().values(
             machine_id=machine_id,
@@ -210,9 +210,11 @@ def thd_cancel(conn: sa.Connection, machine_id: int, work_id: int, actor: str) -
     ).rowcount
     work = thd_get(conn, machine_id, work_id)
     if work is None:
-        raise NotFound(f"no queue entry {work_id} for this machine")
+        raise NotFoundError(f"no queue entry {work_id} for this machine")
     if not cancelled:
-        raise Conflict(f"queue entry {work_id} is {work.state}; only queued work can be cancelled")
+        raise ConflictError(
+            f"queue entry {work_id} is {work.state}; only queued work can be cancelled"
+        )
     # Its credential (a boot answer may have handed it out) ends with it.
     credentials.thd_revoke_work(conn, work_id)
     events.thd_record(conn, actor, "queue.cancel", "machine", str(machine_id), f"work={work_id}")
@@ -279,7 +281,7 @@ def thd_complete(
 ) -> Work:
     running = _one_first(conn, machine_id, IN_PROGRESS)
     if running is None:
-        raise Conflict("the machine has no work in progress")
+        raise ConflictError("the machine has no work in progress")
     now = utcnow()
     state = DONE if success else FAILED
     conn.execute(
