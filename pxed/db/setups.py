@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from pxed.db import events
 from pxed.db import images as images_db
 from pxed.db import users as users_db
+from pxed.db.errors import InvalidError, NotFoundError, NotPermittedError
 from pxed.db.images import Image, new_uuid
 from pxed.db.schema import image_setups, image_versions, images, setup_images, utcnow
-from pxed.errors import BadRequest, Forbidden, NotFound
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def thd_get(conn: sa.Connection, setup_uuid: str) -> Setup | None:
 def get_owned(conn: sa.Connection, owner: str, setup_uuid: str) -> Setup:
     setup = thd_get(conn, setup_uuid)
     if setup is None or setup.owner != owner:
-        raise NotFound(f"user {owner!r} has no image setup {setup_uuid}")
+        raise NotFoundError(f"user {owner!r} has no image setup {setup_uuid}")
     return setup
 
 
@@ -84,11 +84,11 @@ def _check_entry(conn: sa.Connection, owner: str, staff: bool, entry: Entry) -> 
         )
     ).first()
     if image is None:
-        raise BadRequest(f"UUID: no image {entry.image_uuid}")
+        raise InvalidError(f"UUID: no image {entry.image_uuid}")
     if image.owner != owner and not staff:
-        raise Forbidden(f"image {entry.image_uuid} belongs to someone else")
+        raise NotPermittedError(f"image {entry.image_uuid} belongs to someone else")
     if image.type == "machine":
-        raise BadRequest("UUID: machine images are handled by the management OS itself")
+        raise InvalidError("UUID: machine images are handled by the management OS itself")
     exists = conn.execute(
         sa.select(image_versions.c.version).where(
             image_versions.c.image_uuid == entry.image_uuid,
@@ -96,7 +96,7 @@ def _check_entry(conn: sa.Connection, owner: str, staff: bool, entry: Entry) -> 
         )
     ).first()
     if exists is None:
-        raise BadRequest(f"Version: image {entry.image_uuid} has no version {entry.version}")
+        raise InvalidError(f"Version: image {entry.image_uuid} has no version {entry.version}")
 
 
 def latest_version(conn: sa.Connection, image_uuid: str) -> int:
@@ -106,7 +106,7 @@ def latest_version(conn: sa.Connection, image_uuid: str) -> int:
         )
     ).scalar()
     if latest is None:
-        raise BadRequest(f"UUID: no image {image_uuid} with versions")
+        raise InvalidError(f"UUID: no image {image_uuid} with versions")
     return latest
 
 
@@ -145,7 +145,7 @@ def _replace_entries(conn, setup_uuid, owner, staff, entries) -> None:
     seen: set[str] = set()
     for position, (image_uuid, version, update) in enumerate(entries):
         if image_uuid in seen:
-            raise BadRequest(f"UUID: image {image_uuid} is listed twice")
+            raise InvalidError(f"UUID: image {image_uuid} is listed twice")
         seen.add(image_uuid)
         entry = resolve(conn, image_uuid, version, update)
         _check_entry(conn, owner, staff, entry)
@@ -247,7 +247,7 @@ def thd_remove_entry(
         )
     ).rowcount
     if not removed:
-        raise NotFound(f"image {image_uuid} is not in setup {setup_uuid}")
+        raise NotFoundError(f"image {image_uuid} is not in setup {setup_uuid}")
     events.thd_record(conn, actor, "setup.image.remove", "setup", setup_uuid, f"image={image_uuid}")
     return get_owned(conn, owner, setup_uuid)
 
