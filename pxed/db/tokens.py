@@ -14,9 +14,9 @@ from twisted.python.failure import Failure
 
 from pxed import secret
 from pxed.db import events
+from pxed.db.errors import NotFoundError
 from pxed.db.schema import api_tokens, sessions, users, utcnow
 from pxed.db.users import User, thd_get
-from pxed.errors import NotFound
 
 if TYPE_CHECKING:
     from pxed.db.pool import DBPool
@@ -50,7 +50,7 @@ def thd_create_token(
     made with another (*made_with*, the caller's secret) ends no later than
     that one does: a short-lived token cannot mint a lasting one."""
     if thd_get(conn, username) is None:
-        raise NotFound(f"no user {username!r}")
+        raise NotFoundError(f"no user {username!r}")
     if made_with is not None:
         parent_ends = conn.execute(
             sa.select(api_tokens.c.expires_at).where(
@@ -97,7 +97,7 @@ def thd_delete_token(conn: sa.Connection, username: str, token_id: int, actor: s
         api_tokens.delete().where(api_tokens.c.id == token_id, api_tokens.c.username == username)
     ).rowcount
     if not deleted:
-        raise NotFound(f"no token {token_id} for user {username!r}")
+        raise NotFoundError(f"no token {token_id} for user {username!r}")
     events.thd_record(conn, actor, "token.delete", "user", username, f"id={token_id}")
 
 
