@@ -12,7 +12,6 @@ from pxed import config as pxed_config
 from pxed.db import migrate, tokens, users
 from pxed.db.errors import DomainError
 from pxed.db.pool import make_engine
-from pxed.errors import ApiError
 
 
 def _config(args: argparse.Namespace) -> pxed_config.Config:
@@ -61,7 +60,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
                 _, token = tokens.thd_create_token(
                     conn, args.username, "pxed-admin", actor="pxed-admin"
                 )
-    except (ApiError, DomainError) as e:
+    except DomainError as e:
         print(f"pxed-admin: error: {e.message}", file=sys.stderr)
         return 1
     print(f"created {args.role} {args.username}", file=sys.stderr)
@@ -76,7 +75,7 @@ def cmd_create_token(args: argparse.Namespace) -> int:
     try:
         with engine.begin() as conn:
             _, token = tokens.thd_create_token(conn, args.username, args.label, actor="pxed-admin")
-    except (ApiError, DomainError) as e:
+    except DomainError as e:
         print(f"pxed-admin: error: {e.message}", file=sys.stderr)
         return 1
     print(token)

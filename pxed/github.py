@@ -20,6 +20,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from pxed.config import GitHub
+from pxed.db.errors import InvalidError
 from pxed.db.github import GitHubUser
 from pxed.db.users import check_username
 from pxed.errors import BadGateway, BadRequest
@@ -202,7 +203,7 @@ class GitHubClient:
         login = profile["login"]
         try:
             check_username(login.lower())
-        except BadRequest:
+        except InvalidError:
             raise BadRequest(
                 f"GitHub sign-in failed: the GitHub login {short(login, 64)!r} cannot be a "
                 "username here; ask an admin for an account"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pxed.db import events
+from pxed.db.errors import ConflictError, InvalidError, NotFoundError
 from pxed.db.schema import (
     boot_setup_images,
     boot_setups,
@@ -21,7 +22,6 @@ from pxed.db.schema import (
     users,
     utcnow,
 )
-from pxed.errors import BadRequest, Conflict, NotFound
 
 ROLES = ("user", "moderator", "admin")
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -60,7 +60,7 @@ class UserFields:
 def check_username(username: str) -> str:
     # fullmatch: with match, "$" also matches before a trailing newline.
     if not USERNAME.fullmatch(username) or username in RESERVED:
-        raise BadRequest(
+        raise InvalidError(
             "Username: 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter "
             "or digit" + (f" ('{username}' is reserved)" if username in RESERVED else "")
         )
@@ -71,7 +71,7 @@ def check_role(role: str) -> str:
     """The role, lower case ("User" as the original's tests wrote it)."""
     role = role.lower()
     if role not in ROLES:
-        raise BadRequest(f"Role: must be one of {', '.join(ROLES)}")
+        raise InvalidError(f"Role: must be one of {', '.join(ROLES)}")
     return role
 
 
@@ -100,10 +100,10 @@ def id_of(conn: sa.Connection, username: str) -> int | None:
 
 
 def thd_id(conn: sa.Connection, username: str) -> int:
-    """id_of, or 404."""
+    """id_of, or NotFoundError."""
     found = id_of(conn, username)
     if found is None:
-        raise NotFound(f"no user {username!r}")
+        raise NotFoundError(f"no user {username!r}")
     return found
 
 
@@ -127,7 +127,7 @@ def thd_create(
 ) -> User:
     check_username(username)
     if thd_get(conn, username) is not None:
-        raise Conflict(f"user {username!r} already exists")
+        raise ConflictError(f"user {username!r} already exists")
     conn.execute(
         users.insert().values(
             username=username,
@@ -147,12 +147,12 @@ def thd_create(
 def thd_update(conn: sa.Connection, username: str, fields: UserFields, actor: str) -> User:
     user = thd_get(conn, username)
     if user is None:
-        raise NotFound(f"no user {username!r}")
+        raise NotFoundError(f"no user {username!r}")
     values = {k: v for k, v in vars(fields).items() if v is not None}
     if "role" in values:
         check_role(values["role"])
         if user.is_admin and values["role"] != "admin" and thd_count_admins(conn) <= 1:
-            raise Conflict("the last admin cannot be demoted")
+            raise ConflictError("the last admin cannot be demoted")
     if values:
         conn.execute(users.update().where(users.c.username == username).values(**values))
         events.thd_record(
@@ -192,9 +192,9 @@ def thd_delete(conn: sa.Connection, username: str, actor: str, on_delete: str = 
     images, setups, work and builds go to an admin or are removed."""
     user = thd_get(conn, username)
     if user is None:
-        raise NotFound(f"no user {username!r}")
+        raise NotFoundError(f"no user {username!r}")
     if user.is_admin and thd_count_admins(conn) <= 1:
-        raise Conflict("the last admin cannot be removed")
+        raise ConflictError("the last admin cannot be removed")
     if on_delete not in ON_USER_DELETE:
         raise ValueError(f"on_user_delete: {on_delete!r}")
     owned = tuple(t.c.owner_id == user.id for t in (images, image_setups, boot_setups, builds))
@@ -206,7 +206,7 @@ def thd_delete(conn: sa.Connection, username: str, actor: str, on_delete: str = 
             sa.select(machines.c.name).where(machines.c.image_uuid.in_(his_images)).limit(1)
         ).scalar()
         if used is not None:
-            raise Conflict(f"machine {used!r} boots an image of {username!r}; delete it first")
+            raise ConflictError(f"machine {used!r} boots an image of {username!r}; delete it first")
         holding = sa.select(boot_setup_images.c.boot_setup_id).where(
             boot_setup_images.c.image_uuid.in_(his_images)
         )
