@@ -35,9 +35,9 @@ PRIVATE: dict[str, str] = {
         "before Twisted's own 100 Continue: where the body's file is chosen and an "
         "upload's credential checked (Twisted: 'not intended for users')"
     ),
-    "HTTPChannel._command": "the request's method, read before its body (logs, metrics)",
-    "HTTPChannel._path": "the request's target, read before its body (logs, metrics)",
-    "HTTPChannel._version": "the request's HTTP version, read before its body (100 Continue)",
+    "HTTPChannel._command": "the request's method, read before its body: logs, metrics",
+    "HTTPChannel._path": "the request's target, read before its body: logs, metrics",
+    "HTTPChannel._version": "the request's HTTP version, read before its body: 100 Continue",
     "HTTPChannel.paused": (
         "LineReceiver's flag: set, the parser leaves what arrived after the headers "
         "unparsed until it is cleared and dataReceived(b'') parses it"
