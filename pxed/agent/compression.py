@@ -9,6 +9,7 @@ streaming decoders end quietly on a truncated frame)."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 STRATEGIES = ("none", "gzip", "zstd")
@@ -28,11 +29,6 @@ class UnknownCompression(ValueError):
 
 class Sink(Protocol):
     def write(self, data: bytes | memoryview) -> int: ...
-
-
-class Decoder(Protocol):
-    def feed(self, data: memoryview) -> None: ...
-    def finish(self) -> None: ...
 
 
 def check(strategy: str) -> str:
@@ -59,24 +55,21 @@ def zstandard_module() -> Any:
     return zstandard
 
 
-def decoder(strategy: str, sink: Sink) -> Decoder:
+def decode(strategy: str, chunks: Iterator[memoryview], sink: Sink) -> None:
+    """Decompress the stream *chunks* make up into *sink*; DecodeError if
+    it is not what *strategy* says or ends early."""
     name = check(strategy)
-    if name == "gzip":
-        return GzipDecoder(sink)
     if name == "zstd":
-        return ZstdDecoder(sink)
-    return PlainDecoder(sink)
-
-
-class PlainDecoder:
-    def __init__(self, sink: Sink) -> None:
-        self._sink = sink
-
-    def feed(self, data: memoryview) -> None:
-        self._sink.write(data)
-
-    def finish(self) -> None:
-        pass
+        _zstd(chunks, sink)
+        return
+    if name == "gzip":
+        decoder = GzipDecoder(sink)
+        for chunk in chunks:
+            decoder.feed(chunk)
+        decoder.finish()
+        return
+    for chunk in chunks:
+        sink.write(chunk)
 
 
 class GzipDecoder:
@@ -197,33 +190,35 @@ class ZstdFrames:
             self._state, self._want = "magic", 4
 
 
-class ZstdDecoder:
-    """zstd frames one after another (python-zstandard's stream writer
-    runs the decoder over them without holding the GIL), checked complete
-    by ZstdFrames."""
+def _zstd(chunks: Iterator[memoryview], sink: Sink) -> None:
+    """zstd frames one after another, checked complete by ZstdFrames.
+    python-zstandard's stream reader pulls the chunks and decompresses
+    into one reused buffer (no copy of the output, no allocation), without
+    holding the GIL while it does."""
+    zstandard = zstandard_module()
+    frames = ZstdFrames()
 
-    def __init__(self, sink: Sink) -> None:
-        zstandard = zstandard_module()
-        self._error = zstandard.ZstdError
-        self.frames = ZstdFrames()
-        self._writer = zstandard.ZstdDecompressor().stream_writer(
-            sink, write_size=OUT_CHUNK, closefd=False
-        )
+    class Source:
+        def read(self, size: int = -1) -> memoryview | bytes:
+            # Called again once the chunk before is used up: its buffer
+            # may then be reused (the iterator's business).
+            chunk = next(chunks, None)
+            if chunk is None:
+                return b""
+            frames.feed(chunk)
+            return chunk
 
-    def feed(self, data: memoryview) -> None:
-        self.frames.feed(data)
-        try:
-            self._writer.write(data)
-        except self._error as e:
-            raise DecodeError(f"not valid zstd data: {e}") from None
-
-    def finish(self) -> None:
-        try:
-            self._writer.flush()
-        except self._error as e:
-            raise DecodeError(f"not valid zstd data: {e}") from None
-        if not self.frames.complete:
-            raise DecodeError("the zstd stream ends in the middle of a frame (truncated)")
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        Source(), read_size=OUT_CHUNK, read_across_frames=True, closefd=False
+    )
+    out = memoryview(bytearray(OUT_CHUNK))
+    try:
+        while n := reader.readinto(out):
+            sink.write(out[:n])
+    except zstandard.ZstdError as e:
+        raise DecodeError(f"not valid zstd data: {e}") from None
+    if not frames.complete:
+        raise DecodeError("the zstd stream ends in the middle of a frame (truncated)")
 
 
 class Encoder(Protocol):

@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pxed.agent import compression, disks
@@ -53,29 +54,40 @@ class _Writer(threading.Thread):
     error it keeps taking (and freeing) buffers so the receiver never
     blocks, and keeps the error for it."""
 
-    def __init__(self, decoder: compression.Decoder) -> None:
+    def __init__(self, strategy: str, sink: disks.DiskWriter) -> None:
         super().__init__(name="disk-writer", daemon=True)
-        self.decoder = decoder
+        self.strategy = strategy
+        self.sink = sink
         self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self.full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self._ended = False
         for _ in range(BUFFERS):
             self.free.put(bytearray(CHUNK))
 
-    def run(self) -> None:
-        ended = False
+    def _chunks(self) -> Iterator[memoryview]:
+        """The received chunks; each buffer goes back to the pool when the
+        next chunk is asked for (the decoder is done with it then)."""
+        held: bytearray | None = None
         try:
             while (item := self.full.get()) is not None:
-                buf, n = item
-                try:
-                    self.decoder.feed(memoryview(buf)[:n])
-                finally:
-                    self.free.put(buf)
-            ended = True
-            self.decoder.finish()
+                if held is not None:
+                    self.free.put(held)
+                held, n = item
+                yield memoryview(held)[:n]
+            self._ended = True
+        finally:
+            if held is not None:
+                self.free.put(held)
+
+    def run(self) -> None:
+        try:
+            compression.decode(self.strategy, self._chunks(), self.sink)
+            if not self._ended:
+                raise DecodeError("the stream goes on after its compressed data ends")
         except BaseException as e:
             self.error = e
-            while not ended and (item := self.full.get()) is not None:
+            while not self._ended and (item := self.full.get()) is not None:
                 self.free.put(item[0])
 
 
@@ -94,6 +106,11 @@ def check_entry(entry: ImageEntry) -> str:
         raise Failed("BootInform gives no sha256 for this version (does it exist?)")
     if not entry.url:
         raise Failed("BootInform gives no URL for this image")
+    if strategy == "zstd":
+        try:
+            compression.zstandard_module()
+        except DecodeError as e:
+            raise Failed(str(e)) from None
     return strategy
 
 
@@ -135,10 +152,7 @@ def _deploy(
                 f"nothing written"
             )
         sink = disks.DiskWriter(fd, limit, disk.path)
-        try:
-            writer = _Writer(compression.decoder(strategy, sink))
-        except DecodeError as e:
-            raise Failed(str(e)) from None
+        writer = _Writer(strategy, sink)
         progress = ProgressReporter(client, mac, entry.uuid, size) if size else None
         if progress is not None:
             progress.start()

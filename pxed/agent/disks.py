@@ -50,6 +50,12 @@ def describe(disks: tuple[Disk, ...]) -> str:
     return ", ".join(f"{d.path} ({d.size} bytes)" for d in disks) or "none"
 
 
+# Written data is handed to the kernel's writeback this often, so that the
+# fsync at the end waits for the last of it, not for all of it, and the
+# page cache does not fill with a disk's worth of dirty pages.
+WRITEBACK_EVERY = 64 << 20
+
+
 class DiskWriter:
     """Sequential writes to a disk from its start, refusing any write that
     would pass *limit* (a disk that is a file never grows)."""
@@ -59,6 +65,7 @@ class DiskWriter:
         self.limit = limit
         self.name = name
         self.offset = 0
+        self._handed = 0
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
@@ -78,6 +85,13 @@ class DiskWriter:
         while done < len(view):
             done += os.write(self._fd, view[done:])
         self.offset += done
+        if self.offset - self._handed >= WRITEBACK_EVERY:
+            # DONTNEED starts the writeback of the range's dirty pages
+            # (without waiting) and drops the pages already written back.
+            os.posix_fadvise(
+                self._fd, self._handed, self.offset - self._handed, os.POSIX_FADV_DONTNEED
+            )
+            self._handed = self.offset
 
 
 def open_for_writing(disk: Disk) -> tuple[int, int]:

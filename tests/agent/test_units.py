@@ -94,10 +94,9 @@ class Sink:
 
 def feed_all(strategy: str, blob: bytes) -> bytes:
     sink = Sink()
-    decoder = compression.decoder(strategy, sink)
-    for i in range(0, len(blob), 100_000):
-        decoder.feed(memoryview(blob)[i : i + 100_000])
-    decoder.finish()
+    view = memoryview(blob)
+    chunks = (view[i : i + 100_000] for i in range(0, len(blob), 100_000))
+    compression.decode(strategy, chunks, sink)
     return bytes(sink.data)
 
 
