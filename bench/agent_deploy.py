@@ -15,7 +15,8 @@ decompression, writes and fsync, plus its progress reports to pxed); the
 reference is the shell pipeline, which neither hashes nor fsyncs.  Before
 each timed run the target is made anew (sparse, the image's size) and
 ``sync`` flushes what the run before left dirty, so no run pays for
-another's writeback; the order alternates (A B, B A, ...).  Target: the
+another's writeback, after an untimed write of the same size (deleted
+again: see ``fresh_target``); the order alternates (A B, B A, ...).  Target: the
 agent's median time ≤ 1/0.9 of the reference's (≥ 0.9× its throughput).
 Results: bench/results/agent_deploy.{json,md}."""
 
@@ -153,7 +154,17 @@ def machine_info(work: Path) -> dict:
 
 
 def fresh_target(path: Path, size: int) -> None:
+    """The target made anew (sparse, *size*) after an untimed write of as
+    many bytes, deleted again: on this VM filling page-cache pages not used
+    lately is several times slower than reusing pages just freed
+    (bench/README.md), so every timed run starts from the same state."""
     path.unlink(missing_ok=True)
+    prime = path.with_name("prime")
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={prime}", "bs=1M", f"count={size // MiB}", "status=none"],
+        check=True,
+    )
+    prime.unlink()
     with open(path, "wb") as f:
         f.truncate(size)
     subprocess.run(["sync"], check=True)

@@ -161,6 +161,7 @@ def _deploy(
             got, sha, download_error = _receive(
                 download, writer, size, strategy, limit, disk, progress
             )
+            sink.close()  # the writeback hand-offs, before fsync
             _verdict(writer, download_error, got, sha, want_sha, size, strategy, disk)
             try:
                 os.fsync(fd)
@@ -168,6 +169,7 @@ def _deploy(
                 raise Failed(f"writing {disk.path} failed (fsync): {e.strerror or e}") from None
             verified = True
         finally:
+            sink.close()
             if progress is not None:
                 progress.stop(verified)
     finally:

@@ -16,7 +16,9 @@ disks, in the order given."""
 from __future__ import annotations
 
 import os
+import queue
 import stat
+import threading
 import time
 from collections.abc import Callable
 
@@ -66,6 +68,7 @@ class DiskWriter:
         self.name = name
         self.offset = 0
         self._handed = 0
+        self._writeback: _Writeback | None = None
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
@@ -86,12 +89,37 @@ class DiskWriter:
             done += os.write(self._fd, view[done:])
         self.offset += done
         if self.offset - self._handed >= WRITEBACK_EVERY:
-            # DONTNEED starts the writeback of the range's dirty pages
-            # (without waiting) and drops the pages already written back.
-            os.posix_fadvise(
-                self._fd, self._handed, self.offset - self._handed, os.POSIX_FADV_DONTNEED
-            )
+            if self._writeback is None:
+                self._writeback = _Writeback(self._fd)
+            self._writeback.ranges.put((self._handed, self.offset - self._handed))
             self._handed = self.offset
+
+    def close(self) -> None:
+        """Wait for the writeback hand-offs (before fsync or close)."""
+        if self._writeback is not None:
+            self._writeback.ranges.put(None)
+            self._writeback.join()
+            self._writeback = None
+
+
+class _Writeback(threading.Thread):
+    """Hands written ranges to the kernel's writeback.  POSIX_FADV_DONTNEED
+    starts writing a range's dirty pages and drops those already written;
+    starting can wait for a busy disk's queue, so it is done here, not in
+    the thread that writes."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(name="writeback", daemon=True)
+        self._fd = fd
+        self.ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self.start()
+
+    def run(self) -> None:
+        while (item := self.ranges.get()) is not None:
+            try:
+                os.posix_fadvise(self._fd, item[0], item[1], os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass  # a hint: the fsync at the end writes what is left
 
 
 def open_for_writing(disk: Disk) -> tuple[int, int]:
