@@ -222,7 +222,7 @@ def markdown(r: dict) -> str:
         "",
         "| | min s | median s | max s | median GB/s (raw) | client CPU % | pxed CPU % |",
         "|---|---|---|---|---|---|---|",
-        f"| agent (`python -m pxed.agent` deploy: sha256, zstd, fsync) | {a['min']} | "
+        f"| agent (pxed.agent's deploy step as a process: sha256, zstd, fsync) | {a['min']} | "
         f"{a['median']} | {a['max']} | {r['agent']['gbps']} | "
         f"{r['agent']['client_cpu_pct']} | {r['agent']['server_cpu_pct']} |",
         f"| reference (`curl -sf -H … URL \\| zstd -d > file`) | {b['min']} | {b['median']} | "
