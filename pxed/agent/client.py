@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -114,6 +113,8 @@ class Client:
             raise ValueError(f"not an http(s) URL: {url}")
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
+            import ssl  # only for https: a plain-http management OS needs no TLS
+
             conn = http.client.HTTPSConnection(
                 parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
             )
