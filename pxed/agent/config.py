@@ -117,9 +117,13 @@ def settings(argv: list[str], environ: dict[str, str] | None = None) -> Settings
     token = args.token or environ.get("PXED_TOKEN", "") or kernel.get("token", "")
     if not (url and mac and token):
         missing = [n for n, v in (("url", url), ("mac", mac), ("token", token)) if not v]
-        where = "--url, --mac and --token" if args.url else "the kernel command line"
+        if args.url:
+            raise ConfigError(
+                "--url, --mac and --token (or $PXED_TOKEN) are all needed "
+                f"(missing: {', '.join('--' + n for n in missing)})"
+            )
         raise ConfigError(
-            f"pxed.url, pxed.mac and pxed.token must all be on {where} "
+            "pxed.url, pxed.mac and pxed.token must all be on the kernel command line "
             f"(missing: {', '.join('pxed.' + n for n in missing)})"
         )
     mode = args.mode or kernel.get("mode", "deploy")

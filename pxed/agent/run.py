@@ -75,8 +75,10 @@ class Agent:
             return self._run()
         except Failed as e:
             return self._fail(str(e))
-        except (KeyboardInterrupt, Interrupted) as e:
-            return self._fail(f"interrupted ({type(e).__name__} {e})".replace(" )", ")"))
+        except Interrupted as e:
+            return self._fail(f"interrupted ({e})")
+        except KeyboardInterrupt:
+            return self._fail("interrupted (SIGINT)")
         except BaseException as e:
             return self._fail(f"the agent stopped unexpectedly: {type(e).__name__}: {e}")
 

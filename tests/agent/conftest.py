@@ -83,18 +83,25 @@ class _Collect(protocol.ProcessProtocol):
 
 
 async def run_agent(
-    args: list[str], env: dict[str, str] | None = None, timeout: float = 60
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    terminate_after: float | None = None,
 ) -> AgentRun:
     """``python -m pxed.agent *args*`` in a child process, as the
-    management OS runs it; the reactor keeps serving meanwhile."""
+    management OS runs it (sent SIGTERM after *terminate_after* seconds,
+    if given); the reactor keeps serving meanwhile."""
     proto = _Collect()
     environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     argv = [sys.executable, "-m", "pxed.agent", *args]
     transport = reactor.spawnProcess(proto, sys.executable, argv, env=environ, path=str(ROOT))
-    call = reactor.callLater(timeout, transport.signalProcess, "KILL")
+    calls = [reactor.callLater(timeout, transport.signalProcess, "KILL")]
+    if terminate_after is not None:
+        calls.append(reactor.callLater(terminate_after, transport.signalProcess, "TERM"))
     code = await proto.ended
-    if call.active():
-        call.cancel()
+    for call in calls:
+        if call.active():
+            call.cancel()
     return AgentRun(code, proto.output.decode("utf-8", "replace"))
 
 
@@ -116,6 +123,7 @@ class Machine:
         env: dict[str, str] | None = None,
         url: str | None = None,
         facts: dict[str, Any] | None = None,
+        terminate_after: float | None = None,
     ) -> AgentRun:
         facts_file = self.tmp / f"facts-{len(list(self.tmp.glob('facts-*')))}.json"
         facts_file.write_text(json.dumps(facts if facts is not None else self.facts))
@@ -132,7 +140,9 @@ class Machine:
             *extra,
         ]  # fmt: skip
         (self.tmp / "work").mkdir(exist_ok=True)
-        return await run_agent(args, {"PXED_TOKEN": self.token, **(env or {})})
+        return await run_agent(
+            args, {"PXED_TOKEN": self.token, **(env or {})}, terminate_after=terminate_after
+        )
 
     async def work(self) -> dict:
         """The machine's last work (its queue entry's state and message)."""

@@ -192,3 +192,16 @@ async def test_a_disk_that_cannot_be_opened_fails_the_work(machine_with, tmp_pat
     detail = await failed(machine)
     assert f"cannot open {missing} for writing" in detail
     assert not missing.exists(), "a missing disk is not created"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_agent_stopped_mid_deploy_reports_the_work_failed(machine_with, proxy, tmp_path):
+    machine, [(uuid, version)] = await machine_with([(data(4 * MIB), "none", False)])
+    proxy.rate = MIB  # about 4 s of writing
+    disk = disk_file(tmp_path / "disk", 8 * MIB)
+
+    run = await machine.agent([disk], url=proxy.url, terminate_after=2.0)
+
+    assert run.code == 1, run.output
+    detail = await failed(machine)
+    assert f"deploying image img0 ({uuid}) v{version} to {disk}: interrupted (SIGTERM)" in detail
