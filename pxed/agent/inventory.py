@@ -3,7 +3,7 @@ enlist mode: PUT /machine/{mac}/hardware."""
 
 from __future__ import annotations
 
-from pxed.agent.client import Client, HTTPError
+from pxed.agent.client import Client
 from pxed.agent.facts import Facts
 from pxed.agent.wire import Inventory, InventoryDisk, InventoryNIC
 
@@ -33,6 +33,3 @@ def send(client: Client, mac: str, inventory: Inventory) -> int:
         "PUT", f"/machine/{mac}/hardware", inventory.to_json(), timeout=30, ok=range(200, 300)
     )
     return answer.status
-
-
-__all__ = ["HTTPError", "build", "send"]
