@@ -1,34 +1,40 @@
 #!/bin/bash
-# Build the pxed management OS: a Debian kernel and a small initramfs.
+# Build the pxed management OS: a Debian kernel and a small initramfs that
+# runs pxed's Python agent (pxed/agent/).
 #
 #   mgmtos/build.sh OUTDIR        (as root, on Debian bookworm; from a clone)
 #
-# The script and the files it packs are installed with pxed (pxed/mgmtos/),
-# and pxed runs it by itself at start when the management OS is missing
-# (the mgmtos_build setting).  It writes OUTDIR/vmlinuz and
+# The script and the files it packs are installed with pxed (pxed/mgmtos/,
+# pxed/agent/), and pxed runs it by itself at start when the management OS
+# is missing (the mgmtos_build setting).  It writes OUTDIR/vmlinuz and
 # OUTDIR/initramfs, which pxed serves from its static dir:
 #
 #   mgmtos/build.sh /var/lib/pxed/static/mgmtos/x86_64
 #
-# Everything comes from Debian packages: the kernel is the one
-# linux-image-amd64 depends on now (downloaded with apt-get, kept in the
-# cache dir $PXED_MGMTOS_CACHE, default /var/cache/pxed/mgmtos, which the
-# tests and pxed's own build share), the rest is busybox-static, curl, zstd,
-# openssl, dmidecode and GNU tee/dd/sha256sum (coreutils) of this host with
-# their shared libraries (packages it lacks are installed first).  A second
-# run reuses the cached package and the modules picked from it, and takes a
-# few seconds.
+# Everything comes from Debian packages, downloaded with apt-get into the
+# cache dir $PXED_MGMTOS_CACHE (default /var/cache/pxed/mgmtos, which the
+# tests and pxed's own build share) and unpacked with dpkg-deb, never
+# installed: the kernel linux-image-amd64 depends on now, and the userland,
+# the packages USERLAND names with everything they Depend or Pre-Depend on
+# as apt resolves it today, less SKIP_PACKAGES, less the files TRIM names.
+# So what the next Debian point release puts in those packages lands in the
+# initramfs; only the exclusions are chosen by hand.  A second run reuses
+# the cached packages, the modules picked from the kernel and the unpacked,
+# trimmed and precompiled userland, and takes a few seconds.
 #
 # Environment: EXTRA_MODULES="mod1 mod2" adds kernel modules (with their
 # dependencies) to the initramfs; KERNEL_DEB=/path/to/linux-image-*.deb uses
 # that package instead of asking apt; PXED_MGMTOS_CACHE the cache dir.
 
 set -euo pipefail
+shopt -s nullglob
+umask 022 # the archive's modes do not depend on the caller's umask
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${1:?usage: build.sh OUTDIR}
 CACHE=${PXED_MGMTOS_CACHE:-/var/cache/pxed/mgmtos}
 ARCH=amd64
+AGENT=$(cd "$HERE/.." && pwd) # the pxed package: __init__.py and agent/
 
 say() { echo "build.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -38,7 +44,7 @@ t_start=$(date +%s.%N)
 
 # Several builds may run at once (a test run and a person): every build
 # works in its own temporary dirs and publishes with rename.
-mkdir -p "$CACHE/debs" "$CACHE/kernel"
+mkdir -p "$CACHE/debs" "$CACHE/kernel" "$CACHE/userland"
 tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
 cleanup() { rm -rf --one-file-system "$tmp"; rm -f "${OUT:?}/.initramfs.$$" "${OUT:?}/.vmlinuz.$$"; }
 trap cleanup EXIT
@@ -57,9 +63,92 @@ loop ext4 vfat nls_cp437 nls_ascii nls_utf8
 ${EXTRA_MODULES:-}
 "
 
-# --- build host packages ------------------------------------------------------
+# The userland: the agent's interpreter (python3 is python3-minimal's
+# link to python3.11), the stdlib, zstandard for zstd images, dmidecode
+# for the inventory, and busybox for init, DHCP and the agent's mount,
+# losetup, blockdev, sync, reboot and poweroff.
+USERLAND="busybox-static dmidecode python3-minimal python3.11-minimal libpython3.11-stdlib python3-zstandard"
+
+# Dependencies not followed (nor anything only they would bring):
+# - dpkg, debconf, perl-base: the packages are unpacked, never configured;
+#   their maintainer scripts (which these run) never run here.
+# - tzdata: the management OS has no time zone but UTC.
+# - libreadline8, readline-common, libncursesw6, libtinfo6: line editing
+#   and curses for an interactive python3; nobody types at this one
+#   (readline, _curses and _curses_panel go with them, in TRIM).
+# - libsqlite3-0, libdb5.3: the _sqlite3 and _dbm modules' databases.
+# - libnsl2, libtirpc3: the deprecated nis module's NIS client (and the
+#   Kerberos libraries libtirpc3 brings).
+SKIP_PACKAGES="dpkg debconf perl-base tzdata libreadline8 readline-common libncursesw6 libtinfo6
+libsqlite3-0 libdb5.3 libnsl2 libtirpc3"
+
+# Files removed from the unpacked packages (globs under the tree's root).
+# Nothing at run time reads them.  (Not expanded here: under the tree.)
+set -f
+TRIM=(
+	# documentation, translations, packaging metadata, desktop entries
+	usr/share/{doc,doc-base,man,info,locale,lintian,bug,menu,applications,pixmaps}
+	usr/share/binfmts usr/lib/binfmt.d
+	# hooks for tools of a full system: initramfs-tools, valgrind, dpkg's
+	# byte-compiling triggers (this build compiles, below)
+	usr/share/initramfs-tools usr/lib/valgrind
+	usr/bin/py3compile usr/bin/py3clean usr/bin/py3versions usr/share/python3
+	# glibc's iconv modules (Python has its own codecs), its vector math
+	# library and its debugging and profiling preloads: nothing here links
+	# or loads them
+	{usr/,}lib/*-linux-gnu/gconv
+	{usr/,}lib/*-linux-gnu/{libmvec.so,libmemusage.so,libpcprofile.so,libc_malloc_debug.so,libthread_db.so}*
+	# expat's wide-character build (pyexpat links libexpat.so.1)
+	{usr/,}lib/*-linux-gnu/libexpatw.so*
+	# the stdlib's test suites, test modules, GUIs and developer tools
+	usr/lib/python3.*/{test,unittest,doctest.py,idlelib,tkinter,turtledemo,turtle.py}
+	usr/lib/python3.*/{ensurepip,venv,lib2to3,pydoc_data}
+	usr/lib/python3.*/lib-dynload/{_test,_ctypes_test,_xxtestfuzz,xxlimited}*
+	usr/bin/{pdb3,pydoc3,pygettext3}*
+	# the extension modules whose libraries SKIP_PACKAGES leaves out, and
+	# the Python packages that wrap them
+	usr/lib/python3.*/lib-dynload/{_sqlite3,_curses,_curses_panel,readline,_dbm,nis}.*
+	usr/lib/python3.*/{sqlite3,curses}
+	# the CJK codecs (to Python what gconv is to glibc)
+	usr/lib/python3.*/lib-dynload/{_codecs_,_multibytecodec}*
+	usr/lib/python3.*/encodings/{big5*,cp932,cp949,cp950,euc_*,gb*,hz,iso2022_*,johab,shift_jis*}.py
+)
+set +f
+
+# The initramfs is zstd -19.  This kernel unpacks gzip, zstd and xz (its
+# config has RD_GZIP, RD_ZSTD, RD_XZ).  On this tree (44.5 MB of cpio)
+# gzip -6 makes 16.3 MB, zstd -19 12.1 MB, xz -9 11.0 MB, and the kernel
+# unpacks them under QEMU TCG in 0.9 s, 0.9 s and 3.2-3.8 s: zstd is
+# within a tenth of xz's size at gzip's speed.  (Not --ultra -22: its
+# 128 MB window is memory the kernel would have to find while it
+# unpacks.)  Its output depends on the level, not on the thread count.
+# The userland and the modules are compressed once per cached version;
+# each build compresses only pxed's files, and the kernel unpacks the
+# concatenated archives one after another.
+compress() { zstd -q -19 -T2; }
+CEXT=zst
+
+in_tree() { # run a command inside a tree, with a clean environment
+	local dir=$1
+	shift
+	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONHASHSEED=0 LC_ALL=C chroot "$dir" "$@"
+}
+
+pack() { # DIR OUTFILE: DIR as one compressed newc archive, same inputs same bytes
+	# Fixed times, owners and inode numbers (not --ignore-devno: busybox
+	# cpio then zeroes the device nodes' numbers too).
+	find "$1" -mindepth 1 -exec touch -h -d @0 {} +
+	(cd "$1" && find . -mindepth 1 | LC_ALL=C sort |
+		"$busybox" cpio -o -H newc -R 0:0 --renumber-inodes 2>/dev/null) | compress >"$2"
+}
+
+publish() { # TMPDIR FINAL: move a finished cache entry in place, or keep the one another build made
+	mv -T "$1" "$2" 2>/dev/null || [ -d "$2" ] || die "cannot publish $2"
+}
+
+# --- build host tools -----------------------------------------------------------
 need=()
-for pkg in busybox-static curl zstd openssl kmod dmidecode; do
+for pkg in kmod zstd; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -69,9 +158,12 @@ if [ ${#need[@]} -gt 0 ]; then
 		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; } ||
 		die "cannot install ${need[*]}"
 fi
-for tool in busybox curl zstd openssl dmidecode depmod modprobe dpkg-deb apt-get apt-cache gzip ldd; do
+for tool in zstd depmod modprobe dpkg-deb apt-get apt-cache chroot sha256sum; do
 	command -v "$tool" >/dev/null || die "$tool not found"
 done
+if [ ! -f "$AGENT/__init__.py" ] || [ ! -f "$AGENT/agent/__main__.py" ]; then
+	die "pxed's agent is not beside this script (expected $AGENT/agent/__main__.py)"
+fi
 
 # --- the kernel package ---------------------------------------------------------
 resolve_kernel() {
@@ -164,85 +256,194 @@ if [ "$(cat "$kcache/stamp" 2>/dev/null)" != "$stamp" ]; then
 fi
 kabi=$(cat "$kcache/release")
 
-# --- the initramfs tree ---------------------------------------------------------------
-root=$tmp/root
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/share/pxed,etc,proc,sys,dev,run,tmp,mnt,root}
-chmod 1777 "$root/tmp"
-mknod -m 600 "$root/dev/console" c 5 1
-mknod -m 666 "$root/dev/null" c 1 3
-
-# curl, zstd, openssl and dmidecode (the agent's hardware inventory) with
-# their libraries and the dynamic loader (at the paths ldd names); GNU tee, dd and sha256sum (libc only), which run
-# several times faster than busybox's in the agent's pipes (busybox tee
-# copies 1 KiB at a time).  They go in /usr/bin before the busybox applet
-# links are made, so they win.
-copy_with_libs() {
-	local bin=$1 lib
-	cp -L "$bin" "$root/usr/bin/$(basename "$bin")"
-	ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | while read -r lib; do
-		if [ -e "$root$lib" ]; then continue; fi
-		mkdir -p "$root$(dirname "$lib")"
-		cp -L "$lib" "$root$lib"
-	done
+# --- the userland packages ----------------------------------------------------------
+# USERLAND and the closure of their Depends and Pre-Depends, in one apt-cache
+# call: of a dependency's alternatives (a | b, or the providers of a virtual
+# package) one already chosen, else the first that is a real package and
+# not skipped; a skipped package's own dependencies are not followed.
+closure() {
+	apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+		--no-replaces --no-enhances $USERLAND 2>/dev/null | awk -v roots="$USERLAND" -v skip="$SKIP_PACKAGES" '
+		function endgroup() { if (alts != "") group[pkg, ++ngroups[pkg]] = alts; alts = "" }
+		/^[^ ]/ { endgroup(); pkg = $1; real[pkg] = (pkg !~ /^</); next }
+		/^ [ |](Pre)?Depends: / {
+			if (!either) endgroup()
+			either = ($1 ~ /^\|/)
+			name = $2; sub(/:any$/, "", name)
+			if (name !~ /^</) alts = alts " " name
+			next
+		}
+		/^    [^ ]/ { name = $1; sub(/:any$/, "", name); alts = alts " " name; next }
+		END {
+			endgroup()
+			n = split(skip, s, " "); for (i = 1; i <= n; i++) skipped[s[i]] = 1
+			n = split(roots, queue, " ")
+			for (i = 1; i <= n; i++) { if (!real[queue[i]]) exit 1; chosen[queue[i]] = 1 }
+			for (q = 1; q <= n; q++) {
+				p = queue[q]
+				for (g = 1; g <= ngroups[p]; g++) {
+					k = split(group[p, g], alt, " ")
+					pick = ""
+					for (j = 1; j <= k; j++) if (alt[j] in chosen) { pick = "-"; break }
+					for (j = 1; j <= k && pick == ""; j++)
+						if (!(alt[j] in skipped) && real[alt[j]]) pick = alt[j]
+					if (pick != "" && pick != "-") { chosen[pick] = 1; queue[++n] = pick }
+				}
+			}
+			for (q = 1; q <= n; q++) print queue[q]
+		}' | LC_ALL=C sort
 }
-for tool in curl zstd openssl dmidecode tee dd sha256sum; do
-	copy_with_libs "$(command -v "$tool")"
-done
+# "name_version_arch.deb" (the file apt-get download writes) of each
+# package's candidate version, with its size.
+candidates() {
+	apt-get download --print-uris "$@" 2>/dev/null | awk '{ print $2, $3 }' | LC_ALL=C sort
+}
 
-# busybox and its applets
-cp /bin/busybox "$root/bin/busybox"
-file_is_static=$(LC_ALL=C ldd /bin/busybox 2>&1 || true)
-case "$file_is_static" in *"not a dynamic executable"* | *"statically linked"*) ;; *) die "/bin/busybox is not static (install busybox-static)" ;; esac
-"$root/bin/busybox" --list-full | while read -r applet; do
-	if [ "$applet" = bin/busybox ] || [ -e "$root/$applet" ] || [ -L "$root/$applet" ]; then continue; fi
-	# a GNU tool in /usr/bin shadows the applet in /bin too
-	if [ -e "$root/usr/bin/$(basename "$applet")" ]; then continue; fi
-	mkdir -p "$root/$(dirname "$applet")"
-	ln -s /bin/busybox "$root/$applet"
-done
-
-# name resolution for curl (glibc: files and dns)
-for lib in libnss_files.so.2 libnss_dns.so.2; do
-	for dir in /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu; do
-		if [ -e "$dir/$lib" ]; then
-			mkdir -p "$root$dir"
-			cp -L "$dir/$lib" "$root$dir/$lib"
-			break
-		fi
+pkgs=$(closure) || pkgs=""
+if [ -z "$pkgs" ]; then
+	apt-get update -q >/dev/null 2>&1 || true
+	pkgs=$(closure) || pkgs=""
+fi
+if [ -n "$pkgs" ] && wanted=$(candidates $pkgs) && [ "$(echo "$wanted" | wc -l)" = "$(echo "$pkgs" | wc -l)" ]; then
+	fetch=()
+	while read -r file size; do
+		[ "$(stat -c %s "$CACHE/debs/$file" 2>/dev/null)" = "$size" ] || fetch+=("${file%%_*}")
+	done <<<"$wanted"
+	if [ ${#fetch[@]} -gt 0 ]; then
+		say "downloading ${#fetch[@]} packages: ${fetch[*]}"
+		mkdir -p "$tmp/dl"
+		(cd "$tmp/dl" && apt-get -q -o APT::Sandbox::User=root download "${fetch[@]}" >/dev/null) ||
+			die "apt-get download ${fetch[*]} failed"
+		for f in "$tmp"/dl/*.deb; do mv "$f" "$CACHE/debs/"; done
+	fi
+	debs=()
+	while read -r file size; do
+		[ -s "$CACHE/debs/$file" ] || die "apt-get download did not leave $file"
+		debs+=("$CACHE/debs/$file")
+	done <<<"$wanted"
+	# Only the current versions stay (and the kernel, handled above).
+	for f in "$CACHE"/debs/*.deb; do
+		case " ${debs[*]} " in *" $f "*) ;; *) case "$(basename "$f")" in linux-image-*) ;; *) rm -f "$f" ;; esac ;; esac
 	done
+else
+	# No package lists (offline?): what is cached, if anything.
+	debs=()
+	for f in "$CACHE"/debs/*.deb; do case "$(basename "$f")" in linux-image-*) ;; *) debs+=("$f") ;; esac; done
+	[ ${#debs[@]} -gt 0 ] || die "cannot resolve $USERLAND with apt-cache, and nothing is cached"
+	say "warning: apt-cache cannot resolve the userland packages; using the ${#debs[@]} cached ones"
+fi
+
+# --- the userland tree (cached per package versions + this script) --------------------
+ukey=$({ printf '%s\n' "${debs[@]##*/}"; sha256sum <"${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
+ucache=$CACHE/userland/$ukey
+if [ ! -s "$ucache/userland.cpio.$CEXT" ]; then
+	say "unpacking ${#debs[@]} packages, trimming and compiling the userland"
+	work=$tmp/userland
+	root=$work/tree
+	busybox=$root/bin/busybox
+	mkdir -p "$root"
+	for d in "${debs[@]}"; do dpkg-deb -x "$d" "$root"; done
+	(cd "$root" && for pattern in "${TRIM[@]}"; do
+		for path in $pattern; do rm -rf --one-file-system "./$path"; done
+	done)
+	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,run,tmp,mnt,root}
+	chmod 1777 "$root/tmp"
+	mknod -m 600 "$root/dev/console" c 5 1
+	mknod -m 666 "$root/dev/null" c 1 3
+	echo "hosts: files dns" >"$root/etc/nsswitch.conf"
+	printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$root/etc/hosts"
+	echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+	echo "root:x:0:" >"$root/etc/group"
+
+	# busybox's applets, where no package put a program
+	[ -x "$root/bin/busybox" ] || die "busybox-static left no /bin/busybox"
+	"$root/bin/busybox" --list-full | while read -r applet; do
+		if [ -e "$root/$applet" ] || [ -L "$root/$applet" ]; then continue; fi
+		mkdir -p "$root/$(dirname "$applet")"
+		ln -s /bin/busybox "$root/$applet"
+	done
+
+	# Precompiled, sourceless: an import under QEMU TCG compiles nothing,
+	# and the sources would add about a tenth to the archive.  Hash-based
+	# and unchecked, so the files' times do not matter.
+	stdlib=$(cd "$root" && echo usr/lib/python3.[0-9]*)
+	[ -d "$root/$stdlib" ] || die "no python3 stdlib in the tree (found: ${stdlib:-nothing})"
+	in_tree "$root" /usr/bin/python3 -m compileall -q -b --invalidation-mode unchecked-hash \
+		/usr/lib/python3 "/$stdlib" >/dev/null || die "python3 cannot compile its stdlib"
+	find "$root/usr/lib/python3" "$root/$stdlib" -name '*.py' \
+		-exec sh -c 'for f; do [ ! -f "${f}c" ] || rm "$f"; done' sh {} +
+
+	# Every extension module kept loads: the libraries it links are there.
+	in_tree "$root" /usr/bin/python3 -c '
+import importlib, pathlib, sys, sysconfig
+dynload = pathlib.Path(sysconfig.get_path("platstdlib")) / "lib-dynload"
+bad = []
+for so in sorted(dynload.glob("*.so")):
+    name = so.name.split(".")[0]
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        bad.append(f"{name}: {e}")
+sys.exit("; ".join(bad) or None)' || die "an extension module of python3 does not load in the tree (above)"
+
+	pack "$root" "$work/userland.cpio.$CEXT"
+	# Only the current userland stays.
+	for old in "$CACHE"/userland/*; do [ "$old" = "$ucache" ] || rm -rf --one-file-system "$old"; done
+	publish "$work" "$ucache"
+fi
+busybox=$ucache/tree/bin/busybox
+
+# The modules' archive, beside the modules (made once per pick).
+if [ ! -s "$kcache/modules.cpio.$CEXT" ]; then
+	mkdir -p "$tmp/modroot"
+	cp -a "$kcache/modules/lib" "$tmp/modroot/"
+	mods=$tmp/modroot/lib/modules/$kabi
+	rm -f "$mods"/*.bin "$mods"/modules.symbols* "$mods"/modules.devname
+	cp "$kcache/pxed.modules" "$mods/pxed.modules"
+	pack "$tmp/modroot" "$tmp/modules.cpio.$CEXT"
+	for f in "$kcache"/modules.cpio.*; do [ "$f" = "$kcache/modules.cpio.$CEXT" ] || rm -f "$f"; done
+	mv "$tmp/modules.cpio.$CEXT" "$kcache/modules.cpio.$CEXT"
+fi
+
+# --- pxed's files: init, DHCP script, agent -----------------------------------------------
+# A copy of the userland to check the agent in; only what this step adds
+# (the "top" tree) is packed, after the cached archives.
+check=$tmp/check
+top=$tmp/top
+cp -a "$ucache/tree" "$check"
+mkdir -p "$top/etc" "$top/usr/lib/pxed/pxed"
+install -m 755 "$HERE/init" "$top/init"
+install -m 755 "$HERE/udhcpc.script" "$top/etc/udhcpc.script"
+echo "$debver" >"$top/etc/pxed-mgmtos-kernel"
+install -m 644 "$AGENT/__init__.py" "$top/usr/lib/pxed/pxed/__init__.py"
+(cd "$AGENT" && find agent -name '*.py' -not -path '*/__pycache__/*') | while read -r f; do
+	install -D -m 644 "$AGENT/$f" "$top/usr/lib/pxed/pxed/$f"
 done
-echo "hosts: files dns" >"$root/etc/nsswitch.conf"
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$root/etc/hosts"
-echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
-echo "root:x:0:" >"$root/etc/group"
+# The agent keeps its sources (its tracebacks show its lines) beside
+# unchecked hash-based bytecode.
+cp -a "$top/usr/lib/pxed" "$check/usr/lib/"
+in_tree "$check" /usr/bin/python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/pxed >/dev/null ||
+	die "python3 cannot compile the agent"
+rm -rf "$top/usr/lib/pxed"
+cp -a "$check/usr/lib/pxed" "$top/usr/lib/"
 
-# kernel modules: the picked ones, their modules.dep, the load list
-cp -a "$kcache/modules/lib" "$root/"
-rm -f "$root/lib/modules/$kabi"/*.bin "$root/lib/modules/$kabi"/modules.symbols* "$root/lib/modules/$kabi"/modules.devname
-cp "$kcache/pxed.modules" "$root/lib/modules/$kabi/pxed.modules"
-
-# init, DHCP script, agent
-install -m 755 "$HERE/init" "$root/init"
-install -m 755 "$HERE/udhcpc.script" "$root/etc/udhcpc.script"
-install -m 755 "$HERE/agent.sh" "$root/usr/share/pxed/agent.sh"
-install -m 644 "$HERE/json.awk" "$root/usr/share/pxed/json.awk"
-echo "$debver" >"$root/etc/pxed-mgmtos-kernel"
-
-# Does curl run from the tree?  (the loader and every library are there)
-chroot "$root" /usr/bin/curl --version >/dev/null || die "curl does not run inside the initramfs tree"
-for tool in zstd openssl dmidecode tee dd sha256sum; do
-	chroot "$root" "/usr/bin/$tool" --version >/dev/null 2>&1 || chroot "$root" "/usr/bin/$tool" version >/dev/null ||
-		die "$tool does not run inside the initramfs tree"
+# What the agent needs, run as init will run it.
+in_tree "$check" /usr/bin/python3 -c 'import hashlib, zlib, ssl, json, http.client, zstandard, ctypes' ||
+	die "python3 in the initramfs cannot import hashlib, zlib, ssl, json, http.client, zstandard and ctypes (above)"
+in_tree "$check" /usr/bin/python3 -c 'import hashlib, sys; sys.exit(hashlib.sha256.__module__ != "_hashlib")' ||
+	die "python3 in the initramfs hashes sha256 without OpenSSL (hashlib.sha256 is not _hashlib's)"
+in_tree "$check" /usr/bin/env PYTHONPATH=/usr/lib/pxed /usr/bin/python3 -m pxed.agent --help >/dev/null ||
+	die "'python3 -m pxed.agent --help' fails in the initramfs (above)"
+in_tree "$check" /usr/sbin/dmidecode --version >/dev/null || die "dmidecode does not run in the initramfs"
+for applet in sh mount umount losetup blockdev sync reboot poweroff ip ifconfig udhcpc insmod awk tee mkfifo; do
+	[ -e "$check/bin/$applet" ] || [ -e "$check/sbin/$applet" ] || [ -e "$check/usr/bin/$applet" ] ||
+		[ -e "$check/usr/sbin/$applet" ] || die "busybox in the initramfs has no $applet"
 done
 
-# --- pack ---------------------------------------------------------------------------------
+# --- pack -------------------------------------------------------------------------------------
 mkdir -p "$OUT"
-# Same inputs, same bytes: fixed times, owners and inode numbers (not
-# --ignore-devno: busybox cpio then zeroes the device nodes' numbers too).
-find "$root" -mindepth 1 -exec touch -h -d @0 {} +
-(cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
-	busybox cpio -o -H newc -R 0:0 --renumber-inodes 2>/dev/null) |
-	gzip -6 -n >"$OUT/.initramfs.$$"
+pack "$top" "$tmp/top.cpio.$CEXT"
+cat "$ucache/userland.cpio.$CEXT" "$kcache/modules.cpio.$CEXT" "$tmp/top.cpio.$CEXT" >"$OUT/.initramfs.$$"
 cp "$kcache/vmlinuz" "$OUT/.vmlinuz.$$"
 mv "$OUT/.initramfs.$$" "$OUT/initramfs"
 mv "$OUT/.vmlinuz.$$" "$OUT/vmlinuz"
@@ -251,6 +452,8 @@ size_i=$(stat -c %s "$OUT/initramfs")
 size_k=$(stat -c %s "$OUT/vmlinuz")
 took=$(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 say "kernel $kabi ($debver), $(wc -l <"$kcache/pxed.modules") modules listed"
+say "initramfs: userland $(stat -c %s "$ucache/userland.cpio.$CEXT") bytes (${#debs[@]} packages)," \
+	"modules $(stat -c %s "$kcache/modules.cpio.$CEXT"), pxed $(stat -c %s "$tmp/top.cpio.$CEXT") ($CEXT)"
 say "built in $took s: $OUT/vmlinuz ($size_k bytes), $OUT/initramfs ($size_i bytes)"
 cat <<EOF
 
