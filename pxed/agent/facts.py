@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pxed.agent.wire import InventoryNIC
+
 SYS_BLOCK = Path("/sys/block")
 SYS_NET = Path("/sys/class/net")
 SYS_DMI = Path("/sys/class/dmi/id")
@@ -38,12 +40,8 @@ class Disk:
     rotational: bool | None = None
 
 
-@dataclass(frozen=True)
-class NIC:
-    mac: str
-    driver: str = ""
-    link: bool = False
-    speed: int | None = None
+# A NIC is known by what the inventory says of it, nothing more.
+NIC = InventoryNIC
 
 
 @dataclass(frozen=True)

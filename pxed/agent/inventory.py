@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pxed.agent.client import Client
 from pxed.agent.facts import Facts
-from pxed.agent.wire import Inventory, InventoryDisk, InventoryNIC
+from pxed.agent.wire import Inventory, InventoryDisk
 
 
 def build(facts: Facts) -> Inventory:
@@ -22,7 +22,7 @@ def build(facts: Facts) -> Inventory:
             InventoryDisk(d.name, d.size, d.model, d.serial, d.rotational)
             for d in facts.disks or ()
         ),
-        nics=tuple(InventoryNIC(n.mac, n.driver, n.link, n.speed) for n in facts.nics),
+        nics=facts.nics,
     )
 
 
