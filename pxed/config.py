@@ -314,6 +314,11 @@ def validate(config: Config) -> None:
                 ipaddress.ip_network(network)
             except ValueError as e:
                 raise ConfigError(f"{setting}: {network!r} is not a CIDR ({e})") from None
+    for arch, files in config.mgmtos.items():
+        # pixiecore ignores a machine whose cmdline has a line break, and
+        # in an iPXE script the rest would run as commands.
+        if "\n" in files.cmdline or "\r" in files.cmdline:
+            raise ConfigError(f"mgmtos.{arch}.cmdline: must be one line, without line breaks")
     for key in ("url", "api_url"):
         if _web_url(getattr(config.github, key)) is None:
             raise ConfigError(f"github.{key}: must be an http(s) URL")
