@@ -33,6 +33,17 @@ class Rendered:
         return self.body
 
 
+# pixiecore runs the cmdline through Go's text/template twice (its URL
+# function, then its ID function: pixiecore/booters.go, pixiecore/http.go).
+# Ours is plain text, as in the iPXE script, so each "{{" goes as an action
+# printing an action printing "{{".
+_GO_LEFT_DELIM_TWICE = '{{"{{"}}"{{"{{"}}"}}'
+
+
+def _go_template_text(text: str) -> str:
+    return text.replace("{{", _GO_LEFT_DELIM_TWICE)
+
+
 def pixiecore(decision: Decision, p: BootParams | None) -> Rendered:
     if p is None:
         # pixiecore reads a 404 as "ignore this machine": it boots locally.
@@ -40,7 +51,7 @@ def pixiecore(decision: Decision, p: BootParams | None) -> Rendered:
     answer = {
         "kernel": p.kernel,
         "initrd": list(p.initrd),
-        "cmdline": p.cmdline,
+        "cmdline": _go_template_text(p.cmdline),
         "message": f"pxed: {decision.reason}",
     }
     return Rendered(200, JSON, json.dumps(answer).encode() + b"\n")
