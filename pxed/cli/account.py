@@ -1,4 +1,4 @@
-"""login, whoami, users and tokens."""
+"""login, whoami, users, tokens and SSH keys."""
 
 from __future__ import annotations
 
@@ -164,3 +164,54 @@ def tokens_revoke(token_id: int, user: str | None) -> None:
     server = api()
     server.delete(f"/user/{_owner(server, user)}/tokens/{token_id}")
     click.echo(f"Revoked token {token_id}")
+
+
+@click.group()
+def keys() -> None:
+    """Your SSH public keys, written into the machines you deploy
+    (or another user's, for admins: --user)."""
+
+
+keys_user_option = click.option("--user", help="Whose keys (default: yours).")
+
+
+@keys.command("list")
+@keys_user_option
+@json_option
+def keys_list(user: str | None, as_json: bool) -> None:
+    """The keys, with their fingerprints."""
+    server = api()
+    show_table(
+        server.get(f"/user/{_owner(server, user)}/keys"),
+        as_json,
+        [
+            ("ID", "ID"),
+            ("TYPE", "Type"),
+            ("FINGERPRINT", "Fingerprint"),
+            ("COMMENT", "Comment"),
+            ("ADDED", "CreatedAt"),
+        ],
+    )
+
+
+@keys.command("add")
+@click.argument("public_key_file", type=click.File("r"))
+@keys_user_option
+@json_option
+def keys_add(public_key_file, user: str | None, as_json: bool) -> None:
+    """Add the public key in PUBLIC_KEY_FILE (e.g. ~/.ssh/id_ed25519.pub;
+    - reads it from standard input)."""
+    line = public_key_file.read(64 * 1024).strip()
+    server = api()
+    added = server.post(f"/user/{_owner(server, user)}/keys", {"Key": line})
+    show(added, as_json, lambda k: click.echo(f"Added key {k['ID']} {k['Fingerprint']}"))
+
+
+@keys.command("delete")
+@click.argument("key_id", type=int)
+@keys_user_option
+def keys_delete(key_id: int, user: str | None) -> None:
+    """Remove the key KEY_ID (see `keys list`)."""
+    server = api()
+    server.delete(f"/user/{_owner(server, user)}/keys/{key_id}")
+    click.echo(f"Deleted key {key_id}")

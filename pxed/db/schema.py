@@ -461,3 +461,25 @@ work_progress = sa.Table(
     # When Written reached Total (its "image written" event was recorded).
     sa.Column("done_at", UTCDateTime, nullable=True),
 )
+
+# Users' SSH public keys (pxed.db.sshkeys): written into the machines they
+# deploy.  Public, so kept as given; one fingerprint once per user.
+user_ssh_keys = sa.Table(
+    "user_ssh_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("blob", sa.Text, nullable=False),
+    sa.Column("comment", sa.String(255), nullable=False, server_default=""),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("bits", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("user_id", "fingerprint"),
+)

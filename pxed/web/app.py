@@ -43,6 +43,7 @@ from pxed.web.power import PowerResource
 from pxed.web.queue import QueueResource
 from pxed.web.router import route
 from pxed.web.setups import SetupsResource
+from pxed.web.sshkeys import SSHKeysResource
 from pxed.web.static import StaticFiles
 from pxed.web.stream import StreamResource
 from pxed.web.users import UsersResource
@@ -63,6 +64,7 @@ class StaticResource:
 RESOURCES: tuple[type, ...] = (
     HealthResource,
     UsersResource,
+    SSHKeysResource,
     GitHubResource,
     MachinesResource,
     HardwareResource,
@@ -113,6 +115,7 @@ class PxedApp:
         self.resources = (
             HealthResource(db, mgmtos),
             UsersResource(db, sessions, store, config.on_user_delete),
+            SSHKeysResource(db),
             GitHubResource(db, config.github, github, origin, sessions),
             MachinesResource(db, store, power),
             HardwareResource(db, store, boot.credentials),

@@ -13,6 +13,7 @@ from pxed.db.power import PowerSettings
 from pxed.db.progress import Progress
 from pxed.db.queue import LogLine, Work
 from pxed.db.setups import Setup
+from pxed.db.sshkeys import SSHKey
 from pxed.db.tokens import Token
 from pxed.db.users import User
 
@@ -124,6 +125,18 @@ def token(t: Token, secret: str | None = None) -> dict[str, Any]:
     if secret is not None:
         out["Token"] = secret
     return out
+
+
+def ssh_key(k: SSHKey) -> dict[str, Any]:
+    return {
+        "ID": k.id,
+        "Key": k.line,
+        "Type": k.type,
+        "Comment": k.comment,
+        "Fingerprint": k.fingerprint,
+        "Bits": k.bits,
+        "CreatedAt": iso(k.created_at),
+    }
 
 
 def version(v: Version, image_uuid: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 import pytest_twisted
 
 from tests.cli.conftest import ROOT
-from tests.helpers import free_port
+from tests.helpers import free_port, require_tool
 
 
 @pytest_twisted.ensureDeferred
@@ -119,3 +119,28 @@ def test_shell_completion(tmp_path):
         [sys.executable, "-m", "pxed.cli"], env=env, capture_output=True, text=True, timeout=30
     )
     assert done.stdout.split() == ["plain,power"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ssh_keys(server, pxectl, tmp_path):
+    keygen = require_tool("ssh-keygen", "openssh-client")
+    pub = tmp_path / "id_ed25519.pub"
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "me@lab", "-f", pub.with_suffix("")],
+        check=True,
+    )
+    printed = subprocess.run(
+        [keygen, "-l", "-f", pub], check=True, capture_output=True, text=True
+    ).stdout
+    r = await pxectl.ok("keys", "add", str(pub))
+    # The fingerprint ssh-keygen prints for the same file.
+    assert r.out.startswith("Added key ") and r.out.split()[3] == printed.split()[1]
+    listed = (await pxectl.ok("keys", "list", "--json")).json()
+    assert [k["Key"] for k in listed] == [pub.read_text().strip()]
+    assert "me@lab" in (await pxectl.ok("keys", "list")).out
+    r = await pxectl("keys", "add", "-", input="ssh-ed25519 nonsense\n")
+    assert r.code == 1 and "400" in r.err and "not a valid ssh-ed25519" in r.err
+    r = await pxectl("keys", "add", "--user", "admin", "-", input=pub.read_text())
+    assert r.code == 1 and "409" in r.err and "already has the key" in r.err
+    await pxectl.ok("keys", "delete", str(listed[0]["ID"]))
+    assert (await pxectl.ok("keys", "list", "--json")).json() == []
