@@ -56,7 +56,7 @@ from pxed.db import migrate
 from pxed.db.pool import make_engine
 from tests.helpers import Client, Server, sqlite_file
 
-pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures"]
+pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures", "tests.vmfixtures"]
 
 # No pxed a test starts (in this process or a twistd subprocess) builds the
 # management OS at start; tests/e2e/test_firstrun.py turns it on for its own.

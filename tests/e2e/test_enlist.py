@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.e2e.conftest import run_vm
 from tests.e2e.test_netboot import blank_disk
 from tests.helpers import MIB
+from tests.vmfixtures import run_vm
 
 VM_MAC = "52:54:00:e1:15:70"
 MEMORY_MIB = 640

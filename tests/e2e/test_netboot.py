@@ -11,7 +11,6 @@ import tarfile
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from tests.e2e.conftest import run_vm
 from tests.helpers import (
     MAC,
     MIB,
@@ -22,6 +21,7 @@ from tests.helpers import (
     upload_version,
     wait_done,
 )
+from tests.vmfixtures import run_vm
 
 
 def data(size: int, seed: int) -> bytes:
