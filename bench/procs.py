@@ -134,10 +134,11 @@ class Pxed:
         log(f"starting pxed: twistd {' '.join(args)}")
         self.logfile = open(self.work / "pxed.log", "ab")
         env = {**os.environ, **self.extra_env}
-        if self.source != ROOT:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(self.source), env.get("PYTHONPATH", "")) if p
-            )
+        # The tree first on the path, whether or not pxed is installed
+        # (twistd's plugin search and the imports then find this tree).
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(self.source), env.get("PYTHONPATH", "")) if p
+        )
         self.proc = subprocess.Popen(
             cmd,
             cwd=self.source,
