@@ -149,6 +149,19 @@ class Config:
     # max_enlisting machines are enlisting or waiting at once.
     enlist: bool = False
     max_enlisting: Annotated[int, Positive] = 64
+    # pxed answering the boot network itself (pxed/bootnet/): "proxy" runs
+    # dnsmasq as proxyDHCP and TFTP on boot_dhcp_interface beside the lab's
+    # DHCP server; "off" leaves netboot to pixiecore or the lab's DHCP.
+    boot_dhcp: Literal["off", "proxy"] = "off"
+    boot_dhcp_interface: str = ""
+    boot_dhcp_command: Annotated[str, NonEmpty] = "dnsmasq"
+    # Where Debian's ipxe package puts undionly.kpxe, snponly.efi, ipxe.efi.
+    boot_dhcp_ipxe_dir: Path = Path("/usr/lib/ipxe")
+    # What UEFI PXE and UEFI HTTP boot clients get: snponly.efi drives the
+    # NIC through the firmware's own driver, ipxe.efi through iPXE's.
+    boot_dhcp_efi: Literal["snponly.efi", "ipxe.efi"] = "snponly.efi"
+    # More dnsmasq options, one per entry, as in dnsmasq.conf.
+    boot_dhcp_options: tuple[str, ...] = ()
     # The boot answers come from memory, loaded again on every change pxed
     # makes or hears of; also every this many seconds regardless.
     boot_view_refresh: Annotated[float, Positive] = 30.0
@@ -319,6 +332,14 @@ def validate(config: Config) -> None:
         # in an iPXE script the rest would run as commands.
         if "\n" in files.cmdline or "\r" in files.cmdline:
             raise ConfigError(f"mgmtos.{arch}.cmdline: must be one line, without line breaks")
+    if config.boot_dhcp == "proxy" and not config.boot_dhcp_interface:
+        raise ConfigError(
+            'boot_dhcp_interface: required with boot_dhcp = "proxy" (the interface'
+            " the machines netboot on, e.g. eth1)"
+        )
+    for option in config.boot_dhcp_options:
+        if "\n" in option or not option.strip():
+            raise ConfigError(f"boot_dhcp_options: {option!r} is not one dnsmasq option")
     for key in ("url", "api_url"):
         if _web_url(getattr(config.github, key)) is None:
             raise ConfigError(f"github.{key}: must be an http(s) URL")

@@ -14,6 +14,9 @@
 7. The management OS: a missing one is built in the background
    (pxed/mgmtosbuild.py); the boot routes ask it whether it is building.
 8. Web service (the listening port: Twisted's StreamServerEndpointService).
+9. The boot network (``boot_dhcp = "proxy"``): dnsmasq as pxed's child
+   (pxed/bootnet/), after the port, whose URL iPXE is chained to; so it
+   stops first, before the port closes.
 
 MultiService stops its children in reverse: the port closes first, then the
 database threads finish their queries and drop their connections."""
@@ -44,6 +47,9 @@ from pxed.boot.credentials import Credentials
 from pxed.boot.key import machine_key
 from pxed.boot.snapshot import DEPENDS as BOOT_DEPENDS
 from pxed.boot.view import BootView
+from pxed.bootnet import prepare as bootnet_prepare
+from pxed.bootnet.service import DEPENDS as BOOTNET_DEPENDS
+from pxed.bootnet.service import BootNetwork
 from pxed.bootstrap import bootstrap_admin, power_key
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
@@ -210,9 +216,24 @@ class Pxed:
     store: ImageStore | None = None
     builder: BuildWorker | None = None
     feed: EventFeed | None = None
+    bootnet: BootNetwork | None = None
+
+
+def prepare_bootnet(config: Config) -> bootnet_prepare.Prepared | None:
+    """The boot network's checks and files (pxed/bootnet/prepare.py), if
+    pxed serves it; raises StartupError."""
+    if config.boot_dhcp != "proxy":
+        return None
+    try:
+        return bootnet_prepare.prepare(config)
+    except bootnet_prepare.BootNetError as e:
+        raise StartupError(str(e)) from None
 
 
 def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
+    # Before the database: a boot network that cannot be served stops the
+    # start before anything is opened.
+    bootnet_ready = prepare_bootnet(config)
     engine = engine if engine is not None else prepare(config)
     top = OrderedServices()
     top.setName("pxed")
@@ -266,8 +287,24 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     boot = BootAnswers(
         config, view, credentials, answers, metrics, Origin(config.base_url).base_url, mgmtos
     )
+    bootnet = None
+    web_listening: Deferred[IListeningPort] = Deferred()
+    if bootnet_ready is not None:
+        bootnet = BootNetwork(config, bootnet_ready, db, reactor, web_listening)
+        listener.watch(BOOTNET_DEPENDS, bootnet.changed)
     app = PxedApp(
-        config, db, io, store, builder, boot, reactor, metrics, power, feed, mgmtos=mgmtos
+        config,
+        db,
+        io,
+        store,
+        builder,
+        boot,
+        reactor,
+        metrics,
+        power,
+        feed,
+        mgmtos=mgmtos,
+        bootnet=bootnet,
     )
     site = PxedSite(
         app.resource(),
@@ -283,7 +320,15 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     )
     web = web_service(config.port, site, reactor)
     web.setServiceParent(top)
-    return Pxed(top, db, app, web, store=store, builder=builder, feed=feed)
+    if bootnet is not None:
+        web.endpoint.listening.addCallback(_pass_on, web_listening)
+        bootnet.setServiceParent(top)
+    return Pxed(top, db, app, web, store=store, builder=builder, feed=feed, bootnet=bootnet)
+
+
+def _pass_on(port: IListeningPort, to: Deferred[IListeningPort]) -> IListeningPort:
+    to.callback(port)
+    return port
 
 
 def makeService(config: Config, reactor=None) -> MultiService:

@@ -15,6 +15,7 @@ from twisted.web.resource import IResource
 
 from pxed.boot import networks
 from pxed.boot.answers import BootAnswers
+from pxed.bootnet.service import BootNetwork
 from pxed.builder.worker import BuildWorker
 from pxed.config import Config
 from pxed.db.pool import DBPool
@@ -101,6 +102,7 @@ class PxedApp:
         feed: EventFeed,
         github: GitHubClient | None = None,
         mgmtos: ManagementOS | None = None,
+        bootnet: BootNetwork | None = None,
     ) -> None:
         self.metrics = metrics
         origin = Origin(config.base_url)
@@ -113,7 +115,7 @@ class PxedApp:
             db, boot.credentials, networks.networks(config.metrics_networks)
         )
         self.resources = (
-            HealthResource(db, mgmtos),
+            HealthResource(db, mgmtos, bootnet),
             UsersResource(db, sessions, store, config.on_user_delete),
             SSHKeysResource(db),
             GitHubResource(db, config.github, github, origin, sessions),

@@ -1,0 +1,280 @@
+"""A small DHCP client for the boot-network tests: it sends what a
+netbooting machine's firmware sends (DHCPDISCOVER with the client
+architecture, 93; the vendor class, 60; iPXE's user class, 77, and its
+option 175) from a UDP socket bound to one interface, and collects every
+offer that comes back, as a PXE ROM would before choosing.  It can also ask
+a proxyDHCP server's port 4011, as UEFI PXE firmware does after an offer
+that points it there.
+
+Run it inside a network namespace (``ip netns exec NS python -m
+tests.bootnet.dhcpclient --interface veth0 --mac 52:54:00:12:34:56 --arch
+7``): it prints the offers as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+COOKIE = b"\x63\x82\x53\x63"
+NO_ADDRESS = "0.0.0.0"  # noqa: S104 (an address field's "none", not a bind)
+DISCOVER, OFFER, REQUEST, ACK = 1, 2, 3, 5
+# The architectures of RFC 4578 and the IANA registry that tests send.
+BIOS, EFI_IA32, EFI_X64, EFI_BC, EFI_X64_HTTP = 0, 6, 7, 9, 16
+# What each kind of firmware says in option 60.
+PXE_VENDOR = "PXEClient:Arch:{arch:05d}:UNDI:002001"
+HTTP_VENDOR = "HTTPClient:Arch:{arch:05d}:UNDI:003001"
+
+
+@dataclass
+class Offer:
+    """One answer: who sent it and what it tells the client to boot."""
+
+    kind: int
+    server: str  # option 54, the server identifier
+    sender: str  # the packet's source address
+    yiaddr: str
+    siaddr: str
+    file: str
+    sname: str
+    vendor_class: str | None
+    options: dict[int, str] = field(default_factory=dict)  # hex
+
+    @property
+    def proxy(self) -> bool:
+        """A proxyDHCP answer: boot information and no address."""
+        return self.yiaddr == NO_ADDRESS
+
+
+def _options(pairs: list[tuple[int, bytes]]) -> bytes:
+    out = bytearray(COOKIE)
+    for code, value in pairs:
+        out += bytes([code, len(value)]) + value
+    out.append(255)
+    return bytes(out)
+
+
+def packet(
+    kind: int,
+    mac: str,
+    xid: int,
+    *,
+    arch: int | None = BIOS,
+    vendor_class: str | None = None,
+    ipxe: bool = False,
+    ciaddr: str = NO_ADDRESS,
+    extra: tuple[tuple[int, bytes], ...] = (),
+) -> bytes:
+    """A BOOTREQUEST as firmware sends it (broadcast flag set)."""
+    chaddr = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(chaddr) != 6:
+        raise ValueError(f"not a MAC: {mac!r}")
+    header = struct.pack(
+        "!BBBBIHH4s4s4s4s16s64s128s",
+        1,
+        1,
+        6,
+        0,
+        xid,
+        0,
+        0x8000,
+        socket.inet_aton(ciaddr),
+        bytes(4),
+        bytes(4),
+        bytes(4),
+        chaddr + bytes(10),
+        bytes(64),
+        bytes(128),
+    )
+    opts: list[tuple[int, bytes]] = [(53, bytes([kind]))]
+    if vendor_class is None and arch is not None:
+        vendor_class = PXE_VENDOR.format(arch=arch)
+    if vendor_class is not None:
+        opts.append((60, vendor_class.encode()))
+    if arch is not None:
+        opts += [(93, struct.pack("!H", arch)), (94, bytes([1, 3, 16]))]
+        opts.append((97, bytes(1) + chaddr + bytes(10)))  # the machine's UUID
+    if ipxe:
+        opts += [(77, b"iPXE"), (175, bytes([0xB1, 1, 1]))]
+    opts.append((55, bytes([1, 3, 6, 43, 54, 60, 66, 67, 97, 175])))
+    opts += list(extra)
+    return header + _options(opts)
+
+
+def parse(data: bytes, sender: str) -> Offer | None:
+    if len(data) < 240 or data[0] != 2 or data[236:240] != COOKIE:
+        return None
+    yiaddr, siaddr = data[16:20], data[20:24]
+    sname, file = data[44:108], data[108:236]
+    options: dict[int, bytes] = {}
+    i = 240
+    while i < len(data):
+        code = data[i]
+        if code == 255:
+            break
+        if code == 0:
+            i += 1
+            continue
+        if i + 1 >= len(data):
+            break
+        length = data[i + 1]
+        options[code] = options.get(code, b"") + data[i + 2 : i + 2 + length]
+        i += 2 + length
+    kind = options.get(53, b"\0")[0]
+    server = options.get(54)
+
+    def text(raw: bytes) -> str:
+        return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+    return Offer(
+        kind=kind,
+        server=socket.inet_ntoa(server) if server and len(server) == 4 else "",
+        sender=sender,
+        yiaddr=socket.inet_ntoa(yiaddr),
+        siaddr=socket.inet_ntoa(siaddr),
+        file=text(file) or text(options.get(67, b"")),
+        sname=text(sname),
+        vendor_class=text(options[60]) if 60 in options else None,
+        options={k: v.hex() for k, v in options.items()},
+    )
+
+
+def menu(offer: Offer) -> list[tuple[int, str]]:
+    """The PXE boot menu in an offer's option 43 (sub-option 9): each item's
+    type and text."""
+    raw = bytes.fromhex(offer.options.get(43, ""))
+    items = []
+    i = 0
+    while i + 1 < len(raw) and raw[i] != 255:
+        code, length = raw[i], raw[i + 1]
+        value = raw[i + 2 : i + 2 + length]
+        if code == 9:
+            j = 0
+            while j + 3 <= len(value):
+                kind, size = struct.unpack("!HB", value[j : j + 3])
+                items.append((kind, value[j + 3 : j + 3 + size].decode(errors="replace")))
+                j += 3 + size
+        i += 2 + length
+    return items
+
+
+def _socket(interface: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    s.bind(("", port))
+    return s
+
+
+def _collect(s: socket.socket, xid: int, timeout: float) -> list[Offer]:
+    offers = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([s], [], [], left)
+        if not ready:
+            break
+        data, (host, _) = s.recvfrom(4096)
+        offer = parse(data, host)
+        if offer is not None and struct.unpack("!I", data[4:8])[0] == xid:
+            offers.append(offer)
+    return offers
+
+
+def discover(
+    interface: str,
+    mac: str,
+    *,
+    arch: int | None = BIOS,
+    vendor_class: str | None = None,
+    ipxe: bool = False,
+    timeout: float = 2.0,
+) -> list[Offer]:
+    """Every offer to a DHCPDISCOVER broadcast on *interface* within
+    *timeout* seconds (the lab's and any proxy's)."""
+    xid = int.from_bytes(os.urandom(4), "big")
+    with _socket(interface, 68) as s:
+        message = packet(DISCOVER, mac, xid, arch=arch, vendor_class=vendor_class, ipxe=ipxe)
+        s.sendto(message, ("255.255.255.255", 67))
+        return _collect(s, xid, timeout)
+
+
+def boot_server(
+    interface: str,
+    mac: str,
+    server: str,
+    client: str,
+    *,
+    arch: int = EFI_X64,
+    vendor_class: str | None = None,
+    item: int | None = None,
+    timeout: float = 2.0,
+) -> list[Offer]:
+    """The answer of *server*'s port 4011 to the DHCPREQUEST that PXE
+    firmware sends there from its address *client* (which the interface
+    must have): UEFI firmware after an offer that names no file, BIOS
+    firmware for the menu *item* it chose (``menu``)."""
+    ipaddress.IPv4Address(client)
+    xid = int.from_bytes(os.urandom(4), "big")
+    extra = []
+    if item is not None:  # PXE_BOOT_ITEM: the item's type, layer 0
+        extra.append((43, bytes([71, 4]) + struct.pack("!HH", item, 0) + b"\xff"))
+    with _socket(interface, 68) as s:
+        message = packet(
+            REQUEST, mac, xid, arch=arch, vendor_class=vendor_class, ciaddr=client, extra=extra
+        )
+        s.sendto(message, (server, 4011))
+        return _collect(s, xid, timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--interface", required=True)
+    p.add_argument("--mac", required=True)
+    p.add_argument("--arch", type=int, default=BIOS, help="option 93; -1: none")
+    p.add_argument("--vendor-class", help="option 60 [PXEClient:Arch:<arch>:…]")
+    p.add_argument("--http", action="store_true", help="a UEFI HTTP boot client (HTTPClient)")
+    p.add_argument("--ipxe", action="store_true", help="an iPXE client (options 77 and 175)")
+    p.add_argument("--boot-server", help="ask this server's port 4011 instead")
+    p.add_argument("--client", help="with --boot-server: the interface's address")
+    p.add_argument("--item", type=int, help="with --boot-server: the menu item's type")
+    p.add_argument("--timeout", type=float, default=2.0)
+    args = p.parse_args(argv)
+    arch = None if args.arch < 0 else args.arch
+    vendor = args.vendor_class
+    if args.http and vendor is None:
+        vendor = HTTP_VENDOR.format(arch=arch or 0)
+    if args.boot_server:
+        offers = boot_server(
+            args.interface,
+            args.mac,
+            args.boot_server,
+            args.client,
+            arch=EFI_X64 if arch is None else arch,
+            vendor_class=vendor,
+            item=args.item,
+            timeout=args.timeout,
+        )
+    else:
+        offers = discover(
+            args.interface,
+            args.mac,
+            arch=arch,
+            vendor_class=vendor,
+            ipxe=args.ipxe,
+            timeout=args.timeout,
+        )
+    for offer in offers:
+        print(json.dumps(asdict(offer) | {"menu": menu(offer)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
