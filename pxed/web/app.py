@@ -29,6 +29,7 @@ from pxed.web import router
 from pxed.web.agent import AgentResource
 from pxed.web.auth import Authenticator, Sessions
 from pxed.web.boot import BootResource
+from pxed.web.bootfiles import BootFilesResource
 from pxed.web.builds import BuildsResource
 from pxed.web.dashboard import DashboardResource
 from pxed.web.github import GitHubResource
@@ -70,6 +71,7 @@ RESOURCES: tuple[type, ...] = (
     MachinesResource,
     HardwareResource,
     BootResource,
+    BootFilesResource,
     ImagesResource,
     SetupsResource,
     QueueResource,
@@ -122,6 +124,7 @@ class PxedApp:
             MachinesResource(db, store, power),
             HardwareResource(db, store, boot.credentials),
             BootResource(boot),
+            BootFilesResource(config.boot_dhcp_ipxe_dir, config.boot_networks),
             ImagesResource(
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
