@@ -10,8 +10,9 @@ reader without a card).  Kernel name order sorts names shortest first,
 then alphabetically, the order the kernel hands them out in: sda .. sdz,
 sdaa; vda before vdb; nvme0n1 .. nvme9n1, nvme10n1.  A setup with more
 images than disks fails naming both counts; disks beyond the images are
-left alone.  On a host, ``--disk`` paths (or the facts file's) are the
-disks, in the order given."""
+left alone.  An entry with root device hints (``DiskHints``) goes to the
+one disk they match instead (hints.py).  On a host, ``--disk`` paths (or
+the facts file's) are the disks, in the order given."""
 
 from __future__ import annotations
 

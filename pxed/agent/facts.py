@@ -21,6 +21,8 @@ from pxed.agent.wire import InventoryNIC
 SYS_BLOCK = Path("/sys/block")
 SYS_NET = Path("/sys/class/net")
 SYS_DMI = Path("/sys/class/dmi/id")
+DEV_BY_PATH = Path("/dev/disk/by-path")
+_PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
 # Whole disks the images go to (see disks.py for the rule).
 _DISK_NAME = re.compile(r"(vd|sd|xvd|hd)[a-z]+|nvme[0-9]+n[0-9]+")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
@@ -38,6 +40,9 @@ class Disk:
     model: str = ""
     serial: str = ""
     rotational: bool | None = None
+    wwn: str = ""
+    # Its /dev/disk/by-path names (root device hints match one of them).
+    by_path: tuple[str, ...] = ()
 
 
 # A NIC is known by what the inventory says of it, nothing more.
@@ -168,9 +173,37 @@ def system_disks() -> tuple[Disk, ...]:
                 model=_line(sys / "device" / "model"),
                 serial=_line(sys / "serial") or _line(sys / "device" / "serial"),
                 rotational=rotational,
+                wwn=_line(sys / "wwid") or _line(sys / "device" / "wwid"),
+                by_path=by_path(name),
             )
         )
     return tuple(sorted(found, key=lambda d: (len(d.name), d.name)))
+
+
+def by_path(name: str) -> tuple[str, ...]:
+    """The disk's by-path names: udev's links where udev runs; else (the
+    management OS runs no udev) the name udev gives a virtio or NVMe disk,
+    made from the PCI address sysfs shows: ``pci-0000:00:04.0``,
+    ``pci-0000:01:00.0-nvme-1``."""
+    try:
+        links = [
+            link
+            for link in sorted(os.listdir(DEV_BY_PATH))
+            if os.path.realpath(DEV_BY_PATH / link) == f"/dev/{name}"
+        ]
+    except OSError:
+        links = []
+    if links:
+        return tuple(links)
+    device = os.path.realpath(SYS_BLOCK / name / "device")
+    addresses = [part for part in device.split("/") if _PCI_ADDRESS.fullmatch(part)]
+    if not addresses:
+        return ()
+    path = f"pci-{addresses[-1]}"
+    if name.startswith("nvme"):
+        nsid = _line(SYS_BLOCK / name / "nsid")
+        return (f"{path}-nvme-{nsid}",) if nsid else ()
+    return (path,) if name.startswith("vd") else ()
 
 
 def system_nics() -> tuple[NIC, ...]:
@@ -244,6 +277,8 @@ def _disk_from(data: Any, i: int) -> Disk:
         model=str(_get(data, "Model") or ""),
         serial=str(_get(data, "Serial") or ""),
         rotational=None if rotational is None else bool(rotational),
+        wwn=str(_get(data, "WWN") or ""),
+        by_path=tuple(str(p) for p in _get(data, "ByPath") or ()),
     )
 
 

@@ -19,7 +19,7 @@ def build(facts: Facts) -> Inventory:
         dmi_product=facts.dmi_product,
         dmi_serial=facts.dmi_serial,
         disks=tuple(
-            InventoryDisk(d.name, d.size, d.model, d.serial, d.rotational)
+            InventoryDisk(d.name, d.size, d.model, d.serial, d.rotational, d.wwn, d.by_path)
             for d in facts.disks or ()
         ),
         nics=facts.nics,

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from pxed.agent import capture, deploy, disks, facts, inform, inventory, machineimage
+from pxed.agent import capture, deploy, disks, facts, hints, inform, inventory, machineimage
 from pxed.agent.client import Client, HTTPError, Unreachable, error_text
 from pxed.agent.config import Settings
 from pxed.agent.errors import Failed
@@ -183,11 +183,21 @@ class Agent:
                 f"disks in kernel name order, one each"
             )
 
+        try:
+            targets = hints.pick([(e.disk, e.disk_hints) for e in work.disk_images], found_disks)
+        except hints.NoDisk as e:
+            raise Failed(f"{e}; nothing was written") from None
+        for entry, disk in zip(work.disk_images, targets, strict=True):
+            if entry.disk_hints is not None:
+                self.report.info(
+                    f"{entry.name} ({entry.uuid}) goes to {disk.path}: the one disk matching "
+                    f"its root device hints {entry.disk_hints.describe()}"
+                )
+
         captured = []
-        for entry in work.disk_images:
+        for entry, disk in zip(work.disk_images, targets, strict=True):
             if not entry.update:
                 continue
-            disk = found_disks[entry.disk or 0]
             self.step = f"capturing image {entry.name} ({entry.uuid}) from {disk.path}"
             self.report.info(
                 f"capturing {disk.path} ({disk.size} bytes, {entry.compression}) "
@@ -204,8 +214,7 @@ class Agent:
 
         deployed = []
         started = time.monotonic()
-        for entry in work.disk_images:
-            disk = found_disks[entry.disk or 0]
+        for entry, disk in zip(work.disk_images, targets, strict=True):
             self.step = (
                 f"deploying image {entry.name} ({entry.uuid}) v{entry.version} to {disk.path}"
             )

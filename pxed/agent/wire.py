@@ -59,6 +59,83 @@ def clean_text(text: str, limit: int) -> str:
     return "".join(c for c in text[:limit] if c >= " " or c in "\n\t")
 
 
+HINT_TEXT = 255
+# Root device hints (pxed/agent/hints.py): JSON field -> attribute.
+HINT_FIELDS = {
+    "Serial": "serial",
+    "WWN": "wwn",
+    "Model": "model",
+    "MinSize": "min_size",
+    "MaxSize": "max_size",
+    "Rotational": "rotational",
+    "ByPath": "by_path",
+}
+
+
+@dataclass(frozen=True)
+class DiskHints:
+    """A setup entry's root device hints (see pxed/agent/hints.py)."""
+
+    serial: str | None = None
+    wwn: str | None = None
+    model: str | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    rotational: bool | None = None
+    by_path: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "DiskHints") -> DiskHints | None:
+        """The hints of a JSON object (None for null or {}); WireError
+        naming the field for anything else."""
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise WireError(f"{where}: expected an object of {', '.join(HINT_FIELDS)}")
+        # Field names match case-insensitively, as everywhere in pxed's API.
+        canonical = {k.lower(): k for k in HINT_FIELDS}
+        data = {canonical.get(str(k).lower(), k): v for k, v in data.items()}
+        unknown = sorted(set(data) - set(HINT_FIELDS))
+        if unknown:
+            raise WireError(
+                f"{where}.{unknown[0][:40]}: unknown; hints are {', '.join(HINT_FIELDS)}"
+            )
+        values: dict[str, Any] = {}
+        for key in ("Serial", "WWN", "Model", "ByPath"):
+            value = data.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip() or len(value) > HINT_TEXT:
+                raise WireError(f"{where}.{key}: a non-empty string of at most {HINT_TEXT}")
+            values[HINT_FIELDS[key]] = value.strip()
+        for key in ("MinSize", "MaxSize"):
+            value = data.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+                raise WireError(f"{where}.{key}: a size in bytes, a positive integer")
+            values[HINT_FIELDS[key]] = value
+        rotational = data.get("Rotational")
+        if rotational is not None:
+            if not isinstance(rotational, bool):
+                raise WireError(f"{where}.Rotational: true or false")
+            values["rotational"] = rotational
+        hints = cls(**values)
+        if hints.min_size and hints.max_size and hints.min_size > hints.max_size:
+            raise WireError(f"{where}: MinSize is larger than MaxSize")
+        return hints if values else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            key: getattr(self, attr)
+            for key, attr in HINT_FIELDS.items()
+            if getattr(self, attr) is not None
+        }
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.to_json().items())
+
+
 @dataclass(frozen=True)
 class ImageEntry:
     """One image of the work (the original's ImageFrozen with pxed's fields
@@ -78,6 +155,8 @@ class ImageEntry:
     file_type: str = "raw"
     type: str = ""
     disk: int | None = None
+    # Given: the disk is the one these pick, not the disk-th (hints.py).
+    disk_hints: DiskHints | None = None
 
     @classmethod
     def from_json(cls, data: Any, where: str = "Images[]") -> ImageEntry:
@@ -104,6 +183,7 @@ class ImageEntry:
             file_type=str(_get(image, "ImageFileType") or "raw").lower(),
             type=str(_get(image, "Type") or ""),
             disk=_opt_int(_get(data, "Disk"), f"{where}.Disk"),
+            disk_hints=DiskHints.from_json(_get(data, "DiskHints"), f"{where}.DiskHints"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +203,7 @@ class ImageEntry:
             "Sha256": self.sha256,
             "DiskCompressionStrategy": self.compression,
             "Disk": self.disk,
+            "DiskHints": None if self.disk_hints is None else self.disk_hints.to_json(),
         }
 
 
@@ -201,7 +282,11 @@ class BootInform:
 
     @property
     def disks_needed(self) -> int:
-        return max((e.disk + 1 for e in self.disk_images if e.disk is not None), default=0)
+        # Each image takes a disk of its own; one without hints, its index's.
+        by_index = (
+            e.disk + 1 for e in self.disk_images if e.disk is not None and e.disk_hints is None
+        )
+        return max(len(self.disk_images), max(by_index, default=0))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +307,8 @@ class InventoryDisk:
     model: str = ""
     serial: str = ""
     rotational: bool | None = None
+    wwn: str = ""
+    by_path: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,6 +317,8 @@ class InventoryDisk:
             "Model": self.model,
             "Serial": self.serial,
             "Rotational": self.rotational,
+            "WWN": self.wwn,
+            "ByPath": list(self.by_path),
         }
 
 

@@ -22,8 +22,34 @@ def _render(setup: dict) -> None:
             ("NAME", lambda e: e["Image"]["Name"]),
             ("VERSION", lambda e: e["Version"]["Version"]),
             ("UPDATE", lambda e: "yes" if e["Update"] else "no"),
+            ("DISK", _disk),
         ],
     )
+
+
+def _disk(entry: dict) -> str:
+    hints = entry.get("DiskHints")
+    if not hints:
+        return "by kernel order"
+    return " ".join(f"{k}={v}" for k, v in hints.items())
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(ctx, param, value: str | None) -> int | None:
+    """Bytes, or a number with K, M, G or T (powers of 1024, "GiB" too)."""
+    if value is None:
+        return None
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "")
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: a size such as 500G or 2T") from None
+    if size <= 0:
+        raise click.BadParameter(f"{value!r}: a size above 0")
+    return size
 
 
 def _entry(ref: str, update: tuple[str, ...]) -> dict:
@@ -67,12 +93,28 @@ def setups_show(uuid: str, user: str | None, as_json: bool) -> None:
 @click.argument("image", metavar="IMAGE[:VERSION]")
 @click.option("--update", is_flag=True, help="Capture this image back after use.")
 @click.option("--user", help="Whose setup (default: yours).")
+@click.option("--serial", help="Root device hint: the disk with this serial number.")
+@click.option("--wwn", help="Root device hint: the disk with this WWN.")
+@click.option("--model", help="Root device hint: the disk of this model.")
+@click.option("--min-size", callback=_size, help="Root device hint: at least this big (500G).")
+@click.option("--max-size", callback=_size, help="Root device hint: at most this big (2T).")
+@click.option("--rotational/--solid-state", default=None, help="Root device hint: spinning or not.")
+@click.option("--by-path", help="Root device hint: its /dev/disk/by-path name.")
 @json_option
-def setups_add(uuid: str, image: str, update: bool, user: str | None, as_json: bool) -> None:
-    """Add an image (at VERSION, default the latest) to the setup UUID."""
+def setups_add(
+    uuid: str, image: str, update: bool, user: str | None, as_json: bool, **hints
+) -> None:
+    """Add an image (at VERSION, default the latest) to the setup UUID, or
+    change it.  With root device hints the image goes to the one disk that
+    matches them all, not to the disk its position names."""
     server = api()
     owner = user or server.me()["Username"]
     entry = _entry(image, (image.partition(":")[0],) if update else ())
+    names = {"serial": "Serial", "wwn": "WWN", "model": "Model", "min_size": "MinSize",
+             "max_size": "MaxSize", "rotational": "Rotational", "by_path": "ByPath"}  # fmt: skip
+    given = {names[k]: v for k, v in hints.items() if v is not None}
+    if given:
+        entry["DiskHints"] = given
     show(server.post(f"/user/{owner}/image_setup/{uuid}/images", entry), as_json, _render)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pxed.agent.wire import DiskHints
 from pxed.db import credentials, events, images, setups, users
 from pxed.db import machines as machines_db
 from pxed.db.errors import ConflictError, InvalidError, NotFoundError
@@ -30,6 +31,7 @@ class WorkImage:
     image_uuid: str
     version: int
     update: bool
+    hints: DiskHints | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,9 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Work]:
             .where(boot_setup_images.c.boot_setup_id.in_(list(found)))
             .order_by(boot_setup_images.c.position)
         ):
-            found[i.boot_setup_id].append(WorkImage(i.image_uuid, i.version, i.update))
+            found[i.boot_setup_id].append(
+                WorkImage(i.image_uuid, i.version, i.update, setups.hints_of(i.disk_hints))
+            )
     models = images.load_by_uuid(conn, (i.image_uuid for its in found.values() for i in its))
     by_id = machines_db.load_by_id(conn, (r.machine_id for r in rows))
     return [
@@ -129,6 +133,7 @@ def thd_enqueue(
                 # The queue's Update switches capturing off for the whole run.
                 "update": e.update and update,
                 "position": i,
+                "disk_hints": setups.hints_column(e.hints),
             }
             for i, e in enumerate(setup.entries)
         ],
@@ -364,7 +369,7 @@ def thd_enqueue_image(
     machine_id: int,
     owner: str,
     name: str,
-    entry: tuple[str, int | None, bool],
+    entry: setups.Wanted,
     staff: bool,
     actor: str,
     after: str = "none",
@@ -372,7 +377,7 @@ def thd_enqueue_image(
     """The seed's one-image form: a setup of that image and its queue
     entry, in one transaction."""
     setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
-    return thd_enqueue(conn, machine_id, setup, entry[2], owner, actor, after)
+    return thd_enqueue(conn, machine_id, setup, entry.update, owner, actor, after)
 
 
 def thd_has_live_work(conn: sa.Connection, machine_id: int, owner: str) -> bool:

@@ -274,6 +274,9 @@ def _frozen_images() -> list[sa.SchemaItem]:
         # Capture this image back from the machine after use.
         sa.Column("update", sa.Boolean, nullable=False),
         sa.Column("position", sa.Integer, nullable=False),
+        # Root device hints (pxed.agent.wire.DiskHints as JSON): the disk
+        # it goes to; null: the position-th disk in kernel name order.
+        sa.Column("disk_hints", sa.Text, nullable=True),
         sa.ForeignKeyConstraint(
             ["image_uuid", "version"],
             ["image_versions.image_uuid", "image_versions.version"],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pxed.agent.wire import DiskHints
 from pxed.db import events
 from pxed.db import images as images_db
 from pxed.db import users as users_db
@@ -21,6 +23,25 @@ class Entry:
     image_uuid: str
     version: int
     update: bool
+    hints: DiskHints | None = None
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An entry as a request gives it: no version means the latest."""
+
+    image_uuid: str
+    version: int | None = None
+    update: bool = False
+    hints: DiskHints | None = None
+
+
+def hints_column(hints: DiskHints | None) -> str | None:
+    return None if hints is None else json.dumps(hints.to_json(), sort_keys=True)
+
+
+def hints_of(text: str | None) -> DiskHints | None:
+    return None if text is None else DiskHints.from_json(json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,9 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Setup]:
             .where(setup_images.c.setup_uuid.in_(list(entries)))
             .order_by(setup_images.c.position)
         ):
-            entries[e.setup_uuid].append(Entry(e.image_uuid, e.version, e.update))
+            entries[e.setup_uuid].append(
+                Entry(e.image_uuid, e.version, e.update, hints_of(e.disk_hints))
+            )
     models = images_db.load_by_uuid(conn, (e.image_uuid for es in entries.values() for e in es))
     return [Setup(**r._mapping, entries=tuple(entries[r.uuid]), models=models) for r in rows]
 
@@ -110,18 +133,19 @@ def latest_version(conn: sa.Connection, image_uuid: str) -> int:
     return latest
 
 
-def resolve(conn: sa.Connection, image_uuid: str, version: int | None, update: bool) -> Entry:
+def resolve(conn: sa.Connection, wanted: Wanted) -> Entry:
     """An entry; no version means the latest, frozen now."""
-    return Entry(
-        image_uuid, latest_version(conn, image_uuid) if version is None else version, update
-    )
+    version = wanted.version
+    if version is None:
+        version = latest_version(conn, wanted.image_uuid)
+    return Entry(wanted.image_uuid, version, wanted.update, wanted.hints)
 
 
 def thd_create(
     conn: sa.Connection,
     owner: str,
     name: str,
-    entries: list[tuple[str, int | None, bool]],
+    entries: list[Wanted],
     staff: bool,
     actor: str,
 ) -> Setup:
@@ -143,11 +167,11 @@ def thd_create(
 def _replace_entries(conn, setup_uuid, owner, staff, entries) -> None:
     conn.execute(setup_images.delete().where(setup_images.c.setup_uuid == setup_uuid))
     seen: set[str] = set()
-    for position, (image_uuid, version, update) in enumerate(entries):
-        if image_uuid in seen:
-            raise InvalidError(f"UUID: image {image_uuid} is listed twice")
-        seen.add(image_uuid)
-        entry = resolve(conn, image_uuid, version, update)
+    for position, wanted in enumerate(entries):
+        if wanted.image_uuid in seen:
+            raise InvalidError(f"UUID: image {wanted.image_uuid} is listed twice")
+        seen.add(wanted.image_uuid)
+        entry = resolve(conn, wanted)
         _check_entry(conn, owner, staff, entry)
         conn.execute(
             setup_images.insert().values(
@@ -156,6 +180,7 @@ def _replace_entries(conn, setup_uuid, owner, staff, entries) -> None:
                 version=entry.version,
                 update=entry.update,
                 position=position,
+                disk_hints=hints_column(entry.hints),
             )
         )
 
@@ -165,7 +190,7 @@ def thd_update(
     owner: str,
     setup_uuid: str,
     name: str | None,
-    entries: list[tuple[str, int | None, bool]] | None,
+    entries: list[Wanted] | None,
     staff: bool,
     actor: str,
 ) -> Setup:
@@ -191,14 +216,13 @@ def thd_add_entry(
     conn: sa.Connection,
     owner: str,
     setup_uuid: str,
-    image_uuid: str,
-    version: int | None,
-    update: bool,
+    wanted: Wanted,
     staff: bool,
     actor: str,
 ) -> Setup:
     setup = get_owned(conn, owner, setup_uuid)
-    entry = resolve(conn, image_uuid, version, update)
+    entry = resolve(conn, wanted)
+    image_uuid = entry.image_uuid
     _check_entry(conn, owner, staff, entry)
     existing = [e for e in setup.entries if e.image_uuid == image_uuid]
     if existing:
@@ -208,7 +232,9 @@ def thd_add_entry(
                 setup_images.c.setup_uuid == setup_uuid,
                 setup_images.c.image_uuid == image_uuid,
             )
-            .values(version=entry.version, update=entry.update)
+            .values(
+                version=entry.version, update=entry.update, disk_hints=hints_column(entry.hints)
+            )
         )
     else:
         conn.execute(
@@ -217,6 +243,7 @@ def thd_add_entry(
                 image_uuid=image_uuid,
                 version=entry.version,
                 update=entry.update,
+                disk_hints=hints_column(entry.hints),
                 # After the last one: removals leave gaps, so not the count.
                 position=conn.execute(
                     sa.select(sa.func.coalesce(sa.func.max(setup_images.c.position) + 1, 0)).where(

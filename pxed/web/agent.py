@@ -67,12 +67,12 @@ class AgentResource:
         base = self._origin.base_url(request)
         work_images, own = await self._db.run(queue.thd_work_images, work, machine.image_uuid)
         entries = [
-            _entry(base, mac, image, e.version, e.update, disk)
+            _entry(base, mac, image, e, disk)
             for disk, (e, image) in enumerate(zip(work.images, work_images, strict=True))
         ]
         # The machine image goes back after every run: Update.
         latest = own.latest.version if own.latest else 0
-        entries.append(_entry(base, mac, own, latest, True, None))
+        entries.append(_entry(base, mac, own, queue.WorkImage(own.uuid, latest, True), None))
         # The queue entry's own fields, less what would repeat or contradict
         # the ImageSetup: its nested Setup and its one-image ImageUUID/Version.
         skip = ("Setup", "ImageUUID", "Version")
@@ -181,13 +181,15 @@ def _since(request: IRequest) -> dt.datetime:
     return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
 
 
-def _entry(base: str, mac: str, image: Image, number: int, update: bool, disk: int | None) -> dict:
+def _entry(base: str, mac: str, image: Image, e: queue.WorkImage, disk: int | None) -> dict:
     """One BootInform entry: the original's ImageFrozen and, beside it,
     what pxed's management OS reads (Disk: the index of the machine's disk
-    it is written to, null for the machine image, which is not written)."""
+    it is written to, null for the machine image, which is not written;
+    DiskHints, when given, pick the disk instead)."""
+    number = e.version
     found = image.version(number)
     return {
-        **render.frozen(image, number, update),
+        **render.frozen(image, number, e.update, e.hints),
         "URL": f"{base}/image/{image.uuid}/{number}",
         "UploadURL": f"{base}/machine/{mac}/disk/{image.uuid}",
         "Size": found.size if found else None,

@@ -5,7 +5,7 @@ turned into the one shape pxed stores and answers.
     {"Arch": "x86_64", "CPU": {"Model": "…", "Count": 4}, "Memory": 8589934592,
      "Firmware": "uefi", "DMI": {"Vendor": "…", "Product": "…", "Serial": "…"},
      "Disks": [{"Name": "vda", "Size": 1073741824, "Model": "…", "Serial": "…",
-                "Rotational": false}],
+                "Rotational": false, "WWN": "…", "ByPath": ["pci-0000:00:04.0"]}],
      "NICs": [{"MAC": "52:54:00:12:34:56", "Driver": "virtio_net", "Link": true,
                "Speed": 1000}]}
 
@@ -26,6 +26,7 @@ from pxed.web.body import INT_MAX, Fields
 MAX_DISKS = 256
 MAX_NICS = 64
 MAX_TEXT = 255
+MAX_BY_PATH = 8
 MAX_CPUS = 1 << 20
 FIRMWARE = ("uefi", "bios")
 # What uname -m and Debian call the architectures pxed knows by other names.
@@ -74,7 +75,18 @@ def _disk(disk: Fields, where: str) -> dict[str, Any]:
         "Model": _text(disk, "Model", where),
         "Serial": _text(disk, "Serial", where),
         "Rotational": rotational,
+        "WWN": _text(disk, "WWN", where),
+        "ByPath": _by_path(disk, where),
     }
+
+
+def _by_path(disk: Fields, where: str) -> list[str]:
+    links = disk.list("ByPath") or []
+    if len(links) > MAX_BY_PATH or not all(
+        isinstance(link, str) and 0 < len(link) <= MAX_TEXT for link in links
+    ):
+        raise BadRequest(f"{where}ByPath: at most {MAX_BY_PATH} names of 1-{MAX_TEXT} characters")
+    return links
 
 
 def _nic(nic: Fields, where: str) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class QueueResource:
             machine.id,
             caller.username,
             f"{image.name} for {machine.name}",
-            (image_uuid, version, update),
+            setups.Wanted(image_uuid, version, update),
             caller.is_staff,
             actor(request),
             after,

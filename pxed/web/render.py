@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from pxed.agent.wire import DiskHints
 from pxed.db.events import Event
 from pxed.db.hardware import Hardware
 from pxed.db.images import Image, Version
@@ -174,9 +175,10 @@ def image(i: Image) -> dict[str, Any]:
     }
 
 
-def frozen(i: Image, number: int, update: bool) -> dict[str, Any]:
+def frozen(i: Image, number: int, update: bool, hints: DiskHints | None = None) -> dict[str, Any]:
     """The original's ``ImageFrozen``: an image at one version, and whether
-    the machine's disk is captured back into it."""
+    the machine's disk is captured back into it; pxed's root device hints
+    beside them (null: the disk by kernel name order)."""
     found = i.version(number)
     return {
         "Image": image(i),
@@ -184,6 +186,7 @@ def frozen(i: Image, number: int, update: bool) -> dict[str, Any]:
         if found is not None
         else {"Version": number, "ImageModelUUID": i.uuid},
         "Update": update,
+        "DiskHints": None if hints is None else hints.to_json(),
     }
 
 
@@ -192,7 +195,7 @@ def setup(s: Setup) -> dict[str, Any]:
     Username, UUID}, and pxed's CreatedAt."""
     return {
         "Name": s.name,
-        "Images": [frozen(s.image(e.image_uuid), e.version, e.update) for e in s.entries],
+        "Images": [frozen(s.image(e.image_uuid), e.version, e.update, e.hints) for e in s.entries],
         "Username": s.owner,
         "UUID": s.uuid,
         "CreatedAt": iso(s.created_at),
@@ -204,7 +207,7 @@ def work(w: Work, mac: str) -> dict[str, Any]:
     Setup: ImageSetup, SetupUUID, Update} (the setup as it was frozen when
     queued), and pxed's additions beside them: its ID, state, message,
     times and the flat ``Images`` list."""
-    images = [frozen(w.models[i.image_uuid], i.version, i.update) for i in w.images]
+    images = [frozen(w.models[i.image_uuid], i.version, i.update, i.hints) for i in w.images]
     out: dict[str, Any] = {
         "Machine": machine(w.machine) if w.machine is not None else None,
         "MachineMAC": mac,
@@ -227,7 +230,13 @@ def work(w: Work, mac: str) -> dict[str, Any]:
         "FinishedAt": iso(w.finished_at),
         "After": w.after,
         "Images": [
-            {"UUID": i.image_uuid, "Version": i.version, "Update": i.update} for i in w.images
+            {
+                "UUID": i.image_uuid,
+                "Version": i.version,
+                "Update": i.update,
+                "DiskHints": None if i.hints is None else i.hints.to_json(),
+            }
+            for i in w.images
         ],
     }
     if len(w.images) == 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
+from pxed.agent.wire import DiskHints, WireError
 from pxed.db import setups
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
@@ -13,20 +14,25 @@ from pxed.web.body import Fields, query_arg, read_json
 from pxed.web.router import route
 
 
-def entry(item: Fields) -> tuple[str, int | None, bool]:
+def entry(item: Fields) -> setups.Wanted:
     """One setup entry in any of its forms: ``{"UUID"|"Uuid", "Version",
     "Update"}`` (the doc's) or the original's ImageFrozen ``{"Image":
-    {"UUID"}, "Version": {"Version"}, "Update"}``."""
+    {"UUID"}, "Version": {"Version"}, "Update"}``; pxed's ``DiskHints``
+    beside them (pxed.agent.hints)."""
     image = item.object("Image") if isinstance(item.raw("Image"), dict) else None
     image_uuid = (image or item).str("UUID", required=True, max_length=36)
     version_of = item.object("Version") if isinstance(item.raw("Version"), dict) else item
     version = version_of.int("Version", bits=32)
     if version is not None and version < 0:
         raise BadRequest("Version: must not be negative")
-    return image_uuid, version, bool(item.bool("Update"))
+    try:
+        hints = DiskHints.from_json(item.raw("DiskHints"))
+    except WireError as e:
+        raise BadRequest(str(e)) from None
+    return setups.Wanted(image_uuid, version, bool(item.bool("Update")), hints)
 
 
-def entries(body: Fields) -> list[tuple[str, int | None, bool]] | None:
+def entries(body: Fields) -> list[setups.Wanted] | None:
     items = body.list("Images")
     if items is None:
         return None
@@ -110,14 +116,11 @@ class SetupsResource:
 
     @route("/user/<name>/image_setup/<setup_uuid>/images", ["POST"], access="self-or-staff")
     async def add_setup_image(self, request: IRequest, name: str, setup_uuid: str) -> dict:
-        image_uuid, version, update = entry(read_json(request))
         setup = await self._db.run(
             setups.thd_add_entry,
             name,
             setup_uuid,
-            image_uuid,
-            version,
-            update,
+            entry(read_json(request)),
             _staff(request),
             actor(request),
         )
@@ -128,7 +131,7 @@ class SetupsResource:
         query = query_arg(request, "UUID")
         if query is None:
             query = query_arg(request, "uuid")
-        image_uuid = query if query is not None else entry(read_json(request))[0]
+        image_uuid = query if query is not None else entry(read_json(request)).image_uuid
         setup = await self._db.run(
             setups.thd_remove_entry, name, setup_uuid, image_uuid, actor(request)
         )

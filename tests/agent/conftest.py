@@ -181,12 +181,17 @@ def version_file(server: Server, uuid: str, version: int) -> Path:
 
 @pytest.fixture
 def machine_with(server: Server, tmp_path: Path) -> Callable:
-    """``await machine_with([(stored bytes, compression, update), ...])``:
-    the machine, one image per entry (its version 1 the stored bytes, or
-    none if they are None), queued in that order; the Machine and the
-    images' UUIDs and versions."""
+    """``await machine_with([(stored bytes, compression, update), ...],
+    hints=[root device hints or None, ...])``: the machine, one image per
+    entry (its version 1 the stored bytes, or none if they are None),
+    queued in that order; the Machine and the images' UUIDs and
+    versions."""
 
-    async def make(entries: list[tuple[bytes | None, str, bool]], name: str = "setup"):
+    async def make(
+        entries: list[tuple[bytes | None, str, bool]],
+        name: str = "setup",
+        hints: list[dict | None] | None = None,
+    ):
         await add_machine(server)
         made = []
         for i, (blob, compression, _) in enumerate(entries):
@@ -196,8 +201,8 @@ def machine_with(server: Server, tmp_path: Path) -> Callable:
         await enqueue(
             server.admin,
             [
-                {"UUID": u, "Version": v, "Update": e[2]}
-                for (u, v), e in zip(made, entries, strict=True)
+                {"UUID": u, "Version": v, "Update": e[2], "DiskHints": h}
+                for (u, v), e, h in zip(made, entries, hints or [None] * len(made), strict=True)
             ],
             user="admin",
             name=name,

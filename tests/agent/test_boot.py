@@ -43,7 +43,8 @@ async def test_the_inventory_carries_the_machines_facts(start_server, tmp_path):
             {"Path": str(disks[0]), "Name": "sda", "Model": "Spinner", "Serial": "S1",
              "Rotational": True},
             {"Path": str(disks[1]), "Name": "nvme0n1", "Model": "Fast", "Serial": "N1",
-             "Rotational": False},
+             "Rotational": False, "WWN": "eui.0025388b71b2e0a1",
+             "ByPath": ["pci-0000:01:00.0-nvme-1"]},
         ],
     }  # fmt: skip
 
@@ -57,9 +58,11 @@ async def test_the_inventory_carries_the_machines_facts(start_server, tmp_path):
     assert hw["DMI"] == {"Vendor": "ACME", "Product": "Rack 9000", "Serial": "SN-0042"}
     assert hw["NICs"] == [{"MAC": MAC, "Driver": "virtio_net", "Link": True, "Speed": 1000}]
     assert hw["Disks"] == [
-        {"Name": "sda", "Size": 3 * MIB, "Model": "Spinner", "Serial": "S1", "Rotational": True},
-        {"Name": "nvme0n1", "Size": 5 * MIB, "Model": "Fast", "Serial": "N1", "Rotational": False},
-    ]
+        {"Name": "sda", "Size": 3 * MIB, "Model": "Spinner", "Serial": "S1", "Rotational": True,
+         "WWN": "", "ByPath": []},
+        {"Name": "nvme0n1", "Size": 5 * MIB, "Model": "Fast", "Serial": "N1", "Rotational": False,
+         "WWN": "eui.0025388b71b2e0a1", "ByPath": ["pci-0000:01:00.0-nvme-1"]},
+    ]  # fmt: skip
 
 
 @pytest_twisted.ensureDeferred
@@ -92,7 +95,7 @@ async def test_enlist_mode_registers_the_machine_and_nothing_else(start_server, 
     hw = (await server.admin.get(f"/machine/{mac}/hardware")).json()
     assert hw["Source"] == "enlist" and hw["DMI"]["Serial"] == "SN-0042"
     assert hw["Disks"] == [{"Name": "vda", "Size": 4 * MIB, "Model": "", "Serial": "",
-                            "Rotational": None}]  # fmt: skip
+                            "Rotational": None, "WWN": "", "ByPath": []}]  # fmt: skip
     # Again: the credential is spent, and the agent says so.
     again = await machine.agent([disk], "--mode", "enlist")
     assert again.code == 1 and "enlisting failed (HTTP 401" in again.output, again.output

@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 import zstandard
 
-from tests.agent.conftest import data, disk_file, sha256
+from tests.agent.conftest import FACTS, data, disk_file, sha256
 from tests.helpers import MIB
 
 RAW = data(3 * MIB + 12345, seed=7) + bytes(2 * MIB) + b"some text\n" * 50000
@@ -67,3 +67,61 @@ async def test_images_go_to_disks_in_order_and_disks_beyond_them_are_left_alone(
     assert disks[1].read_bytes()[: 2 * MIB] == second
     assert disks[2].read_bytes() == b"\x55" * 4 * MIB
     assert "deployed 2 image(s) in" in (await machine.work())["Ends"][0]["Detail"]
+
+
+def three_disks(tmp_path) -> tuple[list, dict]:
+    """Three disks filled with 0x55, as the facts file describes them (kernel
+    order: the spinning one first)."""
+    described = [
+        ("sda", "ST500DM002", "Z3T1", True),
+        ("sdb", "Samsung SSD 860", "S3Z9", False),
+        ("nvme0n1", "Samsung SSD 970", "S4EW", False),
+    ]
+    paths = [disk_file(tmp_path / name, 4 * MIB, b"\x55" * 4 * MIB) for name, *_ in described]
+    disks = [
+        {"Path": str(path), "Name": name, "Model": model, "Serial": serial, "Rotational": rot}
+        for path, (name, model, serial, rot) in zip(paths, described, strict=True)
+    ]
+    return paths, {**FACTS, "Disks": disks}
+
+
+@pytest_twisted.ensureDeferred
+async def test_root_device_hints_pick_the_disk_instead_of_kernel_order(machine_with, tmp_path):
+    image = data(MIB, seed=3)
+    machine, _ = await machine_with([(image, "none", False)], hints=[{"Serial": "S4EW"}])
+    paths, facts = three_disks(tmp_path)
+
+    run = await machine.agent([], facts=facts)
+
+    assert run.code == 0, run.output
+    assert paths[2].read_bytes()[:MIB] == image
+    assert paths[0].read_bytes() == paths[1].read_bytes() == b"\x55" * 4 * MIB
+    assert "the one disk matching its root device hints Serial=S4EW" in run.output
+
+
+@pytest.mark.parametrize(
+    ("hints", "reason", "candidates"),
+    [
+        # No match: every disk is a candidate; two: the two.
+        ({"Serial": "NOPE"}, "no disk matches", ("Z3T1", "S3Z9", "S4EW")),
+        ({"Rotational": False}, "2 disks match", ("S3Z9", "S4EW")),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_hints_matching_no_disk_or_two_fail_the_work_writing_nothing(
+    machine_with, tmp_path, hints, reason, candidates
+):
+    machine, _ = await machine_with([(data(MIB, seed=4), "none", False)], hints=[hints])
+    paths, facts = three_disks(tmp_path)
+
+    run = await machine.agent([], facts=facts)
+
+    assert run.code == 1, run.output
+    work = await machine.work()
+    assert work["Ends"][0]["Action"] == "queue.failed"
+    detail = work["Ends"][0]["Detail"]
+    assert reason in detail and "nothing was written" in detail
+    # The candidates, so the operator can correct the hints.
+    assert all(f"serial {serial}" in detail for serial in candidates)
+    assert ("serial Z3T1" in detail) == ("Z3T1" in candidates)
+    assert all(p.read_bytes() == b"\x55" * 4 * MIB for p in paths)

@@ -28,6 +28,16 @@ async def test_setups_create_and_show(server, pxectl):
     third = await new_image(server.admin, "c")
     r = await pxectl.ok("setups", "add", setup["UUID"], f"{third}:0", "--update", "--json")
     assert [(e["Image"]["UUID"], e["Update"]) for e in r.json()["Images"]][-1] == (third, True)
+    # Root device hints: the disk by what it is.
+    r = await pxectl.ok(
+        "setups", "add", setup["UUID"], third, "--serial", "S4EW", "--min-size", "500GiB",
+        "--solid-state", "--json",
+    )  # fmt: skip
+    assert r.json()["Images"][-1]["DiskHints"] == {
+        "Serial": "S4EW", "MinSize": 500 << 30, "Rotational": False,
+    }  # fmt: skip
+    assert "Serial=S4EW" in (await pxectl.ok("setups", "show", setup["UUID"])).out
+    assert (await pxectl("setups", "add", setup["UUID"], third, "--max-size", "big")).code == 2
     r = await pxectl.ok("setups", "remove", setup["UUID"], first, "--json")
     assert [e["Image"]["UUID"] for e in r.json()["Images"]] == [second, third]
     assert "Setup node" in (await pxectl.ok("setups", "remove", setup["UUID"], second)).out

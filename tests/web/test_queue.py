@@ -61,7 +61,7 @@ async def test_queue_a_setup_users_see_their_own_entries_admins_all(server):
     assert work_a["Name"] == "web"
     assert work_a["Username"] == "alice"
     assert work_a["Mac"] == MAC
-    assert work_a["Images"] == [{"UUID": a, "Version": 0, "Update": True}]
+    assert work_a["Images"] == [{"UUID": a, "Version": 0, "Update": True, "DiskHints": None}]
     assert work_a["StartedAt"] is None and work_a["FinishedAt"] is None
     # The MAC may be given in any accepted spelling.
     r = await bob.post(
@@ -90,7 +90,7 @@ async def test_single_image_form_wraps_the_image_into_a_setup(server):
     assert r.code == 200, r.text
     work = r.json()
     assert work["ImageUUID"] == disk and work["Version"] == 0
-    assert work["Images"] == [{"UUID": disk, "Version": 0, "Update": True}]
+    assert work["Images"] == [{"UUID": disk, "Version": 0, "Update": True, "DiskHints": None}]
     assert work["State"] == "queued"
 
     setups = (await alice.get("/user/alice/image_setups")).json()
@@ -223,13 +223,13 @@ async def test_queued_work_is_a_snapshot_of_its_setup(server):
     assert (await alice.post(f"{base}/images", {"UUID": a, "Update": False})).code == 200
     [queued] = await queue_of(alice)
     assert queued["Name"] == setup["Name"]
-    assert queued["Images"] == [{"UUID": a, "Version": 0, "Update": True}]
+    assert queued["Images"] == [{"UUID": a, "Version": 0, "Update": True, "DiskHints": None}]
 
     # Even deleting the setup leaves the queued work as it was.
     assert (await alice.delete(base)).code == 200
     [queued] = await queue_of(alice)
     assert queued["ID"] == work["ID"]
-    assert queued["Images"] == [{"UUID": a, "Version": 0, "Update": True}]
+    assert queued["Images"] == [{"UUID": a, "Version": 0, "Update": True, "DiskHints": None}]
     machine = await machine_client(server)
     taken = (await machine.get(f"/machine/{MAC}/boot")).json()
     # BootInform lists ImageFrozen entries, the machine image last.
@@ -244,7 +244,7 @@ async def test_update_false_switches_capture_off_for_the_run(server):
     setup = await new_setup(alice, "alice", [{"UUID": disk, "Update": True}])
     r = await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"], "Update": False})
     assert r.json()["Update"] is False
-    assert r.json()["Images"] == [{"UUID": disk, "Version": 0, "Update": False}]
+    assert r.json()["Images"] == [{"UUID": disk, "Version": 0, "Update": False, "DiskHints": None}]
 
 
 @pytest_twisted.ensureDeferred

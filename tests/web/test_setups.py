@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.helpers import entries, new_image, upload_version
+from tests.helpers import MAC, add_machine, entries, new_image, upload_version
 
 
 async def setups_of(client, name: str) -> list:
@@ -284,3 +284,56 @@ async def test_moderator_acts_for_a_user(server):
     actors = {(e["Action"], e["Actor"]) for e in await setup_events(server, setup["UUID"])}
     assert ("setup.create", "mod") in actors
     assert ("setup.delete", "mod") in actors
+
+
+@pytest_twisted.ensureDeferred
+async def test_root_device_hints_are_kept_shown_and_frozen_into_the_queue(server):
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    hints = {"Serial": "S4EW", "MinSize": 100 << 30, "Rotational": False}
+    # Field names match without regard to case, here as everywhere.
+    given = {"serial": "S4EW", "MINSIZE": 100 << 30, "Rotational": False}
+    r = await alice.post(
+        "/user/alice/image_setup", {"Name": "db", "Images": [{"UUID": disk, "DiskHints": given}]}
+    )
+    assert r.code == 201, r.text
+    setup = r.json()
+    assert setup["Images"][0]["DiskHints"] == hints
+    base = f"/user/alice/image_setup/{setup['UUID']}"
+    assert (await alice.get(base)).json()["Images"][0]["DiskHints"] == hints
+
+    # Changed by adding the image again; null takes them away.
+    r = await alice.post(f"{base}/images", {"UUID": disk, "DiskHints": {"WWN": "naa.5000c500"}})
+    assert r.json()["Images"][0]["DiskHints"] == {"WWN": "naa.5000c500"}
+    r = await alice.post(f"{base}/images", {"UUID": disk, "DiskHints": None})
+    assert r.json()["Images"][0]["DiskHints"] is None
+    r = await alice.post(f"{base}/images", {"UUID": disk, "DiskHints": hints})
+
+    # The queue keeps the hints the setup had when the work was queued.
+    await add_machine(server)
+    work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
+    await alice.post(f"{base}/images", {"UUID": disk, "DiskHints": None})
+    queue = (await alice.get(f"/machine/{MAC}/boot/queue")).json()
+    [entry] = [w for w in queue if w["ID"] == work["ID"]]
+    assert entry["Images"][0]["DiskHints"] == hints
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_hints_are_a_400_naming_the_field_and_change_nothing(server):
+    alice = await server.user("alice")
+    disk = await new_image(alice)
+    r = await alice.post("/user/alice/image_setup", {"Name": "db", "Images": [{"UUID": disk}]})
+    base = f"/user/alice/image_setup/{r.json()['UUID']}"
+    for hints, field in [
+        ({"Serial": ""}, "DiskHints.Serial"),
+        ({"MinSize": "1TiB"}, "DiskHints.MinSize"),
+        ({"Rotational": 1}, "DiskHints.Rotational"),
+        ({"Colour": "red"}, "DiskHints.Colour"),
+        ({"MinSize": 10, "MaxSize": 5}, "MinSize is larger than MaxSize"),
+        ("S4EW", "DiskHints: expected an object"),
+    ]:
+        r = await alice.post(f"{base}/images", {"UUID": disk, "DiskHints": hints})
+        assert r.code == 400 and field in r.json()["error"], (hints, r.text)
+        r = await alice.put(base, {"Images": [{"UUID": disk, "DiskHints": hints}]})
+        assert r.code == 400 and field in r.json()["error"], (hints, r.text)
+    assert (await alice.get(base)).json()["Images"][0]["DiskHints"] is None
