@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest_twisted
 
 from tests.bootnet.dhcpclient import NO_ADDRESS
-from tests.helpers import MAC, add_machine, eventually, only_on
+from tests.helpers import MAC, OTHER_MAC, add_machine, eventually, only_on
 
 pytestmark = only_on("sqlite", "dnsmasq reads the machines' MACs, not the database")
 
@@ -81,3 +81,57 @@ async def test_each_firmware_gets_its_boot_file(start_server, bootlink, dnsmasq,
         got = bootlink.run("curl", "-sS", f"tftp://{bootlink.address}/{name}", "-o", str(into))
         assert got.returncode == 0, got.stderr
         assert into.read_bytes() == (IPXE_DIR / name).read_bytes()
+
+
+async def answered(bootlink, mac: str, *args: str) -> bool:
+    return bool(await bootlink.ask(mac, "--arch", "0", *args, timeout=0.7))
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_registered_machines_are_answered(start_server, bootlink, dnsmasq, logged):
+    server = await proxy_server(start_server, bootlink)
+    await add_machine(server, MAC)
+    pid = server.pxed.bootnet.pid
+    await eventually(lambda: answered(bootlink, MAC))
+    assert not await answered(bootlink, OTHER_MAC)
+    # Registered: dnsmasq reads its known MACs again (SIGHUP), no restart.
+    await add_machine(server, OTHER_MAC, name="other")
+    await eventually(lambda: answered(bootlink, OTHER_MAC))
+    assert sum("known-macs" in line and "read " in line for line in logged) >= 2
+    r = await server.admin.delete(f"/machine/{OTHER_MAC}")
+    assert r.code in (200, 204), r.text
+    await eventually(lambda: _not(answered(bootlink, OTHER_MAC)))
+    assert await answered(bootlink, MAC)
+    assert server.pxed.bootnet.pid == pid
+    assert any("PXE(" in line and "proxy-ignored" in line for line in logged)
+
+
+async def _not(check) -> bool:
+    return not await check
+
+
+@pytest_twisted.ensureDeferred
+async def test_enlist_answers_every_mac(start_server, bootlink, dnsmasq):
+    await proxy_server(start_server, bootlink, enlist=True)
+    assert await answered(bootlink, OTHER_MAC, "--ipxe")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subnet_outside_boot_networks_gets_nothing(start_server, bootlink, dnsmasq):
+    server = await proxy_server(start_server, bootlink, boot_networks=["192.168.77.0/24"])
+    await add_machine(server, MAC)
+    await eventually(lambda: server.pxed.bootnet._known == f"{MAC}\n")
+    assert not await answered(bootlink, MAC)
+    assert not await answered(bootlink, MAC, "--ipxe")
+    assert server.pxed.bootnet.state == "running"
+
+
+@pytest_twisted.ensureDeferred
+async def test_base_url_is_what_ipxe_chains_to(start_server, bootlink, dnsmasq):
+    server = await proxy_server(start_server, bootlink, base_url="http://pxed.lab:8080/")
+    await add_machine(server, MAC)
+    await eventually(lambda: answered(bootlink, MAC))
+    (offer,) = await bootlink.ask(MAC, "--arch", "7", "--ipxe", timeout=0.7)
+    assert offer["file"] == "http://pxed.lab:8080/ipxe"
+    (offer,) = await bootlink.ask(MAC, "--arch", "16", "--http", timeout=0.7)
+    assert offer["file"] == "http://pxed.lab:8080/boot/snponly.efi"
