@@ -4,7 +4,14 @@
 that differs from the machine's previous one is written at once (after
 the answer has gone); repeats of the same answer are counted in memory
 and added to that event's count every ``interval`` seconds, in one write.
-Writes go one after another, so a machine's events keep their order."""
+The first answer that serves a work adds ``work.netboot`` to the work's
+timeline (once per work: its credential is minted ahead, pxed.boot.view).
+
+Writes go one after another, so a machine's events keep their order, and
+what comes while one is under way goes in the next, all in one
+transaction: a rack's first answers after a start (a change for every
+machine) are a few writes, not one per machine, and leave the database's
+writer to what answers wait for."""
 
 from __future__ import annotations
 
@@ -33,6 +40,40 @@ class Answer:
     @property
     def detail(self) -> str:
         return f"{self.key}; {self.more}" if self.more else self.key
+
+
+@dataclass(frozen=True)
+class Served:
+    """The first answer that served *work_id* to the machine."""
+
+    machine_id: int
+    work_id: int
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Answers to write, with the event ids their repeats go to."""
+
+    answers: list[Answer]
+    rows: dict[int, int]
+
+
+Write = Answers | Served
+
+
+def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
+    """Each of *writes* in order, in one transaction: for each, the event
+    ids of its machines' answers (as ``thd_record``; none for ``Served``)."""
+    found = []
+    for w in writes:
+        if isinstance(w, Served):
+            events.thd_record_once(
+                conn, "system", "work.netboot", "machine", str(w.machine_id), f"work={w.work_id}"
+            )
+            found.append({})
+        else:
+            found.append(thd_record(conn, w.answers, w.rows))
+    return found
 
 
 def thd_record(conn: sa.Connection, answers: list[Answer], rows: dict[int, int]) -> dict[int, int]:
@@ -68,7 +109,10 @@ class AnswerLog(Service):
         # written (until then its repeats go the slower way, by key)
         self._rows: dict[int, int] = {}
         self._pending: dict[int, Answer] = {}  # repeats not yet written
-        self._tail: Deferred[None] = succeed(None)
+        self._served: dict[int, int] = {}  # machine id -> the work last served
+        self._queued: list[Write] = []  # for the next write, in order
+        self._writing = False
+        self._drained: list[Deferred[None]] = []  # fired when nothing is left to write
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
@@ -83,9 +127,19 @@ class AnswerLog(Service):
             self._loop.stop()
         # What was counted is written before the database pool stops.
         self.flush()
-        return self._tail
+        if not self._writing:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
 
-    def record(self, machine_id: int, actor: str, key: str, more: str) -> None:
+    def record(
+        self, machine_id: int, actor: str, key: str, more: str, work_id: int | None = None
+    ) -> None:
+        """An answer to the machine (*work_id*: the work it serves)."""
+        if work_id is not None and self._served.get(machine_id) != work_id:
+            self._served[machine_id] = work_id
+            self._write(Served(machine_id, work_id))
         if self._last.get(machine_id) == key:
             held = self._pending.get(machine_id)
             self._pending[machine_id] = Answer(
@@ -97,37 +151,53 @@ class AnswerLog(Service):
         # The pending repeats belong to the old event, the answer to a new.
         old = self._rows.pop(machine_id, None)
         if batch and old is not None:
-            self._write(batch, {machine_id: old})
+            self._write(Answers(batch, {machine_id: old}))
             batch = []
-        self._write([*batch, Answer(machine_id, actor, key, more)], {})
+        self._write(Answers([*batch, Answer(machine_id, actor, key, more)], {}))
 
     def flush(self) -> None:
         batch, self._pending = list(self._pending.values()), {}
         if batch:
             self._write(
-                batch,
-                {
-                    a.machine_id: self._rows[a.machine_id]
-                    for a in batch
-                    if a.machine_id in self._rows
-                },
+                Answers(
+                    batch,
+                    {
+                        a.machine_id: self._rows[a.machine_id]
+                        for a in batch
+                        if a.machine_id in self._rows
+                    },
+                )
             )
 
-    def _write(self, batch: list[Answer], rows: dict[int, int]) -> None:
-        def write(_: object) -> Deferred[None]:
-            d = self._db.run(thd_record, batch, rows)
-            d.addCallback(written)
-            return d
+    def _write(self, write: Write) -> None:
+        self._queued.append(write)
+        if not self._writing:
+            self._next()
 
-        def written(found: dict[int, int]) -> None:
-            keys = {a.machine_id: a.key for a in batch}  # the last of each
-            for machine_id, row in found.items():
-                # Unless another answer came since (its row is not known yet).
-                if self._last.get(machine_id) == keys[machine_id]:
-                    self._rows[machine_id] = row
+    def _next(self) -> None:
+        writes, self._queued = self._queued, []
+        if not writes:
+            self._writing = False
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+            return
+        self._writing = True
+
+        def written(found: list[dict[int, int]]) -> None:
+            for w, rows in zip(writes, found, strict=True):
+                if isinstance(w, Served):
+                    continue
+                keys = {a.machine_id: a.key for a in w.answers}  # the last of each
+                for machine_id, row in rows.items():
+                    # Unless another answer came since (its row is not known yet).
+                    if self._last.get(machine_id) == keys[machine_id]:
+                        self._rows[machine_id] = row
 
         def failed(failure) -> None:
             # A busy or full database loses these lines, never an answer.
             log.warn("recording boot answers: {error}", error=failure.getErrorMessage())
 
-        self._tail = self._tail.addCallback(write).addErrback(failed)
+        d = self._db.run(thd_write, writes)
+        d.addCallbacks(written, failed)
+        d.addBoth(lambda _: self._next())

@@ -1,7 +1,8 @@
 """One boot answer, from the request to the bytes sent: the client's
 network, the view's entry for the MAC, the decision, the credential it
-hands out (minted first when the view has none), the parameters and the
-rendering, with the answer counted and recorded.
+hands out (minted ahead, pxed.boot.minting, or first when the view has
+none), the parameters and the rendering, with the answer counted and
+recorded.
 
 ``now`` answers from memory when the view holds every change made before
 the request came in and the answer needs no new credential: the front
@@ -28,6 +29,7 @@ from pxed.boot.decision import (
     decide,
     params,
 )
+from pxed.boot.minting import WorkMints
 from pxed.boot.render import Format, Rendered
 from pxed.boot.view import BootView
 from pxed.config import Config
@@ -61,6 +63,7 @@ class BootAnswers:
         self._config = config
         self._view = view
         self.credentials = credentials
+        self._mints = WorkMints(credentials, view)
         self._answers = answers
         self._metrics = metrics
         self._base_url = base_url
@@ -83,10 +86,12 @@ class BootAnswers:
         self, request: IRequest, mac: str, fmt: Format, needed: int | None = None
     ) -> Rendered | None:
         """The answer, if the view has seen change *needed* (default: every
-        change so far) and holds the credential it hands out; else None."""
-        if self._view.seen < (self._view.changes if needed is None else needed):
+        change so far that concerns the MAC's machine) and holds the
+        credential it hands out; else None."""
+        normal = _normal(mac)
+        if self._view.seen < (self._view.needed(normal) if needed is None else needed):
             return None
-        found = self._decide(request, mac, fmt.name)
+        found = self._decide(request, normal, fmt.name)
         if found is None:
             return None
         key = (fmt.name, *found)
@@ -100,7 +105,7 @@ class BootAnswers:
     async def answer(self, request: IRequest, mac: str, fmt: Format) -> Rendered:
         """The answer once the view has caught up with the request (and the
         credential it needs is minted)."""
-        needed = self._view.changes
+        needed = self._view.needed(_normal(mac))
         for _ in range(3):
             await self._view.ready(needed)
             found = self.now(request, mac, fmt, needed)
@@ -114,10 +119,9 @@ class BootAnswers:
     def chain(self, request: IRequest) -> Rendered:
         return render.ipxe_chain(self._base_url(request))
 
-    def _decide(self, request: IRequest, raw_mac: str, via: str) -> Answer | None:
-        try:
-            mac = macaddr.normalise(raw_mac)
-        except BadRequest:
+    def _decide(self, request: IRequest, mac: str, via: str) -> Answer | None:
+        """*mac*: normalised ("" for what is not a MAC)."""
+        if not mac:
             return NOT_A_MAC, None
         address, on_network = self._client(request)
         entry = self._view.get(mac)
@@ -149,6 +153,7 @@ class BootAnswers:
                 ACTOR,
                 f"{what}: {decision.reason}",
                 f"last asked via {via} for {mac} from {address or '-'}",
+                entry.work_id if served is not None else None,
             )
         return decision, served
 
@@ -193,4 +198,12 @@ class BootAnswers:
         if entry is None:
             self._view.enlist_minted(mac, await self.credentials.for_enlist(mac))
         else:
-            self._view.minted(entry, *await self.credentials.for_work(entry))
+            await self._mints.mint(entry)
+
+
+def _normal(mac: str) -> str:
+    """*mac* normalised, "" if it is not a MAC (answered as not one)."""
+    try:
+        return macaddr.normalise(mac)
+    except BadRequest:
+        return ""

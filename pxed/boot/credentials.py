@@ -1,8 +1,9 @@
 """Machine and enlistment credentials behind one object: the boot answers
 mint them, the routes look them up, bind, refuse and spend them.
 
-A machine credential (``pxm_…``) is minted once per work item, on the
-first answer that serves the work, and repeated in later answers; the
+A machine credential (``pxm_…``) is minted once per work item, ahead of
+the first answer that serves the work (pxed.boot.minting), and repeated
+in later answers; the
 first BootInform binds it to its client's address; it ends with its work.
 An enlistment credential (``pxe_…``) is minted once per unknown MAC and
 can only register that MAC's inventory, which spends it.  Their queries
@@ -33,16 +34,17 @@ class Credentials:
 
     # -- minted for boot answers
 
-    async def for_work(self, entry: BootEntry) -> tuple[str, dt.datetime]:
-        """The token (and expiry) for an answer that serves *entry*'s work:
-        scoped to the machine's own image and the images of its work, the
-        same in every answer until the work ends."""
+    async def for_works(
+        self, entries: list[BootEntry]
+    ) -> dict[tuple[int, int | None], tuple[str, dt.datetime]]:
+        """(machine id, work id) -> token and expiry for each entry's work
+        (none for a work that ended meanwhile), in one write: scoped to
+        the machine's own image and the images of its work, the same in
+        every answer until the work ends."""
         return await self._db.run(
-            credentials.thd_for_answer,
+            credentials.thd_for_works,
             self.key,
-            entry.machine.id,
-            entry.work_id,
-            entry.scope,
+            [(e.machine.id, e.work_id, e.scope) for e in entries],
             self._lifetime,
         )
 

@@ -18,9 +18,18 @@ Log lines, progress reports and a machine's state or ``last_seen`` are
 none of those: they reload nothing, here or on another server.
 
 After a change, until a load that began after it has ended, the view is
-*stale*: answers wait for that load rather than answer from what may be
-old.  Loads are coalesced: one at a time, and changes during a load make
-one more.  Each completed load counts in ``pxed_boot_view_loads_total``."""
+*stale* for the machines the change concerns: their answers wait for that
+load rather than answer from what may be old.  A change says which
+machines it concerns when its writer did (pxed.db.written.concerning:
+queueing and cancelling work); any other concerns every machine.  So
+while work queued for a hundred machines is loaded, the other machines'
+answers go on from memory.
+
+Loads are coalesced: one at a time; a change that comes alone loads at
+once, and changes coming in a burst (a rack's work queued by a script)
+load once the burst has been quiet for ``QUIET`` seconds, or
+``MAX_WAIT`` seconds after the first that no load has seen, whichever
+is first.  Each completed load counts in ``pxed_boot_view_loads_total``."""
 
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from collections.abc import Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +50,13 @@ from pxed.db.schema import utcnow
 from pxed.metrics import Metrics
 
 log = Logger()
+
+# A change ISOLATED seconds after the one before loads at once; one
+# sooner is part of a burst, loaded once the changes have been QUIET for
+# that long, or MAX_WAIT seconds after the first no load has seen.
+ISOLATED = 1.0
+QUIET = 0.15
+MAX_WAIT = 2.0
 
 
 class BootView(Service):
@@ -62,13 +79,22 @@ class BootView(Service):
         # after that.
         self._changes = 1
         self._seen = 0
+        # The last change that concerns any machine, and machine id -> the
+        # last that concerns it (those no load has seen yet).
+        self._global = 1
+        self._concerning: dict[int, int] = {}
         self._loading: int | None = None  # the change count its load began at
+        self._last_change = float("-inf")
+        self._burst = False  # the last change came within ISOLATED of the one before
+        self._unseen_since: float | None = None  # the first change no load has seen
+        self._timer: IDelayedCall | None = None
         # Credentials minted while a load ran: that load may have read the
         # database before they were stored, so they are applied to what it
         # brings (else the next answer would mint again, a write).
         self._minted_meanwhile: list[Callable[[Snapshot], None]] = []
         # (change count needed, Deferred) of answers waiting for a load
         self._waiting: list[tuple[int, Deferred[None]]] = []
+        self._after_load: list[Callable[[Snapshot], None]] = []
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
@@ -88,6 +114,9 @@ class BootView(Service):
         self._db.unwatch(self.changed)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         waiting, self._waiting = self._waiting, []
         for _, d in waiting:
             d.errback(Failure(RuntimeError("pxed is stopping")))
@@ -107,6 +136,16 @@ class BootView(Service):
     @property
     def fresh(self) -> bool:
         return self._seen == self._changes
+
+    def needed(self, mac: str) -> int:
+        """The changes an answer for *mac* (normalised) needs the view to
+        have seen: those that concern any machine, and its machine's."""
+        entry = self._snapshot.by_mac.get(mac)
+        if entry is None:
+            return self._global
+        # A change concerning only some machines moves no MAC to another
+        # machine (that concerns every machine): the entry found is its own.
+        return max(self._global, self._concerning.get(entry.machine.id, 0))
 
     def get(self, mac: str) -> BootEntry | None:
         return self._snapshot.by_mac.get(mac)
@@ -160,6 +199,11 @@ class BootView(Service):
 
         self._apply_mint(apply)
 
+    def after_load(self, callback: Callable[[Snapshot], None]) -> None:
+        """Call *callback* with each snapshot loaded, before the answers
+        waiting for it go on (pxed.boot.minting mints what it lacks)."""
+        self._after_load.append(callback)
+
     def ready(self, needed: int | None = None) -> Deferred[None]:
         """Fires once the view has seen *needed* changes (default: every
         change made before this call)."""
@@ -168,21 +212,59 @@ class BootView(Service):
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._waiting.append((needed, d))
-        self._load()
+        self._schedule()
         return d
 
     # -- keeping current
 
-    def changed(self, _written: Iterable[str] = ()) -> None:
+    def changed(self, written: Iterable[str] = ()) -> None:
         """Something the view holds may have changed: load it again before
-        the next answer."""
+        the next answer (for the machines *written* concerns, if it says:
+        pxed.db.written.Written)."""
         self._changes += 1
+        machines = getattr(written, "machines", None)
+        if machines is None:
+            self._global = self._changes
+        else:
+            for machine_id in machines:
+                self._concerning[machine_id] = self._changes
+        now = self._reactor.seconds()
+        self._burst = now - self._last_change < ISOLATED
+        self._last_change = now
+        if self._unseen_since is None:
+            self._unseen_since = now
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Begin a load now, after a change that came alone, or once a
+        burst of changes has been quiet (QUIET, at most MAX_WAIT)."""
+        if not self.running or self.fresh or self._loading is not None:
+            return  # the load under way schedules the next when it ends
+        now = self._reactor.seconds()
+        due = now
+        if self._burst:
+            since = now if self._unseen_since is None else self._unseen_since
+            due = min(self._last_change + QUIET, since + MAX_WAIT)
+        if due <= now:
+            self._load()
+        elif self._timer is None:
+            self._timer = self._reactor.callLater(due - now, self._due)
+        else:
+            self._timer.reset(due - now)
+
+    def _due(self) -> None:
+        self._timer = None
         self._load()
 
     def _load(self) -> None:
         if self._loading is not None or not self.running:
             return
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
         self._loading = self._changes
+        self._unseen_since = None
         d = self._db.read(thd_load, self.key)
         d.addCallbacks(self._loaded, self._failed)
 
@@ -195,15 +277,17 @@ class BootView(Service):
         self._minted_meanwhile.clear()
         self._snapshot = snapshot
         self._seen = began
+        self._concerning = {m: n for m, n in self._concerning.items() if n > began}
+        for callback in self._after_load:
+            callback(snapshot)
         waiting, self._waiting = self._waiting, []
         for needed, d in waiting:
             if needed <= began:
                 d.callback(None)
             else:
                 self._waiting.append((needed, d))
-        if not self.fresh:
-            # Changes came while it loaded.
-            self._load()
+        # Changes that came while it loaded.
+        self._schedule()
 
     def _failed(self, failure: Failure) -> None:
         self._loading = None

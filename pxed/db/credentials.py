@@ -1,8 +1,9 @@
 """Machine credentials: bearer tokens for the management OS, scoped to one
 machine and a set of images, with an expiry, revocable.
 
-One credential per work item: minted on the first boot answer that serves
-the work and repeated in later answers.  Its token is not stored: it is
+One credential per work item: minted once the work is queued, ahead of
+the first boot answer that serves it (or by that answer, when it comes
+first), and repeated in later answers.  Its token is not stored: it is
 derived again from the server's key (pxed.boot.key, which the caller
 passes in) and a random nonce kept in the row; the row keeps only the
 token's hash for lookup.  The first BootInform binds it to that client's
@@ -54,23 +55,54 @@ def derive(key: bytes, work_id: int | None, nonce: str) -> str:
     return secret.derive(key, secret.MACHINE_TOKEN, f"pxm:{work_id or 0}:{nonce}")
 
 
-def thd_for_answer(
+def thd_for_works(
+    conn: sa.Connection,
+    key: bytes,
+    wanted: list[tuple[int, int | None, frozenset[str]]],
+    lifetime: dt.timedelta,
+) -> dict[tuple[int, int | None], tuple[str, dt.datetime]]:
+    """(machine id, work id) -> token and expiry, for each (machine id,
+    work id, images in scope) of *wanted* (work id None: no work, under
+    the "always" policy): the work's live credential if it has one, else
+    a new one, all in one transaction.  A work that ended meanwhile gets
+    none.  Bound or not, the same token: once bound it works only from
+    the bound client.  Minted ahead of the first answer (the boot view,
+    after work is queued) or for an answer; nothing is recorded: the
+    answer that first serves the work is (pxed.boot.answerlog)."""
+    now = utcnow()
+    conn.execute(machine_credentials.delete().where(machine_credentials.c.expires_at <= now))
+    works = [work_id for _, work_id, _ in wanted if work_id is not None]
+    live = set()
+    if works:
+        live = set(
+            conn.execute(
+                sa.select(boot_setups.c.id).where(
+                    boot_setups.c.id.in_(works), boot_setups.c.state.in_(LIVE_WORK)
+                )
+            ).scalars()
+        )
+    found = {}
+    # Machines locked in one order: two servers minting never deadlock.
+    for machine_id, work_id, image_uuids in sorted(wanted, key=lambda w: (w[0], w[1] or 0)):
+        if work_id is None or work_id in live:
+            found[(machine_id, work_id)] = _live_or_new(
+                conn, key, machine_id, work_id, image_uuids, lifetime, now
+            )
+    return found
+
+
+def _live_or_new(
     conn: sa.Connection,
     key: bytes,
     machine_id: int,
     work_id: int | None,
     image_uuids: frozenset[str],
     lifetime: dt.timedelta,
+    now: dt.datetime,
 ) -> tuple[str, dt.datetime]:
-    """The token (and its expiry) for a boot answer that serves *work_id*
-    (None: no work, under the "always" policy): the work's live credential
-    if it has one, else a new one.  Bound or not, the same token: once
-    bound it works only from the bound client."""
-    # Serialise answers for one machine (PostgreSQL), so two at once mint
+    # Serialise mints for one machine (PostgreSQL), so two at once mint
     # one credential, not two.
     conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
-    now = utcnow()
-    conn.execute(machine_credentials.delete().where(machine_credentials.c.expires_at <= now))
     mc = machine_credentials.c
     same_work = mc.work_id.is_(None) if work_id is None else mc.work_id == work_id
     where = sa.and_(mc.machine_id == machine_id, same_work)
@@ -95,12 +127,6 @@ def thd_for_answer(
             expires_at=expires,
         )
     )
-    if work_id is not None:
-        # The work's timeline: first served to a netboot now (or again,
-        # after its credential expired).
-        events.thd_record(
-            conn, "system", "work.netboot", "machine", str(machine_id), f"work={work_id}"
-        )
     return token, expires
 
 

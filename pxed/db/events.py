@@ -50,6 +50,27 @@ def thd_record(
     ).inserted_primary_key[0]
 
 
+def thd_record_once(
+    conn: sa.Connection, actor: str, action: str, target_type: str, target: str, detail: str
+) -> bool:
+    """Add the event unless the target has one of that action and detail
+    already (a work's ``work.netboot``); whether it was added."""
+    found = conn.execute(
+        sa.select(events.c.id)
+        .where(
+            events.c.target_type == target_type,
+            events.c.target == target,
+            events.c.action == action,
+            events.c.detail == detail,
+        )
+        .limit(1)
+    ).first()
+    if found is not None:
+        return False
+    thd_record(conn, actor, action, target_type, target, detail)
+    return True
+
+
 def thd_record_change(
     conn: sa.Connection,
     actor: str,

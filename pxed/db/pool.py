@@ -21,6 +21,8 @@ sets (pxed.db.written).  It is called on the reactor thread before the
 writing call's Deferred fires; with PostgreSQL the writing transaction
 also sends ``NOTIFY pxed_changes``, naming only what some watcher depends
 on, so that other servers on the database hear of it (pxed.db.notify).
+What a watcher is given is a ``written.Written``: those names, and the
+machines the writes concern when the caller said (``written.concerning``).
 
 A write that cannot get its lock within ``busy_timeout`` seconds fails with
 an OperationalError that ``is_busy`` recognises; the web layer answers it
@@ -294,8 +296,11 @@ class DBPool(Service):
     def _commit(self, thd: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self.engine.begin() as conn:
             conn.info.pop(_WRITTEN, None)
+            conn.info.pop(written_names.MACHINES, None)
             result = thd(conn, *args, **kwargs)
-            written = frozenset(conn.info.pop(_WRITTEN, ()))
+            written = written_names.Written(
+                conn.info.pop(_WRITTEN, ()), conn.info.pop(written_names.MACHINES, None)
+            )
             watched = [c for tables, c in self._watchers if tables & written]
             if watched and conn.dialect.name == "postgresql":
                 # Delivered when (and only if) this transaction commits; it

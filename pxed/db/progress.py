@@ -23,10 +23,10 @@ from pxed.db.schema import (
     boot_setups,
     image_versions,
     images,
-    machine_credentials,
     utcnow,
     work_progress,
 )
+from pxed.db.schema import events as event_rows
 
 
 @dataclass(frozen=True)
@@ -165,13 +165,20 @@ def thd_for_machines(
         .order_by(work_progress.c.updated_at)
     ):
         reports[row.work_id].append(row)
-    netbooted = set(
-        conn.execute(
-            sa.select(machine_credentials.c.work_id).where(
-                machine_credentials.c.work_id.in_(work_ids)
+    # Served to a netboot: the work's credential is minted ahead, the
+    # first answer that hands it out records work.netboot (pxed.boot.answerlog).
+    served = {f"work={w}": w for w in work_ids}
+    netbooted = {
+        served[detail]
+        for detail in conn.execute(
+            sa.select(event_rows.c.detail).where(
+                event_rows.c.target_type == "machine",
+                event_rows.c.target.in_([str(m) for m in current]),
+                event_rows.c.action == "work.netboot",
+                event_rows.c.detail.in_(list(served)),
             )
         ).scalars()
-    )
+    }
     return {
         machine_id: _progress(work, state, expected[work], reports[work], work in netbooted)
         for machine_id, (work, state) in current.items()

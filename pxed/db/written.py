@@ -18,10 +18,12 @@ never of fewer.  tests/db/test_written.py checks each way pxed writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
+T = TypeVar("T")
 
 # The private attribute of sa.Update read (SQLAlchemy 2.0 and 2.1 have it).
 PRIVATE = "_values"
@@ -32,6 +34,35 @@ _KINDS: tuple[tuple[type, str], ...] = (
     (sa.Update, "update"),
     (sa.Delete, "delete"),
 )
+
+
+# Where a transaction keeps the machines its writes concern (conn.info).
+MACHINES = "pxed.machines"
+
+
+class Written(frozenset[str]):
+    """What a committed transaction wrote, as watchers name it; and, when
+    its caller said so (``concerning``), the only machines it concerns
+    (None: any machine may be concerned)."""
+
+    machines: frozenset[int] | None
+
+    def __new__(cls, names: Iterable[str], machines: Iterable[int] | None = None) -> Written:
+        self = super().__new__(cls, names)
+        self.machines = None if machines is None else frozenset(machines)
+        return self
+
+
+def concerning(machine_id: int, thd: Callable[..., T]) -> Callable[..., T]:
+    """*thd*, run in a transaction whose writes concern machine
+    *machine_id* and no other (queueing or cancelling its work): the boot
+    view then keeps answering the other machines while it reloads."""
+
+    def run(conn: sa.Connection, *args: Any, **kwargs: Any) -> T:
+        conn.info.setdefault(MACHINES, set()).add(machine_id)
+        return thd(conn, *args, **kwargs)
+
+    return run
 
 
 def names(statement: Any, params: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -8,6 +8,7 @@ from pxed.db import images, queue, setups
 from pxed.db import power as power_db
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
+from pxed.db.written import concerning
 from pxed.errors import BadRequest, Conflict, Forbidden, NotFound
 from pxed.power.service import PowerService
 from pxed.web import render
@@ -67,8 +68,15 @@ class QueueResource:
             mode, after = power_choices(body, machine)
             # The work belongs to the setup's owner (a moderator may queue
             # it for them); the event log says who queued it.
+            # Of this machine only: the boot view goes on answering the others.
             work = await self._db.run(
-                queue.thd_enqueue, machine.id, setup, update, setup.owner, actor(request), after
+                concerning(machine.id, queue.thd_enqueue),
+                machine.id,
+                setup,
+                update,
+                setup.owner,
+                actor(request),
+                after,
             )
             self._power.start_work(machine, mode, work.id, actor(request))
             return render.work(work, machine.macs[0])
@@ -86,7 +94,7 @@ class QueueResource:
         _check_managed(machine)
         mode, after = power_choices(body, machine)
         work = await self._db.run(
-            queue.thd_enqueue_image,
+            concerning(machine.id, queue.thd_enqueue_image),
             machine.id,
             caller.username,
             f"{image.name} for {machine.name}",
@@ -117,5 +125,7 @@ class QueueResource:
             check_owner(identity(request), work.owner)
         except Forbidden:
             raise Forbidden("only who queued it, moderators and admins cancel it") from None
-        work = await self._db.run(queue.thd_cancel, machine.id, work_id, actor(request))
+        work = await self._db.run(
+            concerning(machine.id, queue.thd_cancel), machine.id, work_id, actor(request)
+        )
         return render.work(work, machine.macs[0])
