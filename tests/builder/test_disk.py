@@ -499,7 +499,13 @@ def _disk_sources(dest: Path) -> Path:
     anyone, as the import root for a bare interpreter: the package needs
     nothing else (the installed pxed may sit under a private /root)."""
     pxed_dir = Path(disk.__file__).parents[2]
-    for part in ("__init__.py", "tools.py", "builder/__init__.py"):
+    for part in (
+        "__init__.py",
+        "tools.py",
+        "builder/__init__.py",
+        "agent/__init__.py",
+        "agent/gpt.py",
+    ):
         (dest / "pxed" / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pxed_dir / part, dest / "pxed" / part)
     shutil.copytree(

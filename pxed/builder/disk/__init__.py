@@ -32,6 +32,14 @@ library and `pxed.tools` only: nothing else of pxed, nothing installed.
 
 from __future__ import annotations
 
+from pxed.agent.gpt import (
+    ESP_TYPE,
+    GPT_ENTRIES,
+    GPT_ENTRY_SIZE,
+    GPT_SECTORS,
+    ROOT_TYPE,
+    SECTOR,
+)
 from pxed.builder.disk.bootdisk import (
     DEFAULT_CMDLINE,
     DEFAULT_ESP_SIZE,
@@ -44,14 +52,6 @@ from pxed.builder.disk.bootdisk import (
 )
 from pxed.builder.disk.census import BLOCK, COPY_SIZE, MiB, RootfsStats, rootfs_stats
 from pxed.builder.disk.errors import AssemblyError, EmptyRootfs, Log
-from pxed.builder.disk.gpt import (
-    ESP_TYPE,
-    GPT_ENTRIES,
-    GPT_ENTRY_SIZE,
-    GPT_SECTORS,
-    ROOT_TYPE,
-    SECTOR,
-)
 from pxed.builder.disk.initramfs import make_initramfs
 
 __all__ = [

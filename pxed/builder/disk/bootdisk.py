@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pxed.agent.gpt import ESP_TYPE, ROOT_TYPE, SECTOR, gpt_tables
 from pxed.builder.disk import programs
 from pxed.builder.disk.census import BLOCK, Census, MiB, RootfsStats, open_tar
 from pxed.builder.disk.debugfs import debugfs_script, run_debugfs
 from pxed.builder.disk.errors import AssemblyError, Log
-from pxed.builder.disk.gpt import ESP_TYPE, ROOT_TYPE, SECTOR, gpt_tables
 from pxed.builder.disk.unpack import Tree, rmtree, unpack
 
 SYSTEMD_BOOT_EFI = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
