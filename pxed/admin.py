@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from pxed import config as pxed_config
+from pxed.bootnet import interface, standalone
 from pxed.db import migrate, tokens, users
 from pxed.db.errors import DomainError
 from pxed.db.pool import make_engine
@@ -82,6 +84,39 @@ def cmd_create_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pxed_url(args: argparse.Namespace, config: pxed_config.Config) -> str:
+    """Where machines reach pxed: --url, base_url, or the boot interface's
+    address and the configured port."""
+    if args.url:
+        return args.url.rstrip("/")
+    if config.base_url:
+        return config.base_url.rstrip("/")
+    if config.boot_dhcp_interface:
+        try:
+            address = interface.ipv4(config.boot_dhcp_interface)
+        except interface.InterfaceError as e:
+            raise SystemExit(f"pxed-admin: error: boot_dhcp_interface: {e}; give --url") from None
+        port = config.port.split(":")[1] if config.port.count(":") else ""
+        if port.isdigit() and port != "0":
+            scheme = "https" if config.port.startswith("ssl:") else "http"
+            return f"{scheme}://{address.ip}:{port}"
+    raise SystemExit(
+        "pxed-admin: error: where do machines reach pxed? give --url http://<pxed-host>:4848"
+        " (or set base_url)"
+    )
+
+
+def cmd_boot_network_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    url = _pxed_url(args, config)
+    if args.isc_dhcp:
+        host = urlsplit(url).hostname or ""
+        print(standalone.isc_dhcp(url, config.boot_dhcp_efi, args.tftp_server or host), end="")
+    else:
+        print(standalone.dnsmasq(url, config.boot_dhcp_efi, str(config.boot_dhcp_ipxe_dir)), end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pxed-admin", description=__doc__)
     p.add_argument("-c", "--config", help="TOML configuration file (as for twistd -n pxed)")
@@ -109,6 +144,23 @@ def parser() -> argparse.ArgumentParser:
     ct.add_argument("username")
     ct.add_argument("--label", default="pxed-admin", help="a name to recognise the token by")
     ct.set_defaults(func=cmd_create_token)
+
+    bn = sub.add_parser(
+        "boot-network-config",
+        help="print the DHCP configuration that netboots machines into pxed,"
+        " for a lab that keeps its own DHCP server",
+    )
+    which = bn.add_mutually_exclusive_group()
+    which.add_argument(
+        "--dnsmasq", action="store_true", help="lines for dnsmasq.conf (the default)"
+    )
+    which.add_argument("--isc-dhcp", action="store_true", help="lines for ISC dhcpd.conf")
+    bn.add_argument("--url", help="pxed's URL as machines reach it [base_url]")
+    bn.add_argument(
+        "--tftp-server",
+        help="with --isc-dhcp: the TFTP server with iPXE's files [pxed's host]",
+    )
+    bn.set_defaults(func=cmd_boot_network_config)
     return p
 
 

@@ -166,12 +166,34 @@ def menu(offer: Offer) -> list[tuple[int, str]]:
 
 
 def _socket(interface: str, port: int) -> socket.socket:
+    """What the requests go out of (and what keeps the port taken, so the
+    kernel answers no offer with ICMP)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
     s.bind(("", port))
     return s
+
+
+def _listener(interface: str) -> socket.socket:
+    """Every IPv4 frame on *interface*: a server may send its offer to the
+    offered address, which the interface does not have yet (as real
+    firmware, the client reads the frames, not a UDP socket)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind((interface, 0))
+    return s
+
+
+def _udp_to_client(frame: bytes) -> tuple[str, bytes] | None:
+    """(source address, payload) of a UDP datagram to port 68 in *frame*."""
+    ip = frame[14:]
+    if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+        return None
+    udp = ip[(ip[0] & 15) * 4 :]
+    if len(udp) < 8 or struct.unpack("!H", udp[2:4])[0] != 68:
+        return None
+    return socket.inet_ntoa(ip[12:16]), udp[8 : struct.unpack("!H", udp[4:6])[0]]
 
 
 def _collect(s: socket.socket, xid: int, timeout: float) -> list[Offer]:
@@ -181,7 +203,10 @@ def _collect(s: socket.socket, xid: int, timeout: float) -> list[Offer]:
         ready, _, _ = select.select([s], [], [], left)
         if not ready:
             break
-        data, (host, _) = s.recvfrom(4096)
+        found = _udp_to_client(s.recv(65535))
+        if found is None:
+            continue
+        host, data = found
         offer = parse(data, host)
         if offer is not None and struct.unpack("!I", data[4:8])[0] == xid:
             offers.append(offer)
@@ -200,10 +225,10 @@ def discover(
     """Every offer to a DHCPDISCOVER broadcast on *interface* within
     *timeout* seconds (the lab's and any proxy's)."""
     xid = int.from_bytes(os.urandom(4), "big")
-    with _socket(interface, 68) as s:
+    with _listener(interface) as frames, _socket(interface, 68) as s:
         message = packet(DISCOVER, mac, xid, arch=arch, vendor_class=vendor_class, ipxe=ipxe)
         s.sendto(message, ("255.255.255.255", 67))
-        return _collect(s, xid, timeout)
+        return _collect(frames, xid, timeout)
 
 
 def boot_server(
@@ -226,12 +251,12 @@ def boot_server(
     extra = []
     if item is not None:  # PXE_BOOT_ITEM: the item's type, layer 0
         extra.append((43, bytes([71, 4]) + struct.pack("!HH", item, 0) + b"\xff"))
-    with _socket(interface, 68) as s:
+    with _listener(interface) as frames, _socket(interface, 68) as s:
         message = packet(
             REQUEST, mac, xid, arch=arch, vendor_class=vendor_class, ciaddr=client, extra=extra
         )
         s.sendto(message, (server, 4011))
-        return _collect(s, xid, timeout)
+        return _collect(frames, xid, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

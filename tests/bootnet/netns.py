@@ -66,6 +66,11 @@ class BootLink:
         ``--boot-server``, a request to port 4011): dhcpclient's options."""
         return await threads.deferToThread(self.ask_sync, mac, *args, timeout=timeout)
 
+    def set_client_mac(self, mac: str) -> None:
+        """The client veth answers to *mac*: a DHCP server that sends its
+        offer to the MAC asking (unicast) reaches it."""
+        _ip("-n", self.namespace, "link", "set", self.client, "address", mac)
+
     async def add_client_address(self, address: str) -> None:
         await threads.deferToThread(
             _ip, "-n", self.namespace, "addr", "add", f"{address}/24", "dev", self.client
