@@ -8,10 +8,10 @@ The first answer that serves a work adds ``work.netboot`` to the work's
 timeline (once per work: its credential is minted ahead, pxed.boot.view).
 
 Writes go one after another, so a machine's events keep their order, and
-what comes while one is under way goes in the next, all in one
-transaction: a rack's first answers after a start (a change for every
-machine) are a few writes, not one per machine, and leave the database's
-writer to what answers wait for."""
+what comes while one is under way goes in the next (up to
+``WRITE_AT_MOST`` in one transaction): a rack's first answers after a
+start (a change for every machine) are a few writes, not one per
+machine, and leave the database's writer to what answers wait for."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ from pxed.db import events
 from pxed.db.pool import DBPool
 
 log = Logger()
+
+# Answers and works served written in one transaction, at most.
+WRITE_AT_MOST = 100
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,9 @@ class AnswerLog(Service):
             self._next()
 
     def _next(self) -> None:
-        writes, self._queued = self._queued, []
+        # A rack's first answers go in a few writes, not one: a credential
+        # to mint (pxed.boot.minting) waits behind one of them at most.
+        writes, self._queued = self._queued[:WRITE_AT_MOST], self._queued[WRITE_AT_MOST:]
         if not writes:
             self._writing = False
             drained, self._drained = self._drained, []

@@ -1,9 +1,9 @@
 """Machine and enlistment credentials behind one object: the boot answers
 mint them, the routes look them up, bind, refuse and spend them.
 
-A machine credential (``pxm_…``) is minted once per work item, ahead of
-the first answer that serves the work (pxed.boot.minting), and repeated
-in later answers; the
+A machine credential (``pxm_…``) is minted once per work item, when the
+work is queued (``ahead``; else by pxed.boot.minting, before the first
+answer that serves it), and repeated in later answers; the
 first BootInform binds it to its client's address; it ends with its work.
 An enlistment credential (``pxe_…``) is minted once per unknown MAC and
 can only register that MAC's inventory, which spends it.  Their queries
@@ -15,6 +15,10 @@ answer sees one without the other."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
 
 from pxed import secret
 from pxed.boot.snapshot import BootEntry
@@ -22,6 +26,7 @@ from pxed.db import credentials, enlist
 from pxed.db.credentials import MachineCredential
 from pxed.db.enlist import EnlistCredential
 from pxed.db.pool import DBPool
+from pxed.db.queue import Work
 
 
 class Credentials:
@@ -47,6 +52,23 @@ class Credentials:
             [(e.machine.id, e.work_id, e.scope) for e in entries],
             self._lifetime,
         )
+
+    def ahead(self, thd: Callable[..., Work]) -> Callable[..., Work]:
+        """*thd* (one that queues work, in its transaction) with the work's
+        credential minted in the same transaction: the first answer that
+        serves it is then as cheap as a repeat.  The token is derived again
+        when the boot view loads it; nothing here keeps or says it."""
+
+        def run(conn: sa.Connection, *args: Any, **kwargs: Any) -> Work:
+            work = thd(conn, *args, **kwargs)
+            if work.machine is not None:
+                scope = frozenset({work.machine.image_uuid, *(i.image_uuid for i in work.images)})
+                credentials.thd_for_works(
+                    conn, self.key, [(work.machine_id, work.id, scope)], self._lifetime
+                )
+            return work
+
+        return run
 
     async def for_enlist(self, mac: str) -> tuple[str, dt.datetime] | None:
         """The enlistment token (and expiry) of an unknown MAC; None when

@@ -55,7 +55,7 @@ log = Logger()
 # sooner is part of a burst, loaded once the changes have been QUIET for
 # that long, or MAX_WAIT seconds after the first no load has seen.
 ISOLATED = 1.0
-QUIET = 0.15
+QUIET = 0.1
 MAX_WAIT = 2.0
 
 

@@ -129,7 +129,7 @@ class PxedApp:
                 db, store, access, max_image_size(config.max_image_size, config.data_dir)
             ),
             SetupsResource(db),
-            QueueResource(db, power),
+            QueueResource(db, power, boot.credentials),
             AgentResource(db, origin, power, boot.credentials),
             PowerResource(db, power),
             BuildsResource(db, io, builder, access, origin, reactor),
