@@ -196,10 +196,11 @@ def _udp_to_client(frame: bytes) -> tuple[str, bytes] | None:
     return socket.inet_ntoa(ip[12:16]), udp[8 : struct.unpack("!H", udp[4:6])[0]]
 
 
-def _collect(s: socket.socket, xid: int, timeout: float) -> list[Offer]:
-    offers = []
+def _collect(s: socket.socket, xid: int, timeout: float, count: int | None) -> list[Offer]:
+    """The offers to *xid* within *timeout* seconds, or the first *count*."""
+    offers: list[Offer] = []
     deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
+    while (left := deadline - time.monotonic()) > 0 and len(offers) != count:
         ready, _, _ = select.select([s], [], [], left)
         if not ready:
             break
@@ -221,14 +222,15 @@ def discover(
     vendor_class: str | None = None,
     ipxe: bool = False,
     timeout: float = 2.0,
+    count: int | None = None,
 ) -> list[Offer]:
     """Every offer to a DHCPDISCOVER broadcast on *interface* within
-    *timeout* seconds (the lab's and any proxy's)."""
+    *timeout* seconds (the lab's and any proxy's), or the first *count*."""
     xid = int.from_bytes(os.urandom(4), "big")
     with _listener(interface) as frames, _socket(interface, 68) as s:
         message = packet(DISCOVER, mac, xid, arch=arch, vendor_class=vendor_class, ipxe=ipxe)
         s.sendto(message, ("255.255.255.255", 67))
-        return _collect(frames, xid, timeout)
+        return _collect(frames, xid, timeout, count)
 
 
 def boot_server(
@@ -241,6 +243,7 @@ def boot_server(
     vendor_class: str | None = None,
     item: int | None = None,
     timeout: float = 2.0,
+    count: int | None = None,
 ) -> list[Offer]:
     """The answer of *server*'s port 4011 to the DHCPREQUEST that PXE
     firmware sends there from its address *client* (which the interface
@@ -256,7 +259,7 @@ def boot_server(
             REQUEST, mac, xid, arch=arch, vendor_class=vendor_class, ciaddr=client, extra=extra
         )
         s.sendto(message, (server, 4011))
-        return _collect(frames, xid, timeout)
+        return _collect(frames, xid, timeout, count)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot-server", help="ask this server's port 4011 instead")
     p.add_argument("--client", help="with --boot-server: the interface's address")
     p.add_argument("--item", type=int, help="with --boot-server: the menu item's type")
-    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for offers")
+    p.add_argument("--count", type=int, help="stop at this many offers")
     args = p.parse_args(argv)
     arch = None if args.arch < 0 else args.arch
     vendor = args.vendor_class
@@ -286,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             vendor_class=vendor,
             item=args.item,
             timeout=args.timeout,
+            count=args.count,
         )
     else:
         offers = discover(
@@ -295,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             vendor_class=vendor,
             ipxe=args.ipxe,
             timeout=args.timeout,
+            count=args.count,
         )
     for offer in offers:
         print(json.dumps(asdict(offer) | {"menu": menu(offer)}))

@@ -45,7 +45,11 @@ class BootLink:
             check=False,
         )
 
-    def ask_sync(self, mac: str, *args: str, timeout: float = 1.5) -> list[dict]:
+    def ask_sync(
+        self, mac: str, *args: str, timeout: float = 1.5, count: int | None = None
+    ) -> list[dict]:
+        if count is not None:
+            args = (*args, "--count", str(count))
         done = self.run(
             sys.executable,
             "-m",
@@ -61,10 +65,13 @@ class BootLink:
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines()]
 
-    async def ask(self, mac: str, *args: str, timeout: float = 1.5) -> list[dict]:
+    async def ask(
+        self, mac: str, *args: str, timeout: float = 1.5, count: int | None = None
+    ) -> list[dict]:
         """The answers a machine with *mac* gets to a DHCPDISCOVER (or, with
-        ``--boot-server``, a request to port 4011): dhcpclient's options."""
-        return await threads.deferToThread(self.ask_sync, mac, *args, timeout=timeout)
+        ``--boot-server``, a request to port 4011) within *timeout* seconds,
+        or its first *count*: dhcpclient's options."""
+        return await threads.deferToThread(self.ask_sync, mac, *args, timeout=timeout, count=count)
 
     def set_client_mac(self, mac: str) -> None:
         """The client veth answers to *mac*: a DHCP server that sends its

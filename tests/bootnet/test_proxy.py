@@ -36,12 +36,11 @@ async def test_each_firmware_gets_its_boot_file(start_server, bootlink, dnsmasq,
     url = f"http://{bootlink.address}:{port_of(server)}"
 
     async def offer(*args: str) -> dict:
-        offers = [o for o in await bootlink.ask(MAC, *args) if o["yiaddr"] == NO_ADDRESS]
-        assert len(offers) == 1, offers
-        assert offers[0]["server"] == bootlink.address
-        return offers[0]
+        (found,) = await bootlink.ask(MAC, *args, count=1)
+        assert (found["yiaddr"], found["server"]) == (NO_ADDRESS, bootlink.address)
+        return found
 
-    await eventually(lambda: bootlink.ask_sync(MAC, "--arch", "0", timeout=0.5) != [])
+    await eventually(lambda: bootlink.ask(MAC, "--arch", "0", timeout=0.5, count=1))
     # BIOS: a one-item menu whose server is pxed's; that item, asked of
     # port 4011, is undionly.kpxe by TFTP from there.
     bios = await offer("--arch", "0")
@@ -58,6 +57,7 @@ async def test_each_firmware_gets_its_boot_file(start_server, bootlink, dnsmasq,
         client,
         "--item",
         str(bios["menu"][0][0]),
+        count=1,
     )
     assert (ack["file"], ack["siaddr"]) == ("undionly.kpxe", bootlink.address)
     # UEFI x86_64 (7 and 9): sent to port 4011, which names snponly.efi.
@@ -65,7 +65,7 @@ async def test_each_firmware_gets_its_boot_file(start_server, bootlink, dnsmasq,
         uefi = await offer("--arch", arch)
         assert (uefi["file"], uefi["siaddr"]) == ("", bootlink.address)
         (ack,) = await bootlink.ask(
-            MAC, "--arch", arch, "--boot-server", bootlink.address, "--client", client
+            MAC, "--arch", arch, "--boot-server", bootlink.address, "--client", client, count=1
         )
         assert (ack["file"], ack["siaddr"]) == ("snponly.efi", bootlink.address)
     # iPXE, whichever firmware it runs on: the chain URL.
@@ -84,7 +84,7 @@ async def test_each_firmware_gets_its_boot_file(start_server, bootlink, dnsmasq,
 
 
 async def answered(bootlink, mac: str, *args: str) -> bool:
-    return bool(await bootlink.ask(mac, "--arch", "0", *args, timeout=0.7))
+    return bool(await bootlink.ask(mac, "--arch", "0", *args, timeout=0.7, count=1))
 
 
 @pytest_twisted.ensureDeferred
@@ -131,7 +131,7 @@ async def test_base_url_is_what_ipxe_chains_to(start_server, bootlink, dnsmasq):
     server = await proxy_server(start_server, bootlink, base_url="http://pxed.lab:8080/")
     await add_machine(server, MAC)
     await eventually(lambda: answered(bootlink, MAC))
-    (offer,) = await bootlink.ask(MAC, "--arch", "7", "--ipxe", timeout=0.7)
+    (offer,) = await bootlink.ask(MAC, "--arch", "7", "--ipxe", count=1)
     assert offer["file"] == "http://pxed.lab:8080/ipxe"
-    (offer,) = await bootlink.ask(MAC, "--arch", "16", "--http", timeout=0.7)
+    (offer,) = await bootlink.ask(MAC, "--arch", "16", "--http", count=1)
     assert offer["file"] == "http://pxed.lab:8080/boot/snponly.efi"
