@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from pxed import service
+from pxed.bootnet import service as bootnet_service
 from tests.bootnet.test_proxy import answered, proxy_server
 from tests.helpers import MAC, add_machine, eventually, only_on
 
@@ -80,3 +82,33 @@ async def test_a_boot_network_pxed_cannot_serve_stops_its_start(start_server, tm
     message = await error(boot_dhcp_interface="lo", boot_dhcp_options=["no-such-option=1"])
     assert message.startswith("boot_dhcp: dnsmasq refuses its configuration ")
     assert "bad option" in message or "bad command line options" in message, message
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dnsmasq_that_keeps_dying_is_failed_and_still_retried(
+    start_server, bootlink, dnsmasq, logged, monkeypatch
+):
+    # Port 67 taken (without SO_REUSEADDR, so dnsmasq cannot share it):
+    # every dnsmasq pxed starts exits at once.
+    monkeypatch.setattr(bootnet_service, "FIRST_DELAY", 0.05)
+    monkeypatch.setattr(bootnet_service, "MAX_DELAY", 0.2)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("", 67))
+    try:
+        server = await start_server(boot_dhcp="proxy", boot_dhcp_interface=bootlink.server)
+
+        async def health() -> dict:
+            return (await server.anonymous.get("/healthz")).json()
+
+        await eventually(lambda: server.pxed.bootnet.state == "failed")
+        assert (await health())["status"] == "degraded"
+        exits = [line for line in logged if "boot network: dnsmasq exited with code" in line]
+        assert len(exits) >= bootnet_service.FAILED_AFTER
+        assert "in use" in exits[0], exits[0]  # its last line says why
+    finally:
+        taken.close()
+    # Once it can run, it does: pxed kept trying.
+    await eventually(lambda: server.pxed.bootnet.state == "running")
+    await add_machine(server, MAC)
+    await eventually(lambda: answered(bootlink, MAC))
+    assert (await health())["boot_dhcp"] == "running"
