@@ -42,14 +42,22 @@ class GPTError(Exception):
 @dataclass(frozen=True)
 class Table:
     disk_guid: uuid.UUID
-    partitions: tuple[Partition, ...]
+    # By slot, up to the last one used: a partition's number is its slot's
+    # (1-based), so an empty slot stays empty (None) and numbers hold.
+    slots: tuple[Partition | None, ...]
+
+    @property
+    def partitions(self) -> tuple[Partition, ...]:
+        return tuple(p for p in self.slots if p is not None)
 
 
-def _entries(parts: list[Partition]) -> bytes:
+def _entries(parts: list[Partition | None]) -> bytes:
     if len(parts) > GPT_ENTRIES:
         raise GPTError(f"at most {GPT_ENTRIES} partitions")
     return b"".join(
-        struct.pack(
+        bytes(GPT_ENTRY_SIZE)
+        if p is None
+        else struct.pack(
             _ENTRY,
             p.type_guid.bytes_le,
             p.part_guid.bytes_le,
@@ -132,11 +140,12 @@ def read(fd: int) -> Table | None:
     table = os.pread(fd, count * entry_size, entries_lba * SECTOR)
     if zlib.crc32(table) != entries_crc:
         raise GPTError("the GPT partition entries' checksum is wrong")
-    parts = []
+    parts: list[Partition | None] = []
     for i in range(count):
         entry = table[i * entry_size : i * entry_size + GPT_ENTRY_SIZE]
         type_guid, part_guid, first, last, attributes, name = struct.unpack(_ENTRY, entry)
         if type_guid == bytes(16):
+            parts.append(None)
             continue
         parts.append(
             Partition(
@@ -148,13 +157,15 @@ def read(fd: int) -> Table | None:
                 attributes,
             )
         )
+    while parts and parts[-1] is None:
+        parts.pop()
     return Table(uuid.UUID(bytes_le=fields[9]), tuple(parts))
 
 
 def write(fd: int, total_sectors: int, table: Table) -> None:
     """The headers and entries of *table*, primary at the start and backup
     at the disk's end; the first sector is left as it is."""
-    entries = _entries(list(table.partitions))
+    entries = _entries(list(table.slots))
     crc = zlib.crc32(entries)
     last = total_sectors - 1
     backup_at = last - GPT_SECTORS + 1

@@ -25,7 +25,17 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from pxed.agent import capture, deploy, disks, facts, hints, inform, inventory, machineimage
+from pxed.agent import (
+    capture,
+    deploy,
+    disks,
+    facts,
+    hints,
+    inform,
+    inventory,
+    machineimage,
+    seed,
+)
 from pxed.agent.client import Client, HTTPError, Unreachable, error_text
 from pxed.agent.config import Settings
 from pxed.agent.errors import Failed
@@ -236,6 +246,15 @@ class Agent:
                 f"{entry.name} v{entry.version} -> {disk.path} ({d.written} bytes, {d.rate})"
             )
         seconds = time.monotonic() - started
+
+        if work.seed_url is not None and targets:
+            self.step = f"writing the cloud-init seed to {targets[0].path}"
+            written = seed.write(targets[0], seed.fetch(self.client, work.seed_url))
+            self.report.info(
+                f"cloud-init seed written to {written.disk} partition {written.partition} "
+                f"({written.size} bytes, label cidata)"
+            )
+            deployed.append(f"cloud-init seed -> {written.disk} partition {written.partition}")
 
         self.step = "updating the machine image"
         record = machineimage.BootRecord(

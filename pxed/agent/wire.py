@@ -257,6 +257,8 @@ class BootInform:
     username: str
     images: tuple[ImageEntry, ...]
     machine_image: MachineImage | None = None
+    # Where to get the cloud-init seed for the boot disk (None: no seed).
+    seed_url: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> BootInform:
@@ -273,6 +275,7 @@ class BootInform:
             username=str(_get(data, "Username") or ""),
             images=tuple(ImageEntry.from_json(e, f"Images[{i}]") for i, e in enumerate(images)),
             machine_image=MachineImage.from_json(machine_image) if machine_image else None,
+            seed_url=_opt_str(_get(_object(_get(data, "Seed") or {}, "Seed"), "URL"), "Seed.URL"),
         )
 
     @property
@@ -297,6 +300,7 @@ class BootInform:
             "Username": self.username,
             "Images": [e.to_json() for e in self.images],
             "MachineImage": self.machine_image.to_json() if self.machine_image else None,
+            "Seed": None if self.seed_url is None else {"URL": self.seed_url},
         }
 
 

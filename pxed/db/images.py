@@ -52,6 +52,7 @@ class Image:
     size: int
     created_at: dt.datetime
     versions: tuple[Version, ...]
+    cloud_init: bool = False
 
     @property
     def latest(self) -> Version | None:
@@ -70,6 +71,7 @@ class ImageFields:
     file_type: str | None = None
     filesystem: str | None = None
     size: int | None = None
+    cloud_init: bool | None = None
 
 
 def new_uuid() -> str:
@@ -155,6 +157,7 @@ def thd_create(
             filesystem=fields.filesystem or "raw",
             size=fields.size,
             created_at=utcnow(),
+            cloud_init=bool(fields.cloud_init),
         )
     )
     insert_version(conn, disk, "created")
@@ -299,7 +302,12 @@ def thd_update(conn: sa.Connection, image_uuid: str, fields: ImageFields, actor:
     get_or_404(conn, image_uuid)
     values = {
         k: v
-        for k, v in (("name", fields.name), ("type", fields.type), ("disk_uuid", fields.disk_uuid))
+        for k, v in (
+            ("name", fields.name),
+            ("type", fields.type),
+            ("disk_uuid", fields.disk_uuid),
+            ("cloud_init", fields.cloud_init),
+        )
         if v is not None
     }
     if values:

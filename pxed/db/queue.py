@@ -51,6 +51,10 @@ class Work:
     # What pxed does with the power once the work is complete: reboot (to
     # disk), poweroff or none.
     after: str = "none"
+    # The cloud-init seed: as queued (None: as the images say), and whether
+    # user-data came with it (the user-data itself: thd_user_data).
+    seed: bool | None = None
+    has_user_data: bool = False
     # Loaded with the entry (same transaction) for the original's BootSetup
     # encoding: the machine, and each image by UUID.
     machine: machines_db.Machine | None = None
@@ -68,8 +72,9 @@ class LogLine:
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Work]:
     columns = (
-        *(c for c in boot_setups.c if c.name != "owner_id"),
+        *(c for c in boot_setups.c if c.name not in ("owner_id", "user_data")),
         users.owner_name(boot_setups.c.owner_id).label("owner"),
+        boot_setups.c.user_data.is_not(None).label("has_user_data"),
     )
     rows = conn.execute(sa.select(*columns).where(where).order_by(boot_setups.c.id)).all()
     found: dict[int, list[WorkImage]] = {r.id: [] for r in rows}
@@ -108,6 +113,8 @@ def thd_enqueue(
     owner: str,
     actor: str,
     after: str = "none",
+    seed: bool | None = None,
+    user_data: str | None = None,
 ) -> Work:
     if not setup.entries:
         raise InvalidError("SetupUUID: the setup has no images")
@@ -121,6 +128,8 @@ def thd_enqueue(
             state=QUEUED,
             created_at=utcnow(),
             after=after,
+            seed=seed,
+            user_data=user_data,
         )
     ).inserted_primary_key[0]
     conn.execute(
@@ -373,11 +382,21 @@ def thd_enqueue_image(
     staff: bool,
     actor: str,
     after: str = "none",
+    seed: bool | None = None,
+    user_data: str | None = None,
 ) -> Work:
     """The seed's one-image form: a setup of that image and its queue
     entry, in one transaction."""
     setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
-    return thd_enqueue(conn, machine_id, setup, entry.update, owner, actor, after)
+    return thd_enqueue(
+        conn, machine_id, setup, entry.update, owner, actor, after, seed, user_data
+    )
+
+
+def thd_user_data(conn: sa.Connection, work_id: int) -> str | None:
+    return conn.execute(
+        sa.select(boot_setups.c.user_data).where(boot_setups.c.id == work_id)
+    ).scalar()
 
 
 def thd_has_live_work(conn: sa.Connection, machine_id: int, owner: str) -> bool:

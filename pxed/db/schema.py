@@ -69,6 +69,9 @@ images = sa.Table(
     sa.Column("filesystem", sa.String(16), nullable=False, server_default="raw"),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The image boots with cloud-init: its deploys get a NoCloud seed
+    # unless the work says otherwise (pxed.seed).
+    sa.Column("cloud_init", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 machines = sa.Table(
@@ -328,6 +331,11 @@ boot_setups = sa.Table(
     # What pxed does with the machine's power once the work is complete:
     # reboot (to disk), poweroff or none.
     sa.Column("after", sa.String(16), nullable=False, server_default="none"),
+    # The cloud-init seed: true/false as the queueing asked, null as the
+    # images say (any marked cloud_init); the user's user-data for it,
+    # read only when the seed is made (never rendered nor logged).
+    sa.Column("seed", sa.Boolean, nullable=True),
+    sa.Column("user_data", sa.Text, nullable=True),
     sa.Index("ix_boot_setups_machine_state", "machine_id", "state"),
 )
 

@@ -4,16 +4,19 @@ reading a machine's logs and events back."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from twisted.web.iweb import IRequest
 
+from pxed import seed
 from pxed.boot import networks
 from pxed.boot.credentials import Credentials
-from pxed.db import events, progress, queue
+from pxed.db import events, progress, queue, sshkeys
 from pxed.db.images import Image
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
+from pxed.db.users import id_of
 from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.power.service import PowerService
 from pxed.web import render
@@ -22,6 +25,7 @@ from pxed.web.body import INT_MAX, read_json
 from pxed.web.lookup import machine_or_404
 from pxed.web.origin import Origin
 from pxed.web.router import route
+from pxed.workers import IOPool
 
 # Every level logrus has (the original's log hook sends Level.String()) and
 # pxed's own, to the level stored.
@@ -48,12 +52,21 @@ def log_level(name: str | None) -> str:
 
 class AgentResource:
     def __init__(
-        self, db: DBPool, origin: Origin, power: PowerService, credentials: Credentials
+        self,
+        db: DBPool,
+        origin: Origin,
+        power: PowerService,
+        credentials: Credentials,
+        io: IOPool,
+        scratch: Path,
     ) -> None:
         self._db = db
         self._origin = origin
         self._power = power
         self._credentials = credentials
+        self._io = io
+        # Where seeds are made (pxed's staging dir: the user-data is in them).
+        self._scratch = scratch
 
     async def _boot_inform_answer(
         self, request: IRequest, machine: Machine, mac: str, work: queue.Work
@@ -86,6 +99,7 @@ class AgentResource:
             "UUID": work.setup_uuid or "",
             "MachineImage": _machine_image(base, mac, own),
             "Machine": render.machine(machine),
+            "Seed": {"URL": f"{base}/machine/{mac}/seed"} if _wants_seed(work) else None,
         }
 
     @route("/machine/<mac>/boot", ["GET"], access="machine")
@@ -104,6 +118,35 @@ class AgentResource:
         # Taking the work changed the machine (state, last seen): show it now.
         machine = await machine_or_404(self._db, mac)
         return await self._boot_inform_answer(request, machine, machine.macs[0], work)
+
+    @route("/machine/<mac>/seed", ["GET"], access="machine")
+    async def get_seed(self, request: IRequest, mac: str) -> bytes:
+        """The cloud-init NoCloud seed of the work in progress (pxed.seed):
+        a FAT image the management OS writes at the end of the boot disk."""
+        machine = await machine_or_404(self._db, mac)
+        work = await self._db.run(queue.thd_current, machine.id)
+        if work is None or work.state != queue.IN_PROGRESS or not _wants_seed(work):
+            raise NotFound("no work in progress with a cloud-init seed for this machine")
+        cred = identity(request).machine
+        if cred is not None and cred.work_id not in (None, work.id):
+            raise Forbidden("this machine credential is for another work")
+        keys, user_data = await self._db.run(_seed_inputs, work)
+        contents = seed.files(
+            work_id=work.id,
+            machine_name=machine.name,
+            mac=machine.macs[0],
+            keys=keys,
+            user_data=user_data,
+        )
+        image = await self._io.run(seed.build, self._scratch, contents)
+        detail = f"work={work.id} keys={len(keys)} user-data={'yes' if user_data else 'no'}"
+        await self._db.run(
+            events.thd_record, actor(request), "seed.sent", "machine", str(machine.id), detail
+        )
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-length", b"%d" % len(image))
+        return image
 
     @route("/machine/<mac>/boot/complete", ["POST"], access="machine")
     async def boot_complete(self, request: IRequest, mac: str) -> dict:
@@ -179,6 +222,22 @@ def _since(request: IRequest) -> dt.datetime:
     except ValueError:  # UnicodeDecodeError included
         raise BadRequest("since: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
     return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
+
+
+def _wants_seed(work: queue.Work) -> bool:
+    """As queued, else if any of the work's images boots with cloud-init."""
+    if work.seed is not None:
+        return work.seed
+    return any(
+        work.models[i.image_uuid].cloud_init for i in work.images if i.image_uuid in work.models
+    )
+
+
+def _seed_inputs(conn, work: queue.Work) -> tuple[list[str], str | None]:
+    """The work's owner's SSH keys and its user-data (a thd function)."""
+    owner = id_of(conn, work.owner) if work.owner else None
+    keys = [] if owner is None else [k.line for k in sshkeys.thd_list_by_id(conn, owner)]
+    return keys, queue.thd_user_data(conn, work.id)
 
 
 def _entry(base: str, mac: str, image: Image, e: queue.WorkImage, disk: int | None) -> dict:

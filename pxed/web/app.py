@@ -130,7 +130,7 @@ class PxedApp:
             ),
             SetupsResource(db),
             QueueResource(db, power, boot.credentials),
-            AgentResource(db, origin, power, boot.credentials),
+            AgentResource(db, origin, power, boot.credentials, io, store.storage.staging),
             PowerResource(db, power),
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),

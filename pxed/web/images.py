@@ -83,6 +83,7 @@ def image_fields(body: Fields, creating: bool, max_size: int = MAX_SIZE) -> Imag
         file_type=_choice(body, "ImageFileType", images.FILE_TYPES),
         filesystem=_choice(body, "Filesystem", images.FILESYSTEMS),
         size=size if size is not None else (DEFAULT_SIZE if creating else None),
+        cloud_init=body.bool("CloudInit"),
     )
 
 

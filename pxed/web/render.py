@@ -172,6 +172,7 @@ def image(i: Image) -> dict[str, Any]:
         "DiskUUID": i.disk_uuid,
         "Size": i.size,
         "CreatedAt": iso(i.created_at),
+        "CloudInit": i.cloud_init,
     }
 
 
@@ -229,6 +230,10 @@ def work(w: Work, mac: str) -> dict[str, Any]:
         "StartedAt": iso(w.started_at),
         "FinishedAt": iso(w.finished_at),
         "After": w.after,
+        # The cloud-init seed as queued (null: as the images say) and
+        # whether user-data came with it; the user-data is never shown.
+        "Seed": w.seed,
+        "HasUserData": w.has_user_data,
         "Images": [
             {
                 "UUID": i.image_uuid,

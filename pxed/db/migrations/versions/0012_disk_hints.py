@@ -29,5 +29,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in TABLES:
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("disk_hints")
+        op.drop_column(table, "disk_hints")
