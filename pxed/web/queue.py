@@ -34,6 +34,23 @@ def setup_uuid_of(body: Fields) -> str | None:
     return found or None
 
 
+# cloud-init's own sources (EC2, OpenStack) allow 16-64 KiB of user-data.
+MAX_USER_DATA = 32 * 1024
+
+
+def seed_choices(body: Fields) -> tuple[bool | None, str | None]:
+    """``Seed`` (write a cloud-init seed: true, false, or null as the
+    images say) and ``UserData`` (the user's own user-data for it: a
+    ``#cloud-config``, a script, anything cloud-init takes)."""
+    seed = body.bool("Seed")
+    user_data = body.str("UserData", max_length=MAX_USER_DATA)
+    if user_data is not None and not user_data.strip():
+        user_data = None
+    if user_data is not None and seed is False:
+        raise BadRequest("UserData: given with Seed false, it would reach nothing")
+    return seed, user_data
+
+
 def power_choices(body: Fields, machine: Machine) -> tuple[str, str]:
     """``Power`` (what pxed does now: cycle, on, none) and ``After`` (once
     the work is complete: reboot, poweroff, none); the machine's power
@@ -69,6 +86,7 @@ class QueueResource:
             update = True if update is None else update
             _check_managed(machine)
             mode, after = power_choices(body, machine)
+            seed, user_data = seed_choices(body)
             # The work belongs to the setup's owner (a moderator may queue
             # it for them); the event log says who queued it.
             # Of this machine only: the boot view goes on answering the others.
@@ -80,6 +98,8 @@ class QueueResource:
                 setup.owner,
                 actor(request),
                 after,
+                seed,
+                user_data,
             )
             self._power.start_work(machine, mode, work.id, actor(request))
             return render.work(work, machine.macs[0])
@@ -96,6 +116,7 @@ class QueueResource:
         # Checked before the setup is made: a refused request leaves nothing.
         _check_managed(machine)
         mode, after = power_choices(body, machine)
+        seed, user_data = seed_choices(body)
         work = await self._db.run(
             concerning(machine.id, self._credentials.ahead(queue.thd_enqueue_image)),
             machine.id,
@@ -105,6 +126,8 @@ class QueueResource:
             caller.is_staff,
             actor(request),
             after,
+            seed,
+            user_data,
         )
         self._power.start_work(machine, mode, work.id, actor(request))
         return render.work(work, machine.macs[0])
