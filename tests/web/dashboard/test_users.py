@@ -67,3 +67,32 @@ async def test_a_token_is_shown_once_and_revoked(dashboard, server):
     token = await in_browser(steps)
     r = await server.anonymous.bearer(token).get("/user/me")
     assert r.code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_ssh_keys_are_added_listed_and_removed(dashboard, server):
+    key = (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEBu2i2P/uExF5yjGB2ciJ4cDeOeALQxl3+QlViZqYJt "
+        "admin@laptop"
+    )
+
+    def steps() -> None:
+        d = dashboard
+        d.sign_in()
+        d.click("#my-tokens")
+        d.wait_heading("Tokens of admin")
+        d.fill("#add-key textarea[name=Key]", "ssh-ed25519 not-a-key")
+        d.click("#add-key button[type=submit]")
+        d.until(lambda: "not a valid ssh-ed25519" in d.status(), what="the refusal shown")
+        d.fill("#add-key textarea[name=Key]", key)
+        d.click("#add-key button[type=submit]")
+        d.wait_text("#key-rows", "admin@laptop")
+        assert "SHA256:" in d.text("#key-rows")
+        d.check_accessibility("keys")
+        d.button("Remove key admin@laptop").click()
+        d.button("Confirm: Remove key admin@laptop").click()
+        d.wait_text("#key-rows", "No SSH keys.")
+
+    await in_browser(steps)
+    actions = [e["Action"] for e in (await server.admin.get("/events?target=admin")).json()]
+    assert "user.key.add" in actions and "user.key.delete" in actions

@@ -1,4 +1,4 @@
-// Users (moderators and admins) and a user's API tokens.
+// Users (moderators and admins), a user's API tokens and SSH keys.
 
 import { del, enc, get, post, put, request } from "./api.js";
 import { $, announce, confirmed, fields, html, onAction, onSubmit, show, when } from "./dom.js";
@@ -68,9 +68,21 @@ function tokenRows(tokens) {
   </tr>`);
 }
 
+function keyRows(keys) {
+  if (!keys.length) return html`<tr><td colspan="5" class="muted">No SSH keys.</td></tr>`;
+  return keys.map((k) => html`<tr>
+    <th scope="row">${k.Comment || `key ${k.ID}`}</th>
+    <td>${k.Type} (${k.Bits} bits)</td>
+    <td class="mono">${k.Fingerprint}</td>
+    <td>${when(k.CreatedAt)}</td>
+    <td><button type="button" class="danger" data-action="remove-key" data-id="${k.ID}">Remove key ${k.Comment || k.ID}</button></td>
+  </tr>`);
+}
+
 export async function page(main, context, name) {
   const path = `/user/${enc(name)}/tokens`;
-  const tokens = await get(path);
+  const keysPath = `/user/${enc(name)}/keys`;
+  const [tokens, keys] = await Promise.all([get(path), get(keysPath)]);
   show(main, html`
     <h1>Tokens of ${name}</h1>
     <p class="muted">API tokens for pxectl and scripts. A new token is shown once, here.</p>
@@ -84,8 +96,27 @@ export async function page(main, context, name) {
       <thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Created</th>
         <th scope="col">Expires</th><th scope="col">Last used</th><th scope="col">Actions</th></tr></thead>
       <tbody id="token-rows">${tokenRows(tokens)}</tbody>
+    </table>
+    <h2>SSH keys</h2>
+    <p class="muted">Written into every machine ${name} deploys with a cloud-init image.</p>
+    <form id="add-key" aria-label="Add an SSH key">
+      <label>Public key <textarea name="Key" required rows="3" cols="60" spellcheck="false"
+        placeholder="ssh-ed25519 AAAA… you@laptop"></textarea></label>
+      <button type="submit">Add key</button>
+    </form>
+    <table>
+      <thead><tr><th scope="col">Comment</th><th scope="col">Type</th><th scope="col">Fingerprint</th>
+        <th scope="col">Added</th><th scope="col">Actions</th></tr></thead>
+      <tbody id="key-rows">${keyRows(keys)}</tbody>
     </table>`);
   const reload = async () => show($("#token-rows", main), tokenRows(await get(path)));
+  const reloadKeys = async () => show($("#key-rows", main), keyRows(await get(keysPath)));
+  onSubmit($("#add-key", main), async (form) => {
+    const added = await post(keysPath, { Key: fields(form).Key });
+    form.reset();
+    announce(`Added key ${added.Fingerprint}`);
+    await reloadKeys();
+  });
   onSubmit($("#create-token", main), async (form) => {
     const values = fields(form);
     const body = { Name: values.Name };
@@ -105,6 +136,12 @@ export async function page(main, context, name) {
       await del(`${path}/${button.dataset.id}`);
       announce("Token revoked");
       await reload();
+    },
+    "remove-key": async (button) => {
+      if (!confirmed(button)) return;
+      await del(`${keysPath}/${button.dataset.id}`);
+      announce("Key removed");
+      await reloadKeys();
     },
   });
 }
