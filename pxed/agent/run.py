@@ -30,6 +30,7 @@ from pxed.agent import (
     deploy,
     disks,
     facts,
+    grow,
     hints,
     inform,
     inventory,
@@ -245,6 +246,16 @@ class Agent:
             deployed.append(
                 f"{entry.name} v{entry.version} -> {disk.path} ({d.written} bytes, {d.rate})"
             )
+            if entry.grow:
+                self.step = f"growing image {entry.name} on {disk.path}"
+                # The seed goes after the grown partition, on the first disk.
+                seeded = work.seed_url is not None and disk is targets[0]
+                g = grow.grow(disk, reserve=seed.SECTORS if seeded else 0)
+                message = (
+                    f"grew partition {g.partition} of {disk.path} from {g.old_size} to "
+                    f"{g.new_size} bytes"
+                )
+                self.report.info(message + (f" ({g.note})" if g.note else f", {g.filesystem} too"))
         seconds = time.monotonic() - started
 
         if work.seed_url is not None and targets:

@@ -28,6 +28,8 @@ from pxed.agent.facts import Disk
 # pxed's seed is 1 MiB; more is not a seed.
 MAX_SEED = 4 << 20
 ALIGN = 2048  # sectors: 1 MiB
+# What the seed partition takes (pxed's seed is 1 MiB), for grow.py.
+SECTORS = ALIGN
 NAME = "cidata"
 
 

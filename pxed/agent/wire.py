@@ -157,6 +157,8 @@ class ImageEntry:
     disk: int | None = None
     # Given: the disk is the one these pick, not the disk-th (hints.py).
     disk_hints: DiskHints | None = None
+    # Grow its last partition and filesystem to the disk (grow.py).
+    grow: bool = False
 
     @classmethod
     def from_json(cls, data: Any, where: str = "Images[]") -> ImageEntry:
@@ -184,6 +186,7 @@ class ImageEntry:
             type=str(_get(image, "Type") or ""),
             disk=_opt_int(_get(data, "Disk"), f"{where}.Disk"),
             disk_hints=DiskHints.from_json(_get(data, "DiskHints"), f"{where}.DiskHints"),
+            grow=bool(_get(image, "Grow", False)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -194,6 +197,7 @@ class ImageEntry:
                 "Type": self.type,
                 "ImageFileType": self.file_type,
                 "DiskCompressionStrategy": self.compression,
+                "Grow": self.grow,
             },
             "Version": {"Version": self.version, "ImageModelUUID": self.uuid},
             "Update": self.update,

@@ -53,6 +53,7 @@ class Image:
     created_at: dt.datetime
     versions: tuple[Version, ...]
     cloud_init: bool = False
+    grow: bool = False
 
     @property
     def latest(self) -> Version | None:
@@ -72,6 +73,7 @@ class ImageFields:
     filesystem: str | None = None
     size: int | None = None
     cloud_init: bool | None = None
+    grow: bool | None = None
 
 
 def new_uuid() -> str:
@@ -158,6 +160,7 @@ def thd_create(
             size=fields.size,
             created_at=utcnow(),
             cloud_init=bool(fields.cloud_init),
+            grow=bool(fields.grow),
         )
     )
     insert_version(conn, disk, "created")
@@ -307,6 +310,7 @@ def thd_update(conn: sa.Connection, image_uuid: str, fields: ImageFields, actor:
             ("type", fields.type),
             ("disk_uuid", fields.disk_uuid),
             ("cloud_init", fields.cloud_init),
+            ("grow", fields.grow),
         )
         if v is not None
     }

@@ -72,6 +72,8 @@ images = sa.Table(
     # The image boots with cloud-init: its deploys get a NoCloud seed
     # unless the work says otherwise (pxed.seed).
     sa.Column("cloud_init", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Deploys grow its last partition and filesystem to the disk.
+    sa.Column("grow", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 machines = sa.Table(

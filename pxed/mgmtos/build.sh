@@ -65,9 +65,10 @@ ${EXTRA_MODULES:-}
 
 # The userland: the agent's interpreter (python3 is python3-minimal's
 # link to python3.11), the stdlib, zstandard for zstd images, dmidecode
-# for the inventory, and busybox for init, DHCP and the agent's mount,
+# for the inventory, e2fsprogs' e2fsck and resize2fs to grow an image's
+# ext4 to its disk, and busybox for init, DHCP and the agent's mount,
 # losetup, blockdev, sync, reboot and poweroff.
-USERLAND="busybox-static dmidecode python3-minimal python3.11-minimal libpython3.11-stdlib python3-zstandard"
+USERLAND="busybox-static dmidecode python3-minimal python3.11-minimal libpython3.11-stdlib python3-zstandard e2fsprogs"
 
 # Dependencies not followed (nor anything only they would bring):
 # - dpkg, debconf, perl-base: the packages are unpacked, never configured;
@@ -109,6 +110,12 @@ TRIM=(
 	# the Python packages that wrap them
 	usr/lib/python3.*/lib-dynload/{_sqlite3,_curses,_curses_panel,readline,_dbm,nis}.*
 	usr/lib/python3.*/{sqlite3,curses}
+	# e2fsprogs' tools but e2fsck and resize2fs (grow.py runs those two),
+	# and logsave, which only its boot scripts use
+	{usr/,}sbin/{badblocks,debugfs,dumpe2fs,e2freefrag,e2fsck.static,e2image,e2label,e2mmpstatus}
+	{usr/,}sbin/{e2scrub*,e2undo,e4crypt,e4defrag,filefrag,fsck.ext*,mke2fs,mkfs.ext*,mklost+found}
+	{usr/,}sbin/{tune2fs,logsave} usr/bin/{chattr,lsattr} usr/lib/*/e2fsprogs
+	{usr/,}lib/udev {usr/,}lib/systemd etc/cron.d etc/e2scrub.conf etc/mke2fs.conf
 	# the CJK codecs (to Python what gconv is to glibc)
 	usr/lib/python3.*/lib-dynload/{_codecs_,_multibytecodec}*
 	usr/lib/python3.*/encodings/{big5*,cp932,cp949,cp950,euc_*,gb*,hz,iso2022_*,johab,shift_jis*}.py
@@ -435,6 +442,10 @@ in_tree "$check" /usr/bin/python3 -c 'import hashlib, sys; sys.exit(hashlib.sha2
 in_tree "$check" /usr/bin/env PYTHONPATH=/usr/lib/pxed /usr/bin/python3 -m pxed.agent --help >/dev/null ||
 	die "'python3 -m pxed.agent --help' fails in the initramfs (above)"
 in_tree "$check" /usr/sbin/dmidecode --version >/dev/null || die "dmidecode does not run in the initramfs"
+# grow.py's two (resize2fs has no --version: its usage starts with it)
+in_tree "$check" /sbin/e2fsck -V >/dev/null 2>&1 || die "e2fsck does not run in the initramfs"
+usage=$(in_tree "$check" /sbin/resize2fs 2>&1 || true) # it exits 1 after its usage
+[[ $usage == resize2fs\ * ]] || die "resize2fs does not run in the initramfs: $usage"
 for applet in sh mount umount losetup blockdev sync reboot poweroff ip ifconfig udhcpc insmod awk tee mkfifo; do
 	[ -e "$check/bin/$applet" ] || [ -e "$check/sbin/$applet" ] || [ -e "$check/usr/bin/$applet" ] ||
 		[ -e "$check/usr/sbin/$applet" ] || die "busybox in the initramfs has no $applet"

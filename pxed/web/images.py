@@ -84,6 +84,7 @@ def image_fields(body: Fields, creating: bool, max_size: int = MAX_SIZE) -> Imag
         filesystem=_choice(body, "Filesystem", images.FILESYSTEMS),
         size=size if size is not None else (DEFAULT_SIZE if creating else None),
         cloud_init=body.bool("CloudInit"),
+        grow=body.bool("Grow"),
     )
 
 

@@ -173,6 +173,7 @@ def image(i: Image) -> dict[str, Any]:
         "Size": i.size,
         "CreatedAt": iso(i.created_at),
         "CloudInit": i.cloud_init,
+        "Grow": i.grow,
     }
 
 

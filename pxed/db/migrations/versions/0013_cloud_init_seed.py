@@ -1,12 +1,12 @@
-"""the cloud-init seed: images that boot with cloud-init, the seed choice
-and user-data of each queued work
+"""the cloud-init seed and growing: images that boot with cloud-init or
+grow to their disk, the seed choice and user-data of each queued work
 
 Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-06 13:10:00
 
-images gain cloud_init (false for every existing image: nothing changes
-for them); boot_setups gain seed (null: as the images say) and
+images gain cloud_init and grow (false for every existing image: nothing
+changes for them); boot_setups gain seed (null: as the images say) and
 user_data (null: none).  Plain ADD COLUMN, no batch copy.
 """
 
@@ -24,6 +24,9 @@ def upgrade() -> None:
         "images",
         sa.Column("cloud_init", sa.Boolean(), server_default=sa.false(), nullable=False),
     )
+    op.add_column(
+        "images", sa.Column("grow", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
     op.add_column("boot_setups", sa.Column("seed", sa.Boolean(), nullable=True))
     op.add_column("boot_setups", sa.Column("user_data", sa.Text(), nullable=True))
 
@@ -31,4 +34,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("boot_setups", "user_data")
     op.drop_column("boot_setups", "seed")
+    op.drop_column("images", "grow")
     op.drop_column("images", "cloud_init")
