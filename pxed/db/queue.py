@@ -388,9 +388,7 @@ def thd_enqueue_image(
     """The seed's one-image form: a setup of that image and its queue
     entry, in one transaction."""
     setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
-    return thd_enqueue(
-        conn, machine_id, setup, entry.update, owner, actor, after, seed, user_data
-    )
+    return thd_enqueue(conn, machine_id, setup, entry.update, owner, actor, after, seed, user_data)
 
 
 def thd_user_data(conn: sa.Connection, work_id: int) -> str | None:
