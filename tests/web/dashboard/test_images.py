@@ -88,3 +88,30 @@ async def test_an_api_error_is_one_line_in_the_status(dashboard):
         assert "error" in d.find("#status").get_attribute("class")
 
     await in_browser(steps)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cloud_init_and_grow_are_set_on_an_images_page(dashboard, server):
+    r = await server.admin.post("/image", {"Name": "debian", "Size": SIZE})
+    uuid = r.json()["UUID"]
+
+    def steps() -> None:
+        d = dashboard
+        d.sign_in()
+        d.go(f"image/{uuid}")
+        d.wait_heading("debian")
+        assert not d.find("#deploys input[name=CloudInit]").is_selected()
+        d.click("#deploys input[name=CloudInit]")
+        d.click("#deploys input[name=Grow]")
+        d.click("#deploys button[type=submit]")
+        d.wait_text("#status", "cloud-init on, grow on")
+        d.check_accessibility("image-deploys")
+        d.go("images")
+        d.wait_heading("Images")
+        d.go(f"image/{uuid}")
+        d.wait_heading("debian")
+        assert d.find("#deploys input[name=Grow]").is_selected()
+
+    await in_browser(steps)
+    image = (await server.admin.get(f"/image/{uuid}")).json()
+    assert image["CloudInit"] is True and image["Grow"] is True

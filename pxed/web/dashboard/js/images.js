@@ -1,7 +1,7 @@
 // Images: the list, an image's page (versions, upload with progress,
 // download links, builds) and a build's page with its live log.
 
-import { del, enc, get, post, request, streamText, upload } from "./api.js";
+import { del, enc, get, post, put, request, streamText, upload } from "./api.js";
 import { $, announce, bytes, confirmed, fields, html, onAction, onSubmit, show, stateBadge, when } from "./dom.js";
 
 function latest(image) {
@@ -81,6 +81,16 @@ export async function page(main, context, uuid) {
       <dt>Type</dt><dd>${image.Type}</dd>
       <dt>Disk size</dt><dd>${bytes(image.Size)}</dd>
     </dl>
+    <section aria-labelledby="deploys-h">
+      <h2 id="deploys-h">Deploys</h2>
+      <form id="deploys" class="inline">
+        <label class="check"><input name="CloudInit" type="checkbox"${image.CloudInit ? " checked" : ""}>
+          Boots with cloud-init (write a seed with the user's SSH keys)</label>
+        <label class="check"><input name="Grow" type="checkbox"${image.Grow ? " checked" : ""}>
+          Grow the last partition to the disk</label>
+        <button type="submit">Save</button>
+      </form>
+    </section>
     <section aria-labelledby="versions-h">
       <h2 id="versions-h">Versions</h2>
       <table><thead><tr><th scope="col">Version</th><th scope="col" class="num">Size</th>
@@ -120,6 +130,13 @@ export async function page(main, context, uuid) {
   const refresh = async () => {
     show($("#versions", main), versionRows(await get(path)));
   };
+  onSubmit($("#deploys", main), async (form) => {
+    const saved = await put(path, {
+      CloudInit: form.elements.CloudInit.checked,
+      Grow: form.elements.Grow.checked,
+    });
+    announce(`Saved: cloud-init ${saved.CloudInit ? "on" : "off"}, grow ${saved.Grow ? "on" : "off"}`);
+  });
   onSubmit($("#upload", main), async (form) => {
     const file = form.elements.file.files[0];
     const bar = $("#upload-progress", main);
