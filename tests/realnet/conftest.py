@@ -25,6 +25,14 @@ from tests.vmfixtures import OVMF
 # The lab's pxed without a boot network of its own: the lab's DHCP server
 # (standalone) points the machines at it.
 STANDALONE_PORT = 4849
+# The lab's pxed with its own proxyDHCP.
+PROXY_PORT = 4848
+PROXY_SETTINGS = f"""
+boot_dhcp = "proxy"
+boot_dhcp_interface = "{lab.LAB_INTERFACE}"
+boot_networks = ["{lab.SUBNET}"]
+boot_dhcp_options = ["log-dhcp"]
+"""
 
 
 def pytest_collection_modifyitems(config, items):
@@ -73,23 +81,26 @@ def lab_dhcp(lab_network, lab_dir: Path) -> Iterator[LabDHCP]:
 
 
 @pytest.fixture(scope="session")
-def lab_static(mgmtos: Path, lab_dir: Path) -> Path:
-    """What the lab's pxed serves at /static/: the management OS (the
-    ``mgmtos`` fixture's build) and, for UEFI HTTP boot clients the
-    lab's DHCP server sends there, Debian's snponly.efi."""
-    static = lab_dir / "static"
-    (static / "ipxe").mkdir(parents=True)
-    (static / "mgmtos").symlink_to(mgmtos / "mgmtos")
-    (static / "ipxe" / "snponly.efi").symlink_to(labdhcp.IPXE_DIR / "snponly.efi")
-    return static
+def standalone_pxed(lab_network, mgmtos: Path, lab_dir: Path) -> Iterator[LabPxed]:
+    """A pxed answering HTTP only (boot_dhcp "off")."""
+    workdir = lab_dir / "pxed-standalone"
+    workdir.mkdir()
+    px = labpxed.start(workdir, mgmtos, STANDALONE_PORT)
+    try:
+        yield px
+    finally:
+        px.stop()
 
 
 @pytest.fixture(scope="session")
-def standalone_pxed(lab_network, lab_static: Path, lab_dir: Path) -> Iterator[LabPxed]:
-    workdir = lab_dir / "pxed-standalone"
+def proxy_pxed(lab_network, mgmtos: Path, lab_dir: Path) -> Iterator[LabPxed]:
+    """A pxed answering the boot network itself: boot_dhcp "proxy" on its
+    lab interface, for the lab's subnet only, registered MACs only."""
+    workdir = lab_dir / "pxed-proxy"
     workdir.mkdir()
-    px = labpxed.start(workdir, lab_static, STANDALONE_PORT)
+    px = labpxed.start(workdir, mgmtos, PROXY_PORT, PROXY_SETTINGS)
     try:
+        labpxed.wait_until(lambda: px.healthz().get("boot_dhcp") == "running", px)
         yield px
     finally:
         px.stop()
@@ -99,6 +110,13 @@ def standalone_pxed(lab_network, lab_static: Path, lab_dir: Path) -> Iterator[La
 def standalone_lab(lab_dhcp: LabDHCP, standalone_pxed: LabPxed, lab_dir: Path) -> LabPxed:
     """The lab's DHCP server doing all of netbooting (addresses, TFTP,
     the chain to pxed), pxed answering HTTP only; that pxed."""
-    url = standalone_pxed.lab_url
-    lab_dhcp.serve(labdhcp.standalone(lab_dir / "leases", url, f"{url}/static/ipxe/snponly.efi"))
+    lab_dhcp.serve(labdhcp.standalone(lab_dir / "leases", standalone_pxed.lab_url))
     return standalone_pxed
+
+
+@pytest.fixture
+def proxy_lab(lab_dhcp: LabDHCP, proxy_pxed: LabPxed, lab_dir: Path) -> LabPxed:
+    """The lab's DHCP server handing out addresses only, pxed's proxyDHCP
+    and TFTP doing the netbooting; that pxed."""
+    lab_dhcp.serve(labdhcp.plain(lab_dir / "leases"))
+    return proxy_pxed

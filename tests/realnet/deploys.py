@@ -9,9 +9,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from twisted.internet import defer
+
 from tests.helpers import MIB, add_machine, enqueue, new_image, upload_version
+from tests.realnet import lab, labvm
 from tests.realnet.labpxed import LabPxed
-from tests.realnet.labvm import Boot
+from tests.realnet.labvm import Boot, Firmware
 
 # Small: what is proven is the way to the management OS, not the
 # throughput (tests/e2e has that), and TCG is slow.
@@ -84,3 +87,33 @@ def record(tmp_path: Path, boots: list[Boot]) -> Path:
             f"{row['seconds_to_deploy_complete_and_poweroff']} s"
         )
     return out
+
+
+async def deploy_at_once(
+    px: LabPxed, qemu: str, tmp_path: Path, vms: list[tuple[Firmware, str]]
+) -> list[Boot]:
+    """Each (firmware, MAC) of *vms* a machine with an image of its own
+    queued, their VMs powered on together (a tap each), each checked
+    deployed; their timings recorded."""
+    deploys = [await queue_deploy(px, mac, seed, tmp_path) for seed, (_, mac) in enumerate(vms)]
+    boots = await defer.gatherResults(
+        [
+            defer.ensureDeferred(
+                labvm.boot(
+                    qemu,
+                    firmware,
+                    tap=tap,
+                    mac=mac,
+                    disk=deploy.disk,
+                    serial=tmp_path / f"serial-{firmware.name}.log",
+                    at_pxed=px.asked(mac),
+                )
+            )
+            for (firmware, mac), deploy, tap in zip(vms, deploys, lab.TAPS, strict=False)
+        ],
+        consumeErrors=True,
+    )
+    record(tmp_path, boots)
+    for deploy, boot in zip(deploys, boots, strict=True):
+        await assert_deployed(px, deploy, boot)
+    return boots

@@ -1,7 +1,9 @@
 """The lab's network: three network namespaces joined by a bridge, and
 tap devices on it for QEMU VMs, all named ``pxedt-…``.
 
-    pxedt-lan   the bridge (br0) and the VMs' taps (tap0…); QEMU runs here
+    pxedt-lan   the bridge (br0) and the VMs' taps (tap0…); QEMU runs here;
+                and probe, a veth on the bridge from which the tests' DHCP
+                client (tests/bootnet/dhcpclient.py) asks what firmware asks
     pxedt-dhcp  the lab's own DHCP server, lan0 = DHCP_ADDRESS
     pxedt-pxed  pxed (and its dnsmasq), lan0 = PXED_ADDRESS, and api0, the
                 far end of the veth pxedt-api through which the tests (in
@@ -14,10 +16,13 @@ bridge, and the test process reaches only pxed's API address."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from tests.helpers import require_tool
 
@@ -39,6 +44,7 @@ API_PXED = "10.213.255.2"
 LAB_INTERFACE = "lan0"
 BRIDGE = "br0"
 TAPS = tuple(f"tap{i}" for i in range(4))
+PROBE = "probe"
 
 
 def ip_tool() -> str:
@@ -105,6 +111,9 @@ def build() -> None:
     for tap in TAPS:
         ip("-n", LAN, "tuntap", "add", tap, "mode", "tap")
         ip("-n", LAN, "link", "set", tap, "master", BRIDGE, "up")
+    ip("-n", LAN, "link", "add", PROBE, "type", "veth", "peer", "probe0")
+    ip("-n", LAN, "link", "set", "probe0", "master", BRIDGE, "up")
+    ip("-n", LAN, "link", "set", PROBE, "up")
     ip("link", "add", API_LINK, "type", "veth", "peer", "api0", "netns", PXED)
     ip("addr", "add", f"{API_HOST}/30", "dev", API_LINK)
     ip("link", "set", API_LINK, "up")
@@ -115,3 +124,31 @@ def build() -> None:
 def routes(namespace: str) -> str:
     """*namespace*'s IPv4 routing table, as ``ip route`` shows it."""
     return ip("-n", namespace, "route", "show")
+
+
+def ask(mac: str, *args: str, timeout: float = 2.0) -> list[dict]:
+    """The offers a machine *mac* gets to a DHCPDISCOVER on the lab's wire
+    (tests/bootnet/dhcpclient.py's, *args* say which firmware it is): the
+    probe veth takes *mac*, as a server may answer the MAC (unicast)."""
+    ip("-n", LAN, "link", "set", PROBE, "address", mac)
+    done = subprocess.run(
+        netns_exec(
+            LAN,
+            sys.executable,
+            "-m",
+            "tests.bootnet.dhcpclient",
+            "--interface",
+            PROBE,
+            "--mac",
+            mac,
+            "--timeout",
+            str(timeout),
+            *args,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]

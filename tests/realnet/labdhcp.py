@@ -4,11 +4,12 @@ configurations:
 
 - ``plain``: addresses only, as a lab whose DHCP server knows nothing of
   netbooting; PXE clients then depend on pxed's proxyDHCP.
-- ``standalone``: addresses, TFTP of Debian's iPXE and the boot file by
-  client: undionly.kpxe to BIOS PXE, snponly.efi to UEFI PXE (option 93),
-  snponly.efi over HTTP from pxed to UEFI HTTP boot (vendor class
-  HTTPClient), and the chain URL pxed's /ipxe to iPXE (user class iPXE): a
-  lab that keeps netbooting in its own DHCP server and points it at pxed.
+- ``standalone``: addresses and what ``pxed-admin boot-network-config``
+  tells a lab to add: TFTP of Debian's iPXE, undionly.kpxe to BIOS PXE,
+  snponly.efi to UEFI PXE (option 93), pxed's /boot/snponly.efi over HTTP
+  to UEFI HTTP boot (vendor class HTTPClient), and the chain URL pxed's
+  /ipxe to iPXE (user class iPXE): a lab that keeps netbooting in its own
+  DHCP server and points it at pxed.
 
 Neither hands out a router or DNS server: the VMs get an address on the
 lab's subnet and nothing beyond it."""
@@ -16,6 +17,7 @@ lab's subnet and nothing beyond it."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +38,8 @@ def plain(leases: Path) -> str:
             f"dhcp-range={lab.POOL[0]},{lab.POOL[1]},{lab.SUBNET.netmask},1h",
             f"dhcp-leasefile={leases}",
             "dhcp-authoritative",
+            # Offer at once: no ping of the address first (seconds each).
+            "no-ping",
             # An empty option 3: no default route for anyone.
             "dhcp-option=3",
             "log-dhcp",
@@ -44,27 +48,18 @@ def plain(leases: Path) -> str:
     )
 
 
-def standalone(leases: Path, pxed_url: str, efi_url: str) -> str:
-    """*plain*, and the netboot chain to pxed at *pxed_url* (UEFI HTTP boot
-    clients fetch *efi_url*)."""
-    return plain(leases) + "\n".join(
-        [
-            "enable-tftp",
-            f"tftp-root={IPXE_DIR}",
-            "dhcp-userclass=set:ipxe,iPXE",
-            "dhcp-match=set:bios,option:client-arch,0",
-            "dhcp-match=set:efi64,option:client-arch,7",
-            "dhcp-match=set:efi64,option:client-arch,9",
-            "dhcp-vendorclass=set:http,HTTPClient",
-            f"dhcp-boot=tag:ipxe,{pxed_url}/ipxe",
-            "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe",
-            "dhcp-boot=tag:!ipxe,tag:efi64,tag:!http,snponly.efi",
-            # HTTP boot firmware takes an offer only if it says HTTPClient.
-            "dhcp-option-force=tag:http,60,HTTPClient",
-            f"dhcp-boot=tag:!ipxe,tag:http,{efi_url}",
-            "",
-        ]
+def standalone(leases: Path, pxed_url: str) -> str:
+    """*plain*, and the lines ``pxed-admin boot-network-config`` gives a lab
+    for its own dnsmasq, pointing at pxed at *pxed_url*."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pxed.admin", "boot-network-config", "--url", pxed_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
     )
+    assert done.returncode == 0, done.stderr
+    return plain(leases) + done.stdout
 
 
 class LabDHCP:

@@ -5,8 +5,11 @@ the tests do, over HTTP with the admin token)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,23 @@ class LabPxed:
         """Whether *mac*'s iPXE has fetched its answer (/ipxe/<mac>) yet."""
         path = "/ipxe/" + quote(mac, safe="")
         return lambda: path in self.log.read_text(errors="replace")
+
+    def healthz(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as r:  # noqa: S310
+            return json.loads(r.read())
+
+    def dnsmasq_pid(self) -> int | None:
+        """The pid of pxed's dnsmasq (its child), None if there is none."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)
+                comm = fields[0].split("(", 1)[1]
+                ppid = int(fields[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if comm == "dnsmasq" and ppid == self.proc.pid:
+                return int(stat.parent.name)
+        return None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -83,3 +103,11 @@ def start(workdir: Path, static_dir: Path, port: int, config_text: str = "") -> 
     token = (data_dir / "admin.token").read_text().strip()
     anonymous = Client(url)
     return LabPxed(proc, data_dir, log, port, url, anonymous, anonymous.bearer(token))
+
+
+def wait_until(check: Callable[[], bool], px: LabPxed, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pxed: not within {timeout} s:\n{px.log.read_text()[-5000:]}")
+        time.sleep(0.2)

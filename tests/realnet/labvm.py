@@ -98,12 +98,14 @@ async def boot(
     memory_mib: int = 768,
     timeout: float = 420,
     at_pxed: Callable[[], bool] = lambda: False,
+    stop_at_pxed: bool = False,
 ) -> Boot:
     """Power on a VM with *firmware* on *tap*, its NIC's MAC *mac*, one
     virtio disk; wait until it powers off (the management OS does, after
     its work: pxed.after=poweroff) or *timeout*.  ``at_pxed()`` says
     whether the machine has asked pxed for its answer yet (the BIOS iPXE
-    ROM writes to the screen, not the serial console: pxed's log tells)."""
+    ROM writes to the screen, not the serial console: pxed's log tells);
+    with *stop_at_pxed* the VM is stopped then."""
     nic = firmware.nic.split(",")[0]
     options = f",{firmware.nic_options}" if firmware.nic_options else ""
     args = lab.netns_exec(
@@ -134,7 +136,7 @@ async def boot(
     def watch(text: str) -> bool:
         if result.at_pxed is None and at_pxed():
             result.at_pxed = round(time.monotonic() - started, 1)
-        return False
+        return stop_at_pxed and result.at_pxed is not None
 
     result.run = await spawn_vm(args, serial, timeout, watch)
     return result
