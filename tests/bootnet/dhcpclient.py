@@ -242,6 +242,7 @@ def boot_server(
     arch: int = EFI_X64,
     vendor_class: str | None = None,
     item: int | None = None,
+    ipxe: bool = False,
     timeout: float = 2.0,
     count: int | None = None,
 ) -> list[Offer]:
@@ -256,7 +257,14 @@ def boot_server(
         extra.append((43, bytes([71, 4]) + struct.pack("!HH", item, 0) + b"\xff"))
     with _listener(interface) as frames, _socket(interface, 68) as s:
         message = packet(
-            REQUEST, mac, xid, arch=arch, vendor_class=vendor_class, ciaddr=client, extra=extra
+            REQUEST,
+            mac,
+            xid,
+            arch=arch,
+            vendor_class=vendor_class,
+            ciaddr=client,
+            extra=extra,
+            ipxe=ipxe,
         )
         s.sendto(message, (server, 4011))
         return _collect(frames, xid, timeout, count)
@@ -289,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             arch=EFI_X64 if arch is None else arch,
             vendor_class=vendor,
             item=args.item,
+            ipxe=args.ipxe,
             timeout=args.timeout,
             count=args.count,
         )
