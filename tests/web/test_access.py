@@ -97,6 +97,8 @@ async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
     assert tokens["enlist"].startswith("Bearer pxe_")
     alice = server.anonymous.with_headers(Authorization=tokens["alice"])
     alice_token = (await alice.get("/user/alice/tokens")).json()[0]["ID"]
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEBu2i2P/uExF5yjGB2ciJ4cDeOeALQxl3+QlViZqYJt"
+    alice_key = (await alice.post("/user/alice/keys", {"Key": key})).json()["ID"]
     image = await new_image(alice, "disk")
     setup = await new_setup(alice, "alice", [{"UUID": image}])
     work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
@@ -110,6 +112,7 @@ async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
         "mac": MAC,
         "name": "alice",
         "token_id": str(alice_token),
+        "key_id": str(alice_key),
         "uuid": image,
         "image_name": "disk",
         "version": "0",
