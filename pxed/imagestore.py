@@ -30,7 +30,7 @@ from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, ServiceUnavailable
 from pxed.sparse import Cancelled
 from pxed.storage import FormatError, Staged, Storage
-from pxed.workers import IOPool
+from pxed.workers import IOPool, PoolStopped
 
 log = Logger()
 
@@ -136,7 +136,10 @@ class ImageStore:
         try:
             yield blank
         finally:
-            await self._io.run(self.storage.discard, blank.path)
+            try:
+                await self._io.run(self.storage.discard, blank.path)
+            except PoolStopped:
+                pass  # stopping: the next start empties staging (Storage)
 
 
 def sweep(engine: sa.Engine, storage: Storage) -> int:

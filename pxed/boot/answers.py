@@ -105,9 +105,16 @@ class BootAnswers:
     async def answer(self, request: IRequest, mac: str, fmt: Format) -> Rendered:
         """The answer once the view has caught up with the request (and the
         credential it needs is minted)."""
-        needed = self._view.needed(_normal(mac))
+        normal = _normal(mac)
+        needed = self._view.needed(normal)
         for _ in range(3):
             await self._view.ready(needed)
+            # A MAC the view did not hold when this began needed only the
+            # changes that concern every machine; now that it holds it, the
+            # changes of its own machine since (its work queued) count too.
+            while (again := self._view.needed(normal)) > needed:
+                needed = again
+                await self._view.ready(needed)
             found = self.now(request, mac, fmt, needed)
             if found is not None:
                 return found

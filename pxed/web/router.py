@@ -40,10 +40,12 @@ from pxed.errors import (
     DatabaseBusy,
     Forbidden,
     InsufficientStorage,
+    ServiceUnavailable,
     error_json,
 )
 from pxed.errors import NotFound as ApiNotFound
 from pxed.web.body import ID_MAX
+from pxed.workers import PoolStopped
 
 log = Logger()
 
@@ -287,6 +289,11 @@ def handle_errors(app: Klein, base_url: str = "") -> None:
             )
             return api_error_body(request, InsufficientStorage("not enough space on the server"))
         return internal_error(request, failure)
+
+    @app.handle_errors(PoolStopped)
+    def stopping(request: IRequest, failure: Any) -> bytes:
+        # A request that raced the server's stop: its work was not done.
+        return api_error_body(request, ServiceUnavailable("the server is shutting down; try again"))
 
     @app.handle_errors(NotFound)
     def not_found(request: IRequest, failure: Any) -> bytes:
