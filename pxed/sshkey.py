@@ -48,7 +48,12 @@ class PublicKey:
 
     @property
     def line(self) -> str:
-        return " ".join(part for part in (self.type, self.blob, self.comment) if part)
+        return line(self.type, self.blob, self.comment)
+
+
+def line(key_type: str, blob: str, comment: str) -> str:
+    """The key as an ``authorized_keys`` line."""
+    return " ".join(part for part in (key_type, blob, comment) if part)
 
 
 def parse(text: str) -> PublicKey:

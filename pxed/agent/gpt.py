@@ -98,6 +98,17 @@ def last_usable(total_sectors: int) -> int:
     return total_sectors - GPT_SECTORS - 1
 
 
+# Where partitions the agent places begin and end: 1 MiB.
+ALIGN = 2048
+
+
+def tail_start(total_sectors: int, sectors: int) -> int:
+    """The first sector of *sectors* placed last on the disk, before the
+    backup GPT, starting on an ALIGN boundary (the seed partition; a grown
+    partition ends just before it)."""
+    return (last_usable(total_sectors) + 1 - sectors) // ALIGN * ALIGN
+
+
 def gpt_tables(
     total_sectors: int, disk_guid: uuid.UUID, parts: list[Partition] | list[tuple]
 ) -> tuple[bytes, bytes]:

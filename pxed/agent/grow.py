@@ -29,7 +29,6 @@ from pxed.agent.errors import Failed
 from pxed.agent.facts import Disk
 
 BLKRRPART = 0x125F
-ALIGN = 2048  # sectors
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def grow(disk: Disk, reserve: int = 0, wait: float = 5.0) -> Grown:
         slot, last = max(
             ((i, p) for i, p in enumerate(table.slots) if p is not None), key=lambda s: s[1].last
         )
-        end = (gpt.last_usable(total) + 1 - reserve) // ALIGN * ALIGN - 1
+        end = gpt.tail_start(total, reserve) - 1
         kind = filesystem(fd, last.first * gpt.SECTOR)
         old = (last.last - last.first + 1) * gpt.SECTOR
         if end <= last.last:

@@ -27,9 +27,8 @@ from pxed.agent.facts import Disk
 
 # pxed's seed is 1 MiB; more is not a seed.
 MAX_SEED = 4 << 20
-ALIGN = 2048  # sectors: 1 MiB
 # What the seed partition takes (pxed's seed is 1 MiB), for grow.py.
-SECTORS = ALIGN
+SECTORS = gpt.ALIGN
 NAME = "cidata"
 
 
@@ -62,7 +61,7 @@ def write(disk: Disk, image: bytes) -> Written:
     """Add the seed partition at the end of *disk* (replacing a seed an
     earlier deploy of the same image left) and write *image* into it."""
     sectors = -(-len(image) // gpt.SECTOR)
-    sectors = -(-sectors // ALIGN) * ALIGN
+    sectors = -(-sectors // gpt.ALIGN) * gpt.ALIGN
     fd = os.open(disk.path, os.O_RDWR | os.O_CLOEXEC)
     try:
         total = os.lseek(fd, 0, os.SEEK_END) // gpt.SECTOR
@@ -80,7 +79,7 @@ def write(disk: Disk, image: bytes) -> Written:
         slot = next((i for i, p in enumerate(slots) if p is None), len(slots))
         if slot >= gpt.GPT_ENTRIES:
             raise Failed(f"no free GPT slot on {disk.path} for the cloud-init seed")
-        first = (gpt.last_usable(total) + 1 - sectors) // ALIGN * ALIGN
+        first = gpt.tail_start(total, sectors)
         last = first + sectors - 1
         used = max((p.last for p in slots if p is not None), default=0)
         if used >= first:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pxed import sshkey
 from pxed.db import events
 from pxed.db.errors import ConflictError, NotFoundError
 from pxed.db.schema import user_ssh_keys, utcnow
@@ -30,7 +31,7 @@ class SSHKey:
 
     @property
     def line(self) -> str:
-        return " ".join(part for part in (self.type, self.blob, self.comment) if part)
+        return sshkey.line(self.type, self.blob, self.comment)
 
 
 _COLUMNS = tuple(user_ssh_keys.c[f] for f in SSHKey.__dataclass_fields__)
