@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pxed.db import events
+from pxed.db import events, users
 from pxed.db import images as images_db
 from pxed.db import power as power_db
 from pxed.db.errors import ConflictError, NotFoundError
@@ -17,6 +17,9 @@ from pxed.db.power import NO_POWER, PowerSettings
 from pxed.db.schema import images, machine_macs, machines, utcnow
 
 MACHINE_IMAGE_SIZE = 64 * 1024 * 1024
+
+# What the management OS erases when another user's work comes (pxed.agent.erase).
+ERASE_POLICIES = ("none", "metadata", "discard", "full")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Machine:
     macs: tuple[str, ...]
     # How pxed reaches its BMC (driver "none": it does not).
     power: PowerSettings = NO_POWER
+    erase: str = "metadata"
+    # Whose data its disks may hold (None: nobody's known, as a new machine).
+    last_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,15 @@ class MachineFields:
     # power_keep_password the stored password stays when they bring none.
     power: PowerSettings | None = None
     power_keep_password: bool = True
+    erase: str | None = None
 
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> list[Machine]:
-    q = sa.select(machines).order_by(machines.c.id)
+    columns = (
+        *(c for c in machines.c if c.name != "last_user_id"),
+        users.owner_name(machines.c.last_user_id).label("last_user"),
+    )
+    q = sa.select(*columns).order_by(machines.c.id)
     if where is not None:
         q = q.where(where)
     rows = conn.execute(q).all()
@@ -148,6 +159,7 @@ def thd_create(
             name=name,
             architecture=fields.architecture or "x86_64",
             managed=True if fields.managed is None else fields.managed,
+            erase=fields.erase or "metadata",
             state="new",
             image_uuid=image_uuid,
             created_at=now,
@@ -175,6 +187,7 @@ def _update(conn: sa.Connection, machine_id: int, fields: MachineFields, actor: 
             ("name", fields.name),
             ("architecture", fields.architecture),
             ("managed", fields.managed),
+            ("erase", fields.erase),
         )
         if v is not None
     }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pxed import erase
 from pxed.agent.wire import DiskHints
 from pxed.db import credentials, events, images, setups, users
 from pxed.db import machines as machines_db
@@ -55,6 +56,13 @@ class Work:
     # user-data came with it (the user-data itself: thd_user_data).
     seed: bool | None = None
     has_user_data: bool = False
+    # The erase asked for when queued (None: the machine's policy), and
+    # what was decided when the work was taken (pxed.erase): the erase
+    # (None until taken), why, and whether the disks held another user's.
+    erase_asked: str | None = None
+    erase: str | None = None
+    erase_reason: str = ""
+    new_user: bool = False
     # Loaded with the entry (same transaction) for the original's BootSetup
     # encoding: the machine, and each image by UUID.
     machine: machines_db.Machine | None = None
@@ -115,6 +123,7 @@ def thd_enqueue(
     after: str = "none",
     seed: bool | None = None,
     user_data: str | None = None,
+    erase_asked: str | None = None,
 ) -> Work:
     if not setup.entries:
         raise InvalidError("SetupUUID: the setup has no images")
@@ -130,6 +139,7 @@ def thd_enqueue(
             after=after,
             seed=seed,
             user_data=user_data,
+            erase_asked=erase_asked,
         )
     ).inserted_primary_key[0]
     conn.execute(
@@ -153,7 +163,35 @@ def thd_enqueue(
         "queue.add",
         "machine",
         str(machine_id),
-        f"work={work_id} setup={setup.uuid} update={update} after={after}",
+        f"work={work_id} setup={setup.uuid} update={update} after={after}"
+        + (f" erase={erase_asked}" if erase_asked else ""),
+    )
+    work = _one(conn, boot_setups.c.id == work_id)
+    assert work is not None
+    return work
+
+
+def thd_enqueue_erase(
+    conn: sa.Connection, machine_id: int, owner: str, actor: str, policy: str, after: str
+) -> Work:
+    """Work that writes nothing: the management OS erases every disk by
+    *policy* and is done (on demand: a machine handed back, retired)."""
+    work_id = conn.execute(
+        boot_setups.insert().values(
+            machine_id=machine_id,
+            setup_uuid=None,
+            setup_name=f"erase ({policy})",
+            owner_id=users.thd_id(conn, owner),
+            update=False,
+            state=QUEUED,
+            created_at=utcnow(),
+            after=after,
+            seed=False,
+            erase_asked=policy,
+        )
+    ).inserted_primary_key[0]
+    events.thd_record(
+        conn, actor, "queue.add", "machine", str(machine_id), f"work={work_id} erase={policy}"
     )
     work = _one(conn, boot_setups.c.id == work_id)
     assert work is not None
@@ -274,10 +312,28 @@ def thd_take(conn: sa.Connection, machine_id: int, actor: str) -> Work | None:
     queued = _one_first(conn, machine_id, QUEUED)
     if queued is None:
         return None
+    policy, last_user_id = conn.execute(
+        sa.select(machines.c.erase, machines.c.last_user_id).where(machines.c.id == machine_id)
+    ).one()
+    owner_id = conn.execute(
+        sa.select(boot_setups.c.owner_id).where(boot_setups.c.id == queued.id)
+    ).scalar()
+    worked = conn.execute(
+        sa.select(boot_setups.c.id)
+        .where(boot_setups.c.machine_id == machine_id, boot_setups.c.state.in_((DONE, FAILED)))
+        .limit(1)
+    ).first()
+    plan = erase.decide(policy, queued.erase_asked, owner_id, last_user_id, worked is not None)
     taken = conn.execute(
         boot_setups.update()
         .where(boot_setups.c.id == queued.id, boot_setups.c.state == QUEUED)
-        .values(state=IN_PROGRESS, started_at=utcnow())
+        .values(
+            state=IN_PROGRESS,
+            started_at=utcnow(),
+            erase=plan.erase,
+            erase_reason=plan.reason,
+            new_user=plan.new_user,
+        )
     ).rowcount
     if not taken:
         return None
@@ -287,6 +343,15 @@ def thd_take(conn: sa.Connection, machine_id: int, actor: str) -> Work | None:
         .values(state="provisioning", last_seen=utcnow())
     )
     events.thd_record(conn, actor, "queue.start", "machine", str(machine_id), f"work={queued.id}")
+    if plan.erase != "none":
+        events.thd_record(
+            conn,
+            actor,
+            "machine.erase",
+            "machine",
+            str(machine_id),
+            f"work={queued.id} erase={plan.erase}: {plan.reason}",
+        )
     return _one(conn, boot_setups.c.id == queued.id)
 
 
@@ -303,11 +368,23 @@ def thd_complete(
         .where(boot_setups.c.id == running.id)
         .values(state=state, message=message, finished_at=now)
     )
-    conn.execute(
-        machines.update()
-        .where(machines.c.id == machine_id)
-        .values(state="deployed" if success else "failed", last_seen=now)
-    )
+    values: dict[str, object] = {"state": "deployed" if success else "failed", "last_seen": now}
+    if success:
+        values["last_user_id"] = conn.execute(
+            sa.select(boot_setups.c.owner_id).where(boot_setups.c.id == running.id)
+        ).scalar()
+    else:
+        last = conn.execute(
+            sa.select(machines.c.last_user_id).where(machines.c.id == machine_id)
+        ).scalar()
+        owner = conn.execute(
+            sa.select(boot_setups.c.owner_id).where(boot_setups.c.id == running.id)
+        ).scalar()
+        if last != owner:
+            # Another user's work stopped part way: whose data the disks
+            # hold now is nobody's to say, so the next work erases.
+            values["last_user_id"] = None
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(**values))
     # The setup ended: its credentials go with it.
     credentials.thd_revoke_all(conn, machine_id)
     events.thd_record(
@@ -330,6 +407,9 @@ def thd_capturable(conn: sa.Connection, machine_id: int) -> set[str]:
     if running is None:
         return set()
     own = conn.execute(sa.select(machines.c.image_uuid).where(machines.c.id == machine_id)).scalar()
+    if running.new_user:
+        # The disks may hold another user's data: none of it goes into an image.
+        return {own}
     return {i.image_uuid for i in running.images if i.update} | {own}
 
 
@@ -384,11 +464,14 @@ def thd_enqueue_image(
     after: str = "none",
     seed: bool | None = None,
     user_data: str | None = None,
+    erase_asked: str | None = None,
 ) -> Work:
     """The seed's one-image form: a setup of that image and its queue
     entry, in one transaction."""
     setup = setups.thd_create(conn, owner, name, [entry], staff, actor)
-    return thd_enqueue(conn, machine_id, setup, entry.update, owner, actor, after, seed, user_data)
+    return thd_enqueue(
+        conn, machine_id, setup, entry.update, owner, actor, after, seed, user_data, erase_asked
+    )
 
 
 def thd_user_data(conn: sa.Connection, work_id: int) -> str | None:

@@ -92,6 +92,14 @@ machines = sa.Table(
         nullable=False,
     ),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # What the management OS erases when the machine's next work is another
+    # user's (pxed.erase): none, metadata, discard or full.
+    sa.Column("erase", sa.String(8), nullable=False, server_default="metadata"),
+    # Whose data the disks may hold: the owner of the last work done; null
+    # when nobody's is known (a new machine, a failed work of a new user,
+    # a deleted user), which counts as another user's.  No ON DELETE (as
+    # _owner_fk): pxed.db.users.thd_delete clears it.
+    sa.Column("last_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True),
 )
 
 # How pxed reaches a machine's BMC (one row per machine that has one).  The
@@ -338,6 +346,14 @@ boot_setups = sa.Table(
     # read only when the seed is made (never rendered nor logged).
     sa.Column("seed", sa.Boolean, nullable=True),
     sa.Column("user_data", sa.Text, nullable=True),
+    # An erase asked for when queued (metadata, discard, full; null: the
+    # machine's policy decides), and what was decided when the work was
+    # taken: the erase (none ...) and whether the disks held another
+    # user's data (then nothing is captured from them).
+    sa.Column("erase_asked", sa.String(8), nullable=True),
+    sa.Column("erase", sa.String(8), nullable=True),
+    sa.Column("erase_reason", sa.String(255), nullable=False, server_default=""),
+    sa.Column("new_user", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_boot_setups_machine_state", "machine_id", "state"),
 )
 

@@ -246,6 +246,10 @@ def thd_delete(conn: sa.Connection, username: str, actor: str, on_delete: str = 
         heir = _heir(conn, user, actor)
         for table, where in zip((images, image_setups, boot_setups, builds), owned, strict=True):
             conn.execute(table.update().where(where).values(owner_id=heir.id))
+    # His data may be on machines' disks still: their next work erases it.
+    conn.execute(
+        machines.update().where(machines.c.last_user_id == user.id).values(last_user_id=None)
+    )
     conn.execute(users.delete().where(users.c.id == user.id))
     detail = f"work ended={len(ended)}"
     detail += (
