@@ -7,9 +7,10 @@ failure reports with its reason:
    reported), then the inventory (every boot, work or not);
 3. the disks (see disks.py for the mapping rule);
 4. captures: each image flagged Update, from its disk;
-5. deploys: each image to its disk, sha256 and size verified;
-6. the machine image;
-7. the completion: Success true, or false with the step and the reason of
+5. the erase BootInform asks for, of every disk (erase.py);
+6. deploys: each image to its disk, sha256 and size verified;
+7. the machine image;
+8. the completion: Success true, or false with the step and the reason of
    any failure -- any exception anywhere, so the work is never reported
    done when it is not."""
 
@@ -29,6 +30,7 @@ from pxed.agent import (
     capture,
     deploy,
     disks,
+    erase,
     facts,
     grow,
     hints,
@@ -40,8 +42,9 @@ from pxed.agent import (
 from pxed.agent.client import Client, HTTPError, Unreachable, error_text
 from pxed.agent.config import Settings
 from pxed.agent.errors import Failed
-from pxed.agent.facts import Facts, FactsError
+from pxed.agent.facts import Disk, Facts, FactsError
 from pxed.agent.report import Reporter
+from pxed.agent.wire import Erase
 
 
 class Interrupted(BaseException):
@@ -185,7 +188,9 @@ class Agent:
         self.report.info(f"work {work.id} (setup {work.name}): {count} image(s)")
 
         self.step = "finding the disks"
-        found_disks = disks.find(found.disks, work.disks_needed, s.disk_wait)
+        # An erase wants every disk: wait for one at least (they probe late).
+        need = max(work.disks_needed, 1 if work.erase is not None else 0)
+        found_disks = disks.find(found.disks, need, s.disk_wait)
         self.report.info(f"disks: {disks.describe(found_disks)}")
         if len(found_disks) < work.disks_needed:
             raise Failed(
@@ -223,6 +228,9 @@ class Agent:
             )
             captured.append(f"{entry.name} v{version} <- {disk.path}")
 
+        if work.erase is not None:
+            self._erase(work.erase, found_disks, list(targets))
+
         deployed = []
         started = time.monotonic()
         for entry, disk in zip(work.disk_images, targets, strict=True):
@@ -246,6 +254,10 @@ class Agent:
             deployed.append(
                 f"{entry.name} v{entry.version} -> {disk.path} ({d.written} bytes, {d.rate})"
             )
+            if work.erase is not None and work.erase.policy == "full":
+                self.step = f"zeroing {disk.path} past image {entry.name}"
+                erase.zero_from(disk, d.written, self.report.info)
+                self.report.info(f"zeroed {disk.path} from {d.written} bytes to its end")
             if entry.grow:
                 self.step = f"growing image {entry.name} on {disk.path}"
                 # The seed goes after the grown partition, on the first disk.
@@ -267,6 +279,9 @@ class Agent:
             )
             deployed.append(f"cloud-init seed -> {written.disk} partition {written.partition}")
 
+        if work.erase is not None:
+            deployed.insert(0, f"{len(found_disks)} disk(s) erased ({work.erase.policy})")
+
         self.step = "updating the machine image"
         record = machineimage.BootRecord(
             work, found.kernel, "; ".join(deployed), "; ".join(captured)
@@ -280,6 +295,23 @@ class Agent:
         self.report.info(message)
         self.report.complete(True, message)
         return 0
+
+    def _erase(self, order: Erase, found_disks: tuple[Disk, ...], targets: list[Disk]) -> None:
+        """Every disk, the ones images go to included (before they do)."""
+        if not found_disks:
+            raise Failed("this machine has no disk to erase (none found); nothing was erased")
+        self.report.info(
+            f"erasing {len(found_disks)} disk(s) ({order.policy}): {order.reason or 'asked'}"
+        )
+        for disk in found_disks:
+            # Under full, a disk an image goes to is zeroed past the image
+            # once it is written (zero_from), not twice over.
+            policy = order.policy
+            if policy == "full" and disk in targets:
+                policy = "metadata"
+            self.step = f"erasing {disk.path} ({policy})"
+            self.report.info(f"erasing {disk.path} ({disk.size} bytes, {policy})")
+            self.report.info(erase.erase(disk, policy, self.report.info).describe())
 
     def _machine_image(self, record: machineimage.BootRecord) -> None:
         workdir = self.settings.workdir

@@ -252,6 +252,27 @@ class MachineImage:
 
 
 @dataclass(frozen=True)
+class Erase:
+    """What the work erases before it writes (pxed/erase.py decides)."""
+
+    policy: str
+    reason: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> Erase | None:
+        if data is None:
+            return None
+        data = _object(data, "Erase")
+        policy = _opt_str(_get(data, "Policy"), "Erase.Policy") or ""
+        if policy not in ("metadata", "discard", "full"):
+            raise WireError(f"Erase.Policy: metadata, discard or full (got {policy[:20]!r})")
+        return cls(policy, _opt_str(_get(data, "Reason"), "Erase.Reason") or "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Policy": self.policy, "Reason": self.reason}
+
+
+@dataclass(frozen=True)
 class BootInform:
     """pxed's answer to GET /machine/{mac}/boot: the work taken."""
 
@@ -263,6 +284,7 @@ class BootInform:
     machine_image: MachineImage | None = None
     # Where to get the cloud-init seed for the boot disk (None: no seed).
     seed_url: str | None = None
+    erase: Erase | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> BootInform:
@@ -280,6 +302,7 @@ class BootInform:
             images=tuple(ImageEntry.from_json(e, f"Images[{i}]") for i, e in enumerate(images)),
             machine_image=MachineImage.from_json(machine_image) if machine_image else None,
             seed_url=_opt_str(_get(_object(_get(data, "Seed") or {}, "Seed"), "URL"), "Seed.URL"),
+            erase=Erase.from_json(_get(data, "Erase")),
         )
 
     @property
@@ -305,6 +328,7 @@ class BootInform:
             "Images": [e.to_json() for e in self.images],
             "MachineImage": self.machine_image.to_json() if self.machine_image else None,
             "Seed": None if self.seed_url is None else {"URL": self.seed_url},
+            "Erase": None if self.erase is None else self.erase.to_json(),
         }
 
 
