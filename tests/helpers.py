@@ -305,11 +305,15 @@ async def add_machine(
     name: str = "m",
     managed: bool = True,
     arch: str | None = None,
+    erase: str | None = None,
 ) -> dict:
-    """A machine created by the admin; its JSON."""
+    """A machine created by the admin (with the erase policy *erase*, else
+    pxed's default); its JSON."""
     body: dict[str, Any] = {"Name": name, "Managed": managed, "MacAddresses": [{"Mac": mac}]}
     if arch is not None:
         body["Architecture"] = arch
+    if erase is not None:
+        body["Erase"] = erase
     r = await server.admin.post("/machine", body)
     assert r.code == 201, r.text
     return r.json()

@@ -4,6 +4,7 @@ reading a machine's logs and events back."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.web.iweb import IRequest
@@ -79,8 +80,9 @@ class AgentResource:
         work (ID, State, ...), the Machine and the MachineImage."""
         base = self._origin.base_url(request)
         work_images, own = await self._db.run(queue.thd_work_images, work, machine.image_uuid)
+        # Disks that may hold another user's data are never captured.
         entries = [
-            _entry(base, mac, image, e, disk)
+            _entry(base, mac, image, replace(e, update=e.update and not work.new_user), disk)
             for disk, (e, image) in enumerate(zip(work.images, work_images, strict=True))
         ]
         # The machine image goes back after every run: Update.
@@ -92,6 +94,7 @@ class AgentResource:
         pxed = {k: v for k, v in render.work(work, mac).items() if k not in skip}
         return {
             **pxed,
+            "Update": work.update and not work.new_user,
             # images.ImageSetup
             "Name": work.setup_name,
             "Images": entries,
@@ -100,6 +103,11 @@ class AgentResource:
             "MachineImage": _machine_image(base, mac, own),
             "Machine": render.machine(machine),
             "Seed": {"URL": f"{base}/machine/{mac}/seed"} if _wants_seed(work) else None,
+            "Erase": (
+                {"Policy": work.erase, "Reason": work.erase_reason}
+                if work.erase not in (None, "none")
+                else None
+            ),
         }
 
     @route("/machine/<mac>/boot", ["GET"], access="machine")

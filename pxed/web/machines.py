@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from pxed import macaddr
+from pxed import erase, macaddr
 from pxed.db import hardware, machines, progress
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest
@@ -17,7 +17,7 @@ from pxed.web import inventory, render
 from pxed.web.auth import actor
 from pxed.web.body import Fields, int_arg, query_args, read_json
 from pxed.web.lookup import machine_or_404
-from pxed.web.power import power_settings
+from pxed.web.power import choice, power_settings
 from pxed.web.router import route
 
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
@@ -62,6 +62,7 @@ def machine_fields(body: Fields, seal: Callable[[str], str]) -> machines.Machine
         arch = ARCHITECTURES[arch.lower()]
     power = power_settings(body, seal)
     return machines.MachineFields(
+        erase=choice(body, "Erase", erase.POLICIES),
         name=name.strip() if name else None,
         architecture=arch,
         managed=body.bool("Managed"),

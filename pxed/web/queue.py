@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
+from pxed import erase
 from pxed.boot.credentials import Credentials
 from pxed.db import images, queue, setups
 from pxed.db import power as power_db
@@ -87,6 +88,7 @@ class QueueResource:
             _check_managed(machine)
             mode, after = power_choices(body, machine)
             seed, user_data = seed_choices(body)
+            erase_asked = choice(body, "Erase", erase.ASKABLE)
             # The work belongs to the setup's owner (a moderator may queue
             # it for them); the event log says who queued it.
             # Of this machine only: the boot view goes on answering the others.
@@ -100,6 +102,7 @@ class QueueResource:
                 after,
                 seed,
                 user_data,
+                erase_asked,
             )
             self._power.start_work(machine, mode, work.id, actor(request))
             return render.work(work, machine.macs[0])
@@ -117,6 +120,7 @@ class QueueResource:
         _check_managed(machine)
         mode, after = power_choices(body, machine)
         seed, user_data = seed_choices(body)
+        erase_asked = choice(body, "Erase", erase.ASKABLE)
         work = await self._db.run(
             concerning(machine.id, self._credentials.ahead(queue.thd_enqueue_image)),
             machine.id,
@@ -128,7 +132,35 @@ class QueueResource:
             after,
             seed,
             user_data,
+            erase_asked,
         )
+        self._power.start_work(machine, mode, work.id, actor(request))
+        return render.work(work, machine.macs[0])
+
+    @route("/machine/<mac>/erase", ["POST"], access="admin")
+    async def erase(self, request: IRequest, mac: str) -> dict:
+        """Work that writes no image: the management OS erases every disk of
+        the machine (``Policy``: metadata, discard or full; by default the
+        machine's own, or metadata where that is none), then the machine
+        is powered off (``After``) where pxed has its power."""
+        body = read_json(request)
+        machine = await machine_or_404(self._db, mac)
+        policy = choice(body, "Policy", erase.ASKABLE)
+        if policy is None:
+            policy = machine.erase if machine.erase in erase.ASKABLE else erase.DEFAULT
+        _check_managed(machine)
+        mode, after = power_choices(body, machine)
+        if body.raw("After") is None and machine.power.enabled:
+            after = "poweroff"  # an erased machine has nothing to boot
+        work = await self._db.run(
+            concerning(machine.id, self._credentials.ahead(queue.thd_enqueue_erase)),
+            machine.id,
+            user(request).username,
+            actor(request),
+            policy,
+            after,
+        )
+        request.setResponseCode(201)
         self._power.start_work(machine, mode, work.id, actor(request))
         return render.work(work, machine.macs[0])
 

@@ -40,6 +40,10 @@ def machine(m: Machine) -> dict[str, Any]:
         "LastSeen": iso(m.last_seen),
         "CreatedAt": iso(m.created_at),
         "Power": power(m.power),
+        # What is erased when another user's work comes, and whose data
+        # the disks may hold (null: nobody's known).
+        "Erase": m.erase,
+        "LastUser": m.last_user,
     }
 
 
@@ -235,6 +239,11 @@ def work(w: Work, mac: str) -> dict[str, Any]:
         # whether user-data came with it; the user-data is never shown.
         "Seed": w.seed,
         "HasUserData": w.has_user_data,
+        # The erase asked for when queued, and (once taken) what the
+        # management OS was told to erase and why.
+        "EraseAsked": w.erase_asked,
+        "Erase": w.erase,
+        "EraseReason": w.erase_reason,
         "Images": [
             {
                 "UUID": i.image_uuid,

@@ -182,17 +182,20 @@ def version_file(server: Server, uuid: str, version: int) -> Path:
 @pytest.fixture
 def machine_with(server: Server, tmp_path: Path) -> Callable:
     """``await machine_with([(stored bytes, compression, update), ...],
-    hints=[root device hints or None, ...])``: the machine, one image per
-    entry (its version 1 the stored bytes, or none if they are None),
-    queued in that order; the Machine and the images' UUIDs and
-    versions."""
+    hints=[root device hints or None, ...], erase=policy)``: the machine,
+    one image per entry (its version 1 the stored bytes, or none if they
+    are None), queued in that order; the Machine and the images' UUIDs and
+    versions.  Its erase policy is none unless *erase* says otherwise:
+    the tests of deploying check the bytes beyond the image as they were
+    (tests/agent/test_erase.py tests erasing)."""
 
     async def make(
         entries: list[tuple[bytes | None, str, bool]],
         name: str = "setup",
         hints: list[dict | None] | None = None,
+        erase: str = "none",
     ):
-        await add_machine(server)
+        await add_machine(server, erase=erase)
         made = []
         for i, (blob, compression, _) in enumerate(entries):
             uuid = await image(server, f"img{i}", compression)
