@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 from pxed.agent.client import Client, HTTPError, error_text
-from pxed.agent.wire import Complete, LogLine
+from pxed.agent.wire import ERASE_ORIGIN, Complete, LogLine
 
 LOG_TIMEOUT = 10.0
 COMPLETE_TRIES = 6
@@ -39,7 +39,7 @@ class Reporter:
             for line in message.splitlines() or [""]:
                 print(f"pxed-agent: {line}", file=self._out, flush=True)
 
-    def log(self, level: str, message: str) -> None:
+    def log(self, level: str, message: str, origin: str = "mgmtos") -> None:
         if level == "debug" and not self._debug:
             return
         self.console(message if level == "info" else f"{level}: {message}")
@@ -47,7 +47,7 @@ class Reporter:
             return
         try:
             self._client.request(
-                "POST", "/log", LogLine(level, message).to_json(), timeout=LOG_TIMEOUT
+                "POST", "/log", LogLine(level, message, origin).to_json(), timeout=LOG_TIMEOUT
             )
         except (OSError, HTTPError) as e:
             if self._debug:
@@ -55,6 +55,11 @@ class Reporter:
 
     def info(self, message: str) -> None:
         self.log("info", message)
+
+    def erase_step(self, message: str) -> None:
+        """A line pxed also keeps as an event of the machine (an erase's
+        steps: who wiped which disk, and how, outlives the log)."""
+        self.log("info", message, ERASE_ORIGIN)
 
     def warning(self, message: str) -> None:
         self.log("warning", message)

@@ -257,7 +257,7 @@ class Agent:
             if work.erase is not None and work.erase.policy == "full":
                 self.step = f"zeroing {disk.path} past image {entry.name}"
                 erase.zero_from(disk, d.written, self.report.info)
-                self.report.info(f"zeroed {disk.path} from {d.written} bytes to its end")
+                self.report.erase_step(f"zeroed {disk.path} from {d.written} bytes to its end")
             if entry.grow:
                 self.step = f"growing image {entry.name} on {disk.path}"
                 # The seed goes after the grown partition, on the first disk.
@@ -300,7 +300,7 @@ class Agent:
         """Every disk, the ones images go to included (before they do)."""
         if not found_disks:
             raise Failed("this machine has no disk to erase (none found); nothing was erased")
-        self.report.info(
+        self.report.erase_step(
             f"erasing {len(found_disks)} disk(s) ({order.policy}): {order.reason or 'asked'}"
         )
         for disk in found_disks:
@@ -311,7 +311,7 @@ class Agent:
                 policy = "metadata"
             self.step = f"erasing {disk.path} ({policy})"
             self.report.info(f"erasing {disk.path} ({disk.size} bytes, {policy})")
-            self.report.info(erase.erase(disk, policy, self.report.info).describe())
+            self.report.erase_step(erase.erase(disk, policy, self.report.info).describe())
 
     def _machine_image(self, record: machineimage.BootRecord) -> None:
         workdir = self.settings.workdir

@@ -409,6 +409,10 @@ class Progress:
         return {"Image": self.image, "Written": self.written, "Total": self.total}
 
 
+# POST /log's Origin for an erase's steps, which pxed keeps as events too.
+ERASE_ORIGIN = "erase"
+
+
 @dataclass(frozen=True)
 class LogLine:
     """A line for pxed's log of the machine (POST /log)."""

@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pxed import erase
-from pxed.agent.wire import DiskHints
+from pxed.agent.wire import ERASE_ORIGIN, DiskHints
 from pxed.db import credentials, events, images, setups, users
 from pxed.db import machines as machines_db
 from pxed.db.errors import ConflictError, InvalidError, NotFoundError
 from pxed.db.images import Image
 from pxed.db.schema import boot_setup_images, boot_setups, machine_logs, machines, utcnow
 from pxed.db.setups import Setup
+
+# The longest detail an erase step's event keeps of its log line.
+EVENT_DETAIL = 1000
 
 QUEUED, IN_PROGRESS, DONE, FAILED, CANCELLED = (
     "queued",
@@ -417,13 +420,19 @@ def thd_capturable(conn: sa.Connection, machine_id: int) -> set[str]:
 
 
 def thd_add_log(
-    conn: sa.Connection, machine_id: int, level: str, origin: str, message: str
+    conn: sa.Connection, machine_id: int, level: str, origin: str, message: str, actor: str = ""
 ) -> None:
     conn.execute(
         machine_logs.insert().values(
             machine_id=machine_id, at=utcnow(), level=level, origin=origin, message=message
         )
     )
+    if origin == ERASE_ORIGIN:
+        # An erase's steps (the agent's Reporter.step) are events as well:
+        # which disks were wiped for whom outlives the machine's log.
+        events.thd_record(
+            conn, actor, "machine.erase.step", "machine", str(machine_id), message[:EVENT_DETAIL],
+        )  # fmt: skip
     conn.execute(machines.update().where(machines.c.id == machine_id).values(last_seen=utcnow()))
 
 

@@ -200,7 +200,9 @@ class AgentResource:
         level = log_level(body.str("Level", max_length=16))
         message = body.str("Message", required=True, max_length=16000)
         origin = body.str("Origin", max_length=64) or "mgmtos"
-        await self._db.run(queue.thd_add_log, cred.machine_id, level, origin, message)
+        await self._db.run(
+            queue.thd_add_log, cred.machine_id, level, origin, message, actor(request)
+        )
         return "OK"
 
     @route("/machine/<mac>/logs", ["GET"], access="signed-in")
