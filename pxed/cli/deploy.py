@@ -28,19 +28,38 @@ DONE, FAILED, CANCELLED = "queue.done", "queue.failed", "queue.cancelled"
     type=click.Choice(["reboot", "poweroff", "none"]),
     help="What pxed does once the work is done (default: the machine's After).",
 )
+@click.option(
+    "--erase",
+    type=click.Choice(["metadata", "discard", "full"]),
+    help="Erase every disk first, whoever used the machine last.",
+)
+@click.option(
+    "--user-data",
+    type=click.File("r"),
+    help="cloud-init user-data for the machine's seed (a file, - for stdin).",
+)
+@click.option(
+    "--seed/--no-seed",
+    default=None,
+    help="Write a cloud-init seed or not (default: as the images say).",
+)
 @click.option("--wait", is_flag=True, help="Follow the work to its end; exit 1 if it fails.")
 @click.option(
     "--timeout", type=float, default=3600.0, show_default=True, help="Seconds --wait waits at most."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the work as JSON.")
-def deploy(mac, setup, power, after, wait, timeout, as_json) -> None:
+def deploy(mac, setup, power, after, erase, user_data, seed, wait, timeout, as_json) -> None:
     """Queue the image setup SETUP (its UUID) on machine MAC."""
     server = api()
-    body: dict = {"SetupUUID": setup}
-    if power is not None:
-        body["Power"] = power
-    if after is not None:
-        body["After"] = after
+    given = {
+        "SetupUUID": setup,
+        "Power": power,
+        "After": after,
+        "Erase": erase,
+        "UserData": user_data.read() if user_data is not None else None,
+        "Seed": seed,
+    }
+    body = {k: v for k, v in given.items() if v is not None}
     if not wait:
         work = server.post(f"/machine/{mac}/boot", body)
         if as_json:

@@ -14,8 +14,15 @@ __all__ = ["deploy", "events", "logs", "machines", "queue"]
 
 MACHINE_FIELDS = (
     "Name", "MacAddresses", "Architecture", "Managed", "State", "ImageUUID",
-    "LastSeen", "CreatedAt", "Power", "Progress",
+    "LastSeen", "CreatedAt", "Power", "Progress", "Erase", "LastUser",
 )  # fmt: skip
+# What a machine's disks get when its next work is another user's
+# (pxed/erase.py); an erase on demand takes all but none.
+ERASE_POLICIES = ("none", "metadata", "discard", "full")
+ERASE_HELP = (
+    "Erase between users: none, metadata (partition tables and signatures; "
+    "the server's default), discard (and TRIM every block), full (and zero every block)."
+)
 
 
 def _step(m: dict) -> str:
@@ -57,15 +64,11 @@ def machines_show(mac: str, as_json: bool) -> None:
     show(api().get(f"/machine/{mac}"), as_json, lambda m: fields(m, MACHINE_FIELDS))
 
 
-def _body(name: str | None, arch: str | None, managed: bool | None) -> dict:
-    body: dict = {}
-    if name is not None:
-        body["Name"] = name
-    if arch is not None:
-        body["Architecture"] = arch
-    if managed is not None:
-        body["Managed"] = managed
-    return body
+def _body(
+    name: str | None, arch: str | None, managed: bool | None, erase: str | None = None
+) -> dict:
+    given = {"Name": name, "Architecture": arch, "Managed": managed, "Erase": erase}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @machines.command("add")
@@ -73,10 +76,13 @@ def _body(name: str | None, arch: str | None, managed: bool | None) -> dict:
 @click.argument("mac", nargs=-1, required=True)
 @click.option("--arch", help="x86_64 (the server's default), arm64, ...")
 @click.option("--managed/--unmanaged", default=True, show_default=True)
+@click.option("--erase", type=click.Choice(ERASE_POLICIES), help=ERASE_HELP)
 @json_option
-def machines_add(name: str, mac: tuple[str, ...], arch: str | None, managed: bool, as_json: bool):
+def machines_add(
+    name: str, mac: tuple[str, ...], arch: str | None, managed: bool, erase, as_json: bool
+):
     """Register machine NAME with its MAC address(es) (admins)."""
-    body = {**_body(name, arch, managed), "MacAddresses": [{"Mac": m} for m in mac]}
+    body = {**_body(name, arch, managed, erase), "MacAddresses": [{"Mac": m} for m in mac]}
     created = api().post("/machine", body)
     show(created, as_json, lambda m: click.echo(f"Added {m['Name']} ({mac[0]})"))
 
@@ -86,12 +92,15 @@ def machines_add(name: str, mac: tuple[str, ...], arch: str | None, managed: boo
 @click.option("--name")
 @click.option("--arch")
 @click.option("--managed/--unmanaged", default=None)
+@click.option("--erase", type=click.Choice(ERASE_POLICIES), help=ERASE_HELP)
 @json_option
-def machines_edit(mac: str, name, arch, managed, as_json: bool) -> None:
-    """Change a machine's name, architecture or managed flag (admins)."""
-    body = _body(name, arch, managed)
+def machines_edit(mac: str, name, arch, managed, erase, as_json: bool) -> None:
+    """Change a machine's name, architecture, managed flag or erase policy (admins)."""
+    body = _body(name, arch, managed, erase)
     if not body:
-        raise click.UsageError("nothing to change: give --name, --arch or --managed/--unmanaged")
+        raise click.UsageError(
+            "nothing to change: give --name, --arch, --managed/--unmanaged or --erase"
+        )
     changed = api().put(f"/machine/{mac}", body)
     show(changed, as_json, lambda m: fields(m, MACHINE_FIELDS))
 
@@ -131,6 +140,27 @@ def machines_power(mac: str, action: str, as_json: bool) -> None:
     else:
         answer = server.post(f"/machine/{mac}/power", {"Action": action})
     show(answer, as_json, lambda a: click.echo(f"{a['Mac']}: {a['State']}"))
+
+
+@machines.command("erase")
+@click.argument("mac")
+@click.option(
+    "--policy",
+    type=click.Choice(ERASE_POLICIES[1:]),
+    help="How much (default: the machine's policy, or metadata where that is none).",
+)
+@click.option(
+    "--after",
+    type=click.Choice(["reboot", "poweroff", "none"]),
+    help="Once erased (default: poweroff where pxed has the machine's power).",
+)
+@json_option
+def machines_erase(mac: str, policy: str | None, after: str | None, as_json: bool) -> None:
+    """Queue work that erases every disk of machine MAC and writes nothing (admins)."""
+    body = {k: v for k, v in {"Policy": policy, "After": after}.items() if v is not None}
+    work = api().post(f"/machine/{mac}/erase", body)
+    said = f"Queued work {work['ID']} on {mac}: erase ({work['EraseAsked']})"
+    show(work, as_json, lambda _: click.echo(said))
 
 
 @click.command()

@@ -98,3 +98,30 @@ async def test_events_follow_until_an_action(server, pxectl):
     actions = [json.loads(line)["Action"] for line in done.out.splitlines()]
     assert actions[0] == "queue.add" and actions[-1] == "queue.done"
     assert "queue.start" in actions
+
+
+@pytest_twisted.ensureDeferred
+async def test_erase_policies_and_an_erase_on_demand(server, pxectl):
+    added = await pxectl.ok("machines", "add", "node1", MAC, "--erase", "none", "--json")
+    assert added.json()["Erase"] == "none"
+    edited = await pxectl.ok("machines", "edit", MAC, "--erase", "full", "--json")
+    assert edited.json()["Erase"] == "full"
+    assert "Erase:" in (await pxectl.ok("machines", "show", MAC)).out
+    r = await pxectl("machines", "edit", MAC, "--erase", "shred")
+    assert r.code == 2 and "shred" in r.err
+
+    image = await new_image(server.admin)
+    setup = await new_setup(server.admin, "admin", [{"UUID": image, "Version": 0}])
+    work = await pxectl.ok(
+        "deploy", MAC, setup["UUID"], "--erase", "discard", "--user-data", "-", "--json",
+        input="#cloud-config\nruncmd: [true]\n",
+    )  # fmt: skip
+    assert (work.json()["EraseAsked"], work.json()["HasUserData"]) == ("discard", True)
+
+    erasing = await pxectl.ok("machines", "erase", MAC, "--policy", "metadata")
+    assert erasing.out.startswith("Queued work ") and "erase (metadata)" in erasing.out
+    queued = (await server.admin.get(f"/machine/{MAC}/boot/queue")).json()
+    assert [w["EraseAsked"] for w in queued] == ["discard", "metadata"]
+    alice = await server.user("alice")
+    r = await pxectl("machines", "erase", MAC, PXED_TOKEN=token_of(alice))
+    assert r.code == 3 and r.err.startswith("Error: 403 Forbidden"), r.err
