@@ -155,3 +155,55 @@ async def test_power_buttons_are_there_for_a_driver_and_say_why_they_fail(
         d.check_accessibility("machine-power")
 
     await in_browser(steps)
+
+
+@pytest_twisted.ensureDeferred
+async def test_hints_user_data_and_erasing_are_set_from_the_dashboard(dashboard, server):
+    await add_machine(server, name="node7")
+    image = await new_image(server.admin, "debian")
+    await upload_version(server.admin, image, b"d" * MIB)
+
+    def steps() -> None:
+        d = dashboard
+        d.sign_in()
+        d.go("setups")
+        d.wait_heading("Setups")
+        d.fill("#create-setup input[name=Name]", "on the SSD")
+        d.click("#create-setup button[type=submit]")
+        d.wait_heading("on the SSD")
+        d.select("#add-image select[name=UUID]", "debian (2 versions)")
+        d.fill("#add-image input[name=Serial]", "S3EVNX0K")
+        d.fill("#add-image input[name=MinSize]", "100")
+        d.select("#add-image select[name=Rotational]", "no (SSD, NVMe)")
+        d.click("#add-image button[type=submit]")
+        d.wait_text("#entries", "Serial=S3EVNX0K")
+        d.check_accessibility("setup-hints")
+
+        d.go(f"machine/{MAC}")
+        d.wait_heading("node7")
+        d.wait_text("#summary", "nobody on record")
+        d.select("#erase-policy select[name=Erase]", "full")
+        d.click("#erase-policy button[type=submit]")
+        d.wait_text("#status", "Erase policy: full")
+        d.wait_text("#summary", "full")
+        d.select("#deploy select[name=SetupUUID]", "on the SSD")
+        d.select("#deploy select[name=Erase]", "discard, whoever's")
+        d.fill("#deploy textarea[name=UserData]", "#cloud-config\nruncmd: [true]")
+        d.click("#deploy button[type=submit]")
+        d.wait_text("#status", "Queued work 1")
+        d.select("#erase-now select[name=Policy]", "metadata")
+        d.click("#erase-now button[type=submit]")
+        d.wait_text("#status", "Queued work 2: erase (metadata)")
+        d.check_accessibility("machine-erase")
+
+    await in_browser(steps)
+    machine = (await server.admin.get(f"/machine/{MAC}")).json()
+    assert machine["Erase"] == "full"
+    [setup] = (await server.admin.get("/user/admin/image_setups")).json()
+    hints = setup["Images"][0]["DiskHints"]
+    assert hints == {"Serial": "S3EVNX0K", "MinSize": 100 * 10**9, "Rotational": False}, hints
+    queue = (await server.admin.get(f"/machine/{MAC}/boot/queue")).json()
+    assert [(w["EraseAsked"], w["HasUserData"]) for w in queue] == [
+        ("discard", True),
+        ("metadata", False),
+    ]

@@ -1,12 +1,14 @@
 // Machines: the list (live: state and progress from the stream) and a
 // machine's page (power, hardware, queue, deploy, its log and events).
 
-import { del, enc, get, post } from "./api.js";
+import { del, enc, get, post, put } from "./api.js";
 import { $, announce, fields, html, onAction, onSubmit, show, stateBadge, when } from "./dom.js";
 import { follow } from "./live.js";
 
 const macOf = (m) => m.MacAddress.Address;
 const DONE = new Set(["completed", "failed", "cancelled"]);
+// pxed/erase.py's policies, from erasing nothing to zeroing every block.
+const ERASE = ["none", "metadata", "discard", "full"];
 
 function progressCell(p, name) {
   if (!p) return html`<span class="muted">none</span>`;
@@ -80,6 +82,8 @@ function summary(m) {
     <dt>Managed</dt><dd>${m.Managed ? "yes" : "no"}</dd>
     <dt>Last seen</dt><dd>${when(m.LastSeen) || "never"}</dd>
     <dt>Power driver</dt><dd>${power.Driver || "none"}</dd>
+    <dt>Erase between users</dt><dd>${m.Erase}</dd>
+    <dt>Last user</dt><dd>${m.LastUser || "nobody on record"}</dd>
     <dt>Current work</dt><dd>${workCell(m.Progress) || "none"}</dd>
     <dt>Progress</dt><dd>${progressCell(m.Progress, m.Name)}</dd>
   </dl>`;
@@ -116,6 +120,7 @@ export async function page(main, context, mac) {
     get(`/user/${enc(context.me.Username)}/image_setups`).catch(() => []),
   ]);
   const powered = machine.Power && machine.Power.Driver && machine.Power.Driver !== "none";
+  const admin = context.me.Role === "admin";
   show(main, html`
     <h1>${machine.Name}</h1>
     <div id="summary">${summary(machine)}</div>
@@ -144,10 +149,34 @@ export async function page(main, context, mac) {
             <option value="">machine default</option>
             <option value="reboot">reboot</option><option value="poweroff">power off</option><option value="none">none</option>
           </select></label>
+        <label>Erase first
+          <select name="Erase">
+            <option value="">when another user's (the machine's policy)</option>
+            ${ERASE.slice(1).map((p) => html`<option value="${p}">${p}, whoever's</option>`)}
+          </select></label>
+        <label>cloud-init user-data
+          <textarea name="UserData" rows="3" placeholder="#cloud-config"></textarea></label>
         <button type="submit" ${setups.length ? "" : html`disabled`}>Queue deploy</button>
       </form>
       ${setups.length ? "" : html`<p class="muted">You have no setups yet: <a href="#/setups">make one</a>.</p>`}
     </section>
+    ${admin ? html`<section aria-labelledby="erase-h">
+      <h2 id="erase-h">Erasing</h2>
+      <p class="muted">When the machine's next work is another user's than its last, its disks are
+        erased first: none, metadata (partition tables and signatures), discard (and TRIM every
+        block), full (and zero every block).</p>
+      <form id="erase-policy" class="inline">
+        <label>Policy <select name="Erase">
+          ${ERASE.map((p) => html`<option value="${p}" ${p === machine.Erase ? html`selected` : ""}>${p}</option>`)}
+        </select></label>
+        <button type="submit">Save erase policy</button>
+      </form>
+      <form id="erase-now" class="inline">
+        <label>Erase every disk now <select name="Policy">
+          ${ERASE.slice(1).map((p) => html`<option value="${p}">${p}</option>`)}
+        </select></label>
+        <button type="submit" class="danger">Queue an erase</button>
+      </form></section>` : ""}
     <section aria-labelledby="queue-h">
       <h2 id="queue-h">Queue</h2>
       <table><thead><tr><th scope="col">Work</th><th scope="col">Setup</th><th scope="col">Owner</th>
@@ -193,6 +222,18 @@ export async function page(main, context, mac) {
     announce(`Queued work ${work.ID} (${work.Name})`);
     await refresh();
   });
+  if (admin) {
+    onSubmit($("#erase-policy", main), async (form) => {
+      const saved = await put(path, fields(form));
+      announce(`Erase policy: ${saved.Erase}`);
+      await refresh();
+    });
+    onSubmit($("#erase-now", main), async (form) => {
+      const work = await post(`${path}/erase`, fields(form));
+      announce(`Queued work ${work.ID}: erase (${work.EraseAsked})`);
+      await refresh();
+    });
+  }
   onAction(main, {
     cancel: async (button) => {
       await del(`${path}/boot/queue/${button.dataset.id}`);
@@ -227,9 +268,9 @@ export async function page(main, context, mac) {
     },
     progress: (p) => {
       const dd = main.querySelectorAll("#summary dd");
-      if (dd.length >= 8) {
-        show(dd[6], workCell(p.Progress) || "none");
-        show(dd[7], progressCell(p.Progress, machine.Name));
+      if (dd.length >= 10) {
+        show(dd[8], workCell(p.Progress) || "none");
+        show(dd[9], progressCell(p.Progress, machine.Name));
       }
     },
   });
