@@ -156,3 +156,19 @@ async def test_bad_erase_input_is_refused_and_changes_nothing(server):
 
     assert (await machine(server))["Erase"] == "metadata"
     assert (await server.admin.get(f"/machine/{MAC}/boot/queue")).json() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deleted_last_user_is_forgotten_and_the_next_work_erases(server):
+    await add_machine(server)
+    alice = await server.user("alice")
+    await enqueue(alice, [{"UUID": await new_image(alice)}])
+    await take(server)
+    await finish(server)
+    assert (await machine(server))["LastUser"] == "alice"
+
+    assert (await server.admin.delete("/user/alice")).code in (200, 204)
+
+    assert (await machine(server))["LastUser"] is None
+    await enqueue(server.admin, [{"UUID": await new_image(server.admin)}], user="admin")
+    assert "no user's data is on record" in (await take(server))["Erase"]["Reason"]
