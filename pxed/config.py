@@ -140,6 +140,18 @@ class Config:
     # The largest image POST /image creates (bytes); 0: half the total size
     # of the data dir's filesystem, measured at start.
     max_image_size: Annotated[int, Meta(ge=0)] = 0
+    # POST /image/<uuid>/import: the largest body fetched (bytes; 0: the
+    # max_image_size limit), seconds a whole import may take, redirects
+    # followed, whether loopback/private/link-local addresses may be
+    # fetched from, networks that may be though private (CIDRs), imports
+    # running at once and waiting beyond those.
+    import_max_bytes: Annotated[int, Meta(ge=0)] = 0
+    import_timeout: Annotated[float, Positive] = 3600.0
+    import_max_redirects: Annotated[int, Meta(ge=0, le=20)] = 5
+    import_allow_private: bool = False
+    import_allow_networks: tuple[str, ...] = ()
+    import_concurrency: Annotated[int, Positive] = 2
+    import_queue: Annotated[int, Meta(ge=0)] = 16
     # Clients the boot routes answer (CIDRs); anyone else is told to boot
     # locally and gets no credential.
     boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS
@@ -321,7 +333,7 @@ def validate(config: Config) -> None:
         parts = _web_url(origin)
         if parts is None or parts.path:
             raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://host[:port]")
-    for setting in ("boot_networks", "metrics_networks"):
+    for setting in ("boot_networks", "metrics_networks", "import_allow_networks"):
         for network in getattr(config, setting):
             try:
                 ipaddress.ip_network(network)

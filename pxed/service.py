@@ -60,6 +60,7 @@ from pxed.db.pool import DBPool, make_engine
 from pxed.eventfeed import TABLES as FEED_TABLES
 from pxed.eventfeed import EventFeed
 from pxed.imagestore import ImageStore
+from pxed.imports import service as imports_service
 from pxed.metrics import Metrics
 from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
@@ -251,6 +252,10 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     store = ImageStore(db, io, storage)
     builder = BuildWorker(config, db, engine, io, store, reactor, metrics)
     builder.setServiceParent(top)
+    # Stopped before the pools and the store they commit through.
+    importer = imports_service.make(config, db, store, reactor)
+    importer.pool.setServiceParent(top)
+    importer.setServiceParent(top)
     # After the pool (they read and write through it), before the web port.
     credentials = Credentials(
         db,
@@ -303,6 +308,7 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         metrics,
         power,
         feed,
+        importer,
         mgmtos=mgmtos,
         bootnet=bootnet,
     )

@@ -28,6 +28,9 @@ def test_defaults():
     assert cfg.database_url == f"sqlite:///{Path('var/pxed.sqlite').resolve()}"
     assert cfg.static_path == Path("var/static")
     assert cfg.mgmtos["x86_64"].kernel == "mgmtos/x86_64/vmlinuz"
+    # Imports fetch from public addresses only, unless told otherwise.
+    assert (cfg.import_allow_private, cfg.import_allow_networks) == (False, ())
+    assert (cfg.import_max_bytes, cfg.import_max_redirects) == (0, 5)
 
 
 def test_file_overrides_defaults_and_options_override_file(tmp_path):
@@ -132,6 +135,14 @@ def test_environment_overrides_mgmtos_build(tmp_path):
         ('boot_networks = ["lan"]', {}, "boot_networks"),
         ('boot_networks = "10.0.0.0/8"', {}, "boot_networks"),
         ('metrics_networks = ["prometheus"]', {}, "metrics_networks"),
+        ('import_allow_networks = ["mirror.lab"]', {}, "import_allow_networks"),
+        ('import_allow_networks = ["10.0.0.1/8"]', {}, "import_allow_networks"),
+        ("import_max_bytes = -1", {}, "import_max_bytes"),
+        ("import_timeout = 0", {}, "import_timeout"),
+        ("import_max_redirects = 21", {}, "import_max_redirects"),
+        ('import_allow_private = "yes"', {}, "import_allow_private"),
+        ("import_concurrency = 0", {}, "import_concurrency"),
+        ("import_queue = -1", {}, "import_queue"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, text, overrides, setting):

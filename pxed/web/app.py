@@ -22,6 +22,7 @@ from pxed.db.pool import DBPool
 from pxed.eventfeed import EventFeed
 from pxed.github import GitHubClient
 from pxed.imagestore import ImageStore
+from pxed.imports.service import Importer
 from pxed.metrics import Metrics
 from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
@@ -37,6 +38,7 @@ from pxed.web.hardware import HardwareResource
 from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.images import ImagesResource, max_image_size
+from pxed.web.imports import ImportsResource
 from pxed.web.machines import MachinesResource
 from pxed.web.metrics import MetricsResource
 from pxed.web.openapi import OpenAPIResource
@@ -73,6 +75,7 @@ RESOURCES: tuple[type, ...] = (
     BootResource,
     BootFilesResource,
     ImagesResource,
+    ImportsResource,
     SetupsResource,
     QueueResource,
     AgentResource,
@@ -102,6 +105,7 @@ class PxedApp:
         metrics: Metrics,
         power: PowerService,
         feed: EventFeed,
+        importer: Importer,
         github: GitHubClient | None = None,
         mgmtos: ManagementOS | None = None,
         bootnet: BootNetwork | None = None,
@@ -126,8 +130,9 @@ class PxedApp:
             BootResource(boot),
             BootFilesResource(config.boot_dhcp_ipxe_dir, config.boot_networks),
             ImagesResource(
-                db, store, access, max_image_size(config.max_image_size, config.data_dir)
+                db, store, access, max_image_size(config.max_image_size, config.data_dir), importer
             ),
+            ImportsResource(db, importer, access),
             SetupsResource(db),
             QueueResource(db, power, boot.credentials),
             AgentResource(db, origin, power, boot.credentials, io, store.storage.staging),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twisted.web.iweb import IRequest
 
@@ -20,6 +21,9 @@ from pxed.web.lookup import machine_or_404
 from pxed.web.receive import receive_checked
 from pxed.web.router import route
 from pxed.web.static import StaticFiles
+
+if TYPE_CHECKING:
+    from pxed.imports.service import Importer
 
 DEFAULT_SIZE = 512 * 1024 * 1024
 MIN_SIZE = 1024 * 1024
@@ -90,8 +94,14 @@ def image_fields(body: Fields, creating: bool, max_size: int = MAX_SIZE) -> Imag
 
 class ImagesResource:
     def __init__(
-        self, db: DBPool, store: ImageStore, access: ImageAccess, max_size: int = MAX_SIZE
+        self,
+        db: DBPool,
+        store: ImageStore,
+        access: ImageAccess,
+        max_size: int = MAX_SIZE,
+        importer: Importer | None = None,
     ) -> None:
+        self._importer = importer
         self._db = db
         self._store = store
         self._access = access
@@ -100,6 +110,20 @@ class ImagesResource:
     async def _store_upload(self, request: IRequest, image: Image, origin: str) -> images.Version:
         replace = (header(request, "X-BAAS-NewVersion") or "").strip().lower() == "false"
         staged = await receive_checked(request)
+        if origin == "upload" and self._importer is not None:
+            # A user's qcow2, VMDK, VHDX or xz file, once complete and
+            # checked, is stored as the raw disk it holds, compressed as the
+            # image says (a machine's capture is stored as sent, whatever
+            # its first bytes).  The version's sha256 is then the stored
+            # bytes'; the client's digest was the file's it sent.
+            stored, made = await self._importer.convert_upload(staged, image.compression)
+            try:
+                return await self._store.add_version(
+                    image.uuid, stored, origin, replace, actor(request)
+                )
+            finally:
+                for path in made:
+                    await self._importer.discard(path)
         return await self._store.add_version(image.uuid, staged, origin, replace, actor(request))
 
     def _serve_version(self, request: IRequest, image: Image, version: images.Version):
