@@ -1,7 +1,8 @@
-"""images: list, show, create, delete, upload, download."""
+"""images: list, show, create, delete, upload, import, download."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -114,6 +115,52 @@ def images_upload(uuid: str, file: Path, replace: bool, as_json: bool) -> None:
     version = server.post_raw(f"/image/{uuid}", chunks(file, bar), headers)
     bar.finish()
     show(version, as_json, lambda v: click.echo(f"Uploaded version {v['Version']} of {uuid}"))
+
+
+# Seconds between looks at the image's events while an import runs.
+IMPORT_POLL = 1.0
+
+
+@images.command("import")
+@click.argument("uuid")
+@click.argument("url")
+@click.option("--sha256", help="The file's sha256 (as fetched): a mismatch stores nothing.")
+@click.option("--wait/--no-wait", default=True, help="Follow the import to its end (default).")
+@json_option
+def images_import(uuid: str, url: str, sha256: str | None, wait: bool, as_json: bool) -> None:
+    """Have the server fetch URL (http or https) as the image's next version;
+    qcow2, VMDK, VHDX and xz become the raw disk they hold.  Progress goes to
+    stderr; exits 1 with the reason if the import fails."""
+    server = api()
+    body = {"URL": url} | ({"Sha256": sha256} if sha256 else {})
+    started = server.post(f"/image/{uuid}/import", body)
+    job = started["ID"]
+    if not wait:
+        show(started, as_json, lambda s: click.echo(f"Import {s['ID']} started"))
+        return
+    mark = f"import={job} "
+    seen: set[int] = set()
+    while True:
+        events = [
+            e
+            for e in reversed(server.get(f"/image/{uuid}/events"))
+            if e["Detail"].startswith(mark) and e["ID"] not in seen
+        ]
+        for event in events:
+            seen.add(event["ID"])
+            detail = event["Detail"].removeprefix(mark)
+            if event["Action"] == "image.import.failed":
+                raise CliError(f"import {job} failed: {detail}")
+            if event["Action"] == "image.import.done":
+                version = dict(item.split("=", 1) for item in detail.split() if "=" in item)
+                show(
+                    {"ID": job, **version},
+                    as_json,
+                    lambda v: click.echo(f"Imported version {v['version']} of {uuid}"),
+                )
+                return
+            click.echo(detail, err=True)
+        time.sleep(IMPORT_POLL)
 
 
 @images.command("download")
