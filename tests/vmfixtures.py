@@ -81,11 +81,14 @@ async def run_vm(
     stop_when=None,
     memory_mib: int = 768,
     mac: str = MAC,
+    ssh_port: int | None = None,
 ) -> VMRun:
     """Boot a VM (*memory_mib* of RAM, its NIC's MAC *mac*) and wait for it
     to power off (or *timeout*, or until ``stop_when(serial_text)`` holds).
     With *port* it netboots from pxed there; otherwise it boots its first
-    disk.  The serial console goes to a file."""
+    disk, with no NIC unless *ssh_port* is given: then a user-mode NIC
+    (DHCP from QEMU) whose port 22 is that port on the host's loopback.
+    The serial console goes to a file."""
     serial = tmp / f"serial-{len(list(tmp.glob('serial-*')))}.log"
     args = [
         qemu,
@@ -104,7 +107,18 @@ async def run_vm(
     if uefi:
         args += ["-bios", str(OVMF)]
     for i, disk in enumerate(disks):
-        args += ["-drive", f"file={disk},if=virtio,format=raw,index={i}"]
+        if ssh_port is None:
+            args += ["-drive", f"file={disk},if=virtio,format=raw,index={i}"]
+        else:
+            # With a NIC OVMF would try PXE and HTTP boot first (minutes
+            # under TCG): a bootindex puts the first disk ahead of it.
+            boot = ",bootindex=0" if i == 0 else ""
+            args += [
+                "-drive",
+                f"file={disk},if=none,format=raw,id=d{i}",
+                "-device",
+                f"virtio-blk-pci,drive=d{i}{boot}",
+            ]
     if port is not None:
         # Netboot from pxed: iPXE fetches /ipxe, which chains to /ipxe/<mac>.
         args += [
@@ -115,6 +129,14 @@ async def run_vm(
             f"virtio-net-pci,netdev=n0,mac={mac}",
             "-boot",
             "n",
+        ]
+    elif ssh_port is not None:
+        args += [
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            # No ROM: the disk boots, not the network.
+            "-device",
+            f"virtio-net-pci,netdev=n0,mac={mac},romfile=",
         ]
     else:
         args += ["-nic", "none", "-boot", "c"]

@@ -5,20 +5,107 @@ really writes the VM's disk files.  The ``qemu`` and ``mgmtos`` fixtures and
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 
+from tests import debianimage
+from tests.helpers import missing, require_tool
 from tests.vmfixtures import MGMTOS_CMDLINE
+
+# The Debian image build (tests/debianimage.py) takes minutes, mostly
+# waiting on deb.debian.org and dpkg: it starts as soon as the session's
+# tests are known, runs beside them and is waited for by the one test that
+# boots it (tests/e2e/test_cloud_init.py), which runs last for that.
+DEBIAN_IMAGE_TESTS = "cloud_init"
+DEBIAN_IMAGE_TIMEOUT = 1500
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test here is ``e2e`` (see tests/conftest.py)."""
+    """Every test here is ``e2e`` (see tests/conftest.py); the tests that
+    boot the Debian image go to the end of the run, so that its build
+    overlaps everything else."""
     here = Path(__file__).parent
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+    last = [item for item in items if DEBIAN_IMAGE_TESTS in item.name]
+    if last:
+        items[:] = [item for item in items if DEBIAN_IMAGE_TESTS not in item.name] + last
+
+
+def _image_dir(config) -> Path:
+    """Where the image is built: the pytest cache (so a second run in the
+    same tree boots the first one's build), under a name that changes with
+    tests/debianimage.py, so that a changed recipe builds anew."""
+    recipe = hashlib.sha256(Path(debianimage.__file__).read_bytes()).hexdigest()[:12]
+    name = f"pxed-debian-image-{recipe}"
+    if getattr(config, "cache", None) is not None:
+        return Path(config.cache.mkdir(name))
+    return Path(tempfile.mkdtemp(prefix=f"{name}-"))
+
+
+def pytest_collection_finish(session):
+    """Starts the build when a selected test needs it (after -k and -m)."""
+    if session.config.option.collectonly:
+        return
+    if not any(DEBIAN_IMAGE_TESTS in item.name for item in session.items):
+        return
+    out = _image_dir(session.config)
+    log = open(out / "subprocess.log", "ab")
+    # Niced: the tests beside it keep their share of the two cores.
+    proc = subprocess.Popen(
+        ["nice", "-n", "10", sys.executable, "-m", "tests.debianimage", str(out)],
+        cwd=Path(__file__).parents[2],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    session.config.stash[_BUILD] = (proc, out, time.monotonic())
+
+
+_BUILD = pytest.StashKey[tuple]()
+
+
+def pytest_unconfigure(config):
+    """A build still running when the session ends (the test was
+    interrupted) is stopped; the next run starts it over."""
+    started = config.stash.get(_BUILD, None)
+    if started is not None and started[0].poll() is None:
+        started[0].kill()
+        started[0].wait()
+
+
+@pytest.fixture(scope="session")
+def debian_image(request) -> tuple[Path, dict]:
+    """The built image (``disk.img.zst``) and its figures (built.json),
+    once the build the session started has ended."""
+    require_tool("debootstrap", "debootstrap")
+    started = request.config.stash.get(_BUILD, None)
+    if started is None:
+        pytest.fail(f"the Debian image build was not started (a test named *{DEBIAN_IMAGE_TESTS}*)")
+    proc, out, since = started
+    try:
+        proc.wait(timeout=max(1.0, DEBIAN_IMAGE_TIMEOUT - (time.monotonic() - since)))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    figures = debianimage.finished(out)
+    if proc.returncode != 0 or figures is None:
+        log = (
+            (out / "build.log").read_text(errors="replace") if (out / "build.log").exists() else ""
+        )
+        sub = (out / "subprocess.log").read_text(errors="replace")
+        missing(f"the Debian image build failed ({proc.returncode}): {sub[-1500:]}\n{log[-2500:]}")
+    figures = dict(figures, waited_seconds=round(time.monotonic() - since, 1))
+    return out / "disk.img.zst", figures
 
 
 @pytest.fixture
