@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import subprocess
 import threading
 
 import pytest
 
 from pxed.imports import formats
+from tests.helpers import require_tool
 from tests.imports.origin import DISK_SIZE, raw_disk
 
 
@@ -69,3 +71,40 @@ def test_a_cancelled_conversion_stops(disks, tmp_path):
     cancel.set()
     with pytest.raises(formats.Cancelled):
         formats.convert("qcow2", disks["qcow2"], tmp_path / "out.img", DISK_SIZE, cancel)
+
+
+@pytest.mark.parametrize(("fmt", "options"), [("vmdk", []), ("vhdx", []), ("qcow2", ["-c"])])
+def test_vmdk_vhdx_and_compressed_qcow2_are_converted(disks, tmp_path, fmt, options):
+    qemu_img = require_tool("qemu-img", "qemu-utils")
+    made = tmp_path / f"disk.{fmt}"
+    subprocess.run(
+        [qemu_img, "convert", *options, "-f", "raw", "-O", fmt, str(disks["raw"]), str(made)],
+        check=True,
+    )
+    assert formats.detect_file(made) == fmt
+    out = tmp_path / "out.img"
+    size, sha256 = formats.convert(fmt, made, out, DISK_SIZE, threading.Event())
+    assert out.read_bytes() == raw_disk()
+    assert (size, sha256) == (DISK_SIZE, hashlib.sha256(raw_disk()).hexdigest())
+
+
+def test_a_vmdk_whose_data_is_in_another_file_is_refused(tmp_path):
+    qemu_img = require_tool("qemu-img", "qemu-utils")
+    descriptor = tmp_path / "flat.vmdk"
+    subprocess.run(
+        [
+            qemu_img,
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=monolithicFlat",
+            str(descriptor),
+            str(DISK_SIZE),
+        ],
+        check=True,
+    )
+    assert formats.detect_file(descriptor) == formats.VMDK
+    with pytest.raises(formats.ConversionError, match="other files"):
+        formats.convert("vmdk", descriptor, tmp_path / "out.img", DISK_SIZE, threading.Event())
