@@ -21,9 +21,9 @@ from tests.vmfixtures import MGMTOS_CMDLINE
 
 # The Debian image build (tests/debianimage.py) takes minutes, mostly
 # waiting on deb.debian.org and dpkg: it starts as soon as the session's
-# tests are known, runs beside them and is waited for by the one test that
-# boots it (tests/e2e/test_cloud_init.py), which runs last for that.
-DEBIAN_IMAGE_TESTS = "cloud_init"
+# tests are known, if one of them takes the ``debian_image`` fixture
+# (tests/e2e/test_cloud_init.py), runs beside the others and is waited for
+# by those, which run last for that.
 DEBIAN_IMAGE_TIMEOUT = 1500
 
 
@@ -35,9 +35,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-    last = [item for item in items if DEBIAN_IMAGE_TESTS in item.name]
+    last = [item for item in items if _boots_debian(item)]
     if last:
-        items[:] = [item for item in items if DEBIAN_IMAGE_TESTS not in item.name] + last
+        items[:] = [item for item in items if not _boots_debian(item)] + last
+
+
+def _boots_debian(item) -> bool:
+    return "debian_image" in getattr(item, "fixturenames", ())
 
 
 def _image_dir(config) -> Path:
@@ -55,7 +59,7 @@ def pytest_collection_finish(session):
     """Starts the build when a selected test needs it (after -k and -m)."""
     if session.config.option.collectonly:
         return
-    if not any(DEBIAN_IMAGE_TESTS in item.name for item in session.items):
+    if not any(_boots_debian(item) for item in session.items):
         return
     out = _image_dir(session.config)
     log = open(out / "subprocess.log", "ab")
@@ -90,7 +94,7 @@ def debian_image(request) -> tuple[Path, dict]:
     require_tool("debootstrap", "debootstrap")
     started = request.config.stash.get(_BUILD, None)
     if started is None:
-        pytest.fail(f"the Debian image build was not started (a test named *{DEBIAN_IMAGE_TESTS}*)")
+        pytest.fail("the Debian image build was not started (pytest_collection_finish)")
     proc, out, since = started
     try:
         proc.wait(timeout=max(1.0, DEBIAN_IMAGE_TIMEOUT - (time.monotonic() - since)))
