@@ -11,6 +11,7 @@ import lzma
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from twisted.internet import reactor, task
 from twisted.web.resource import Resource
@@ -111,8 +112,11 @@ class Origin:
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}{path}"
 
-    def redirect(self, to: str) -> str:
-        return self.url(f"/redirect?to={to}")
+    def redirect(self, to: str, times: int = 1) -> str:
+        """A URL that redirects (*times* hops) to *to*."""
+        for _ in range(times):
+            to = self.url(f"/redirect?to={quote(to, safe='')}")
+        return to
 
     async def stop(self) -> None:
         for port in self.listening:

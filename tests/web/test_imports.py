@@ -137,6 +137,10 @@ async def test_failures_are_events_and_store_nothing(start_server, origin, disks
         ({"URL": origin.url("/endless")}, f"larger than {8 * MIB} bytes (import_max_bytes)"),
         ({"URL": origin.url("/stall")}, "timed out after 2 s (import_timeout)"),
         ({"URL": origin.url("/files/nothing")}, "answered 404"),
+        (
+            {"URL": origin.redirect(origin.url("/files/disk.img"), times=6)},
+            "more than 5 redirects (import_max_redirects)",
+        ),
         ({"URL": origin.url("/files/backed.qcow2")}, "backing file"),
     ]
     for body, why in cases:
@@ -210,10 +214,13 @@ async def test_a_qcow2_upload_is_stored_as_its_raw_disk(server, disks):
 
 @pytest_twisted.ensureDeferred
 async def test_a_stop_fails_the_import_and_leaves_nothing(request, start_server, origin):
-    server = await start_server(**SETTINGS)
+    server = await start_server(**SETTINGS, import_concurrency=1, import_queue=0)
     image = await new_image(server.admin)
     r = await server.admin.post(f"/image/{image}/import", {"URL": origin.url("/stall")})
     assert r.code == 202, r.text
+    # One running and no room to wait: the next is told to come back.
+    busy = await server.admin.post(f"/image/{image}/import", {"URL": origin.url("/stall")})
+    assert busy.code == 503 and busy.header("retry-after") == "30", busy.text
     await eventually(lambda: staging(server) != [])  # the download's file
     await server.pxed.service.stopService()
     assert staging(server) == []
@@ -223,4 +230,5 @@ async def test_a_stop_fails_the_import_and_leaves_nothing(request, start_server,
     events = (await again.admin.get(f"/image/{image}/events")).json()
     failed = [e for e in events if e["Action"] == "image.import.failed"]
     assert [e["Detail"] for e in failed] == [f"import={r.json()['ID']} pxed is stopping"]
+    assert [e["Action"] for e in events].count("image.import") == 1
     assert len(await versions(again.admin, image)) == 1
