@@ -43,7 +43,8 @@ class AddressPolicy:
         self._allowed: list[Network] = [ipaddress.ip_network(n, strict=False) for n in allowed]
 
     def why_not(self, address: Address) -> str | None:
-        """Why an import may not connect to *address*; None if it may."""
+        """What kind of address *address* is that imports may not connect
+        to ("a loopback address"); None if they may."""
         if self._allow_private:
             return None
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -59,9 +60,9 @@ class AddressPolicy:
             ("a reserved", address.is_reserved),
         ):
             if flag:
-                return f"{address} is {kind} address (import_allow_private is off)"
+                return f"{kind} address"
         if not address.is_global:
-            return f"{address} is not a public address (import_allow_private is off)"
+            return "not a public address"
         return None
 
     def check(self, host: str, addresses: Sequence[Address]) -> Address:
@@ -73,9 +74,10 @@ class AddressPolicy:
         for address in addresses:
             why = self.why_not(address)
             if why is not None:
+                setting = "(import_allow_private is off)"
                 if host == str(address):
-                    raise Refused(why)
-                raise Refused(f"{host} resolves to {why}")
+                    raise Refused(f"{address} is {why} {setting}")
+                raise Refused(f"{host} resolves to {address}, {why} {setting}")
         return addresses[0]
 
 

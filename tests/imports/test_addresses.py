@@ -33,3 +33,16 @@ def test_public_addresses_allowed_and_settings_open_the_rest():
     assert lab.why_not(ip("10.8.1.1")) is not None
     with pytest.raises(Refused, match="does not resolve"):
         lab.check("x", [])
+
+
+def test_the_refusal_names_the_host_the_address_and_the_setting():
+    policy = AddressPolicy(False)
+    with pytest.raises(Refused) as e:
+        policy.check("metadata.internal", [ip("169.254.169.254")])
+    assert str(e.value) == (
+        "metadata.internal resolves to 169.254.169.254, a link-local address "
+        "(import_allow_private is off)"
+    )
+    with pytest.raises(Refused) as e:
+        policy.check("10.0.0.1", [ip("10.0.0.1")])
+    assert str(e.value) == "10.0.0.1 is a private address (import_allow_private is off)"
