@@ -12,11 +12,13 @@ import os
 from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
+from OpenSSL import SSL
 from treq.client import HTTPClient
+from twisted.internet import error as neterror
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, ResponseDone
+from twisted.web.client import Agent, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 
 from pxed.imports.addresses import AddressPolicy, CheckedEndpoints
@@ -185,6 +187,8 @@ class Fetcher:
             sink_ready(_Pending(request))
             try:
                 response = await request
+            except (neterror.ConnectError, ResponseNeverReceived, ResponseFailed) as e:
+                raise FetchError(f"{shown(url)}: {_why(e)}") from None
             finally:
                 sink_ready(None)
             if response.code in REDIRECTS:
@@ -217,6 +221,29 @@ class Fetcher:
             finally:
                 sink_ready(None)
         raise FetchError(f"more than {self._max_redirects} redirects (import_max_redirects)")
+
+
+def _why(error: Exception) -> str:
+    """A connection's failure in a few words (a TLS certificate that does
+    not verify, a refused port), not the class and repr Twisted gives."""
+    if isinstance(error, neterror.ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(error, neterror.TCPTimedOutError | neterror.TimeoutError):
+        return "connecting timed out"
+    if isinstance(error, ResponseNeverReceived | ResponseFailed) and error.reasons:
+        reason = error.reasons[0]
+        if reason.check(SSL.Error):
+            return f"TLS failed: {_ssl_message(reason.value)}"
+        return reason.getErrorMessage() or reason.type.__name__
+    return str(error) or type(error).__name__
+
+
+def _ssl_message(error: Exception) -> str:
+    # pyOpenSSL's errors are lists of (library, function, reason) tuples.
+    try:
+        return "; ".join(str(item[-1]) for item in error.args[0]) or "handshake error"
+    except (IndexError, TypeError):
+        return str(error)
 
 
 class _Pending:

@@ -1,6 +1,7 @@
 """A web server in the test process that imports fetch from: the disks
 made here (raw, qcow2 by Debian's qemu-img, xz), a redirect to any URL,
-a body that never ends and an answer that never comes.  It listens on
+a body that never ends and an answer that never comes; and the same over
+HTTPS with a certificate nobody trusts.  It listens on
 127.0.0.1 and 127.0.0.2 (both loopback on Linux), so a test can allow one
 and show the other would have served."""
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor, ssl, task
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
@@ -108,6 +109,8 @@ class Origin:
     port: int
     endless: Endless
     listening: list
+    # HTTPS with a self-signed certificate, which imports must not trust.
+    tls_port: int
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}{path}"
@@ -136,4 +139,6 @@ async def serve(directory: Path) -> Origin:
     first = reactor.listenTCP(0, site, interface="127.0.0.1")
     port = first.getHost().port
     second = reactor.listenTCP(port, site, interface="127.0.0.2")
-    return Origin(port, endless, [first, second])
+    cert = ssl.KeyPair.generate(size=2048).selfSignedCert(1, CN="127.0.0.1")
+    tls = reactor.listenSSL(0, site, cert.options(), interface="127.0.0.1")
+    return Origin(port, endless, [first, second, tls], tls.getHost().port)

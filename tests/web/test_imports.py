@@ -15,7 +15,7 @@ import pytest_twisted
 import zstandard
 
 from tests.conftest import database_rows
-from tests.helpers import MIB, Client, eventually, new_image, upload
+from tests.helpers import MIB, Client, eventually, free_port, new_image, upload
 from tests.imports.origin import DISK_SIZE, make_disks, raw_disk, serve
 
 RAW_SHA256 = hashlib.sha256(raw_disk()).hexdigest()
@@ -113,7 +113,7 @@ async def test_into_a_zstd_image_the_raw_disk_is_compressed(start_server, origin
 
 
 @pytest_twisted.ensureDeferred
-async def test_failures_are_events_and_store_nothing(start_server, origin, disks):
+async def test_failures_are_events_and_store_nothing(start_server, origin, disks, logged):
     server = await start_server(**SETTINGS, import_timeout=2.0)
     alice = await server.user("alice")
     image = await new_image(alice)
@@ -137,6 +137,11 @@ async def test_failures_are_events_and_store_nothing(start_server, origin, disks
         ({"URL": origin.url("/endless")}, f"larger than {8 * MIB} bytes (import_max_bytes)"),
         ({"URL": origin.url("/stall")}, "timed out after 2 s (import_timeout)"),
         ({"URL": origin.url("/files/nothing")}, "answered 404"),
+        ({"URL": f"http://127.0.0.1:{free_port()}/disk.img"}, "the connection was refused"),
+        (
+            {"URL": f"https://127.0.0.1:{origin.tls_port}/files/disk.img"},
+            "TLS failed: certificate verify failed",
+        ),
         (
             {"URL": origin.redirect(origin.url("/files/disk.img"), times=6)},
             "more than 5 redirects (import_max_redirects)",
@@ -154,6 +159,11 @@ async def test_failures_are_events_and_store_nothing(start_server, origin, disks
     assert origin.endless.closed == 1
     assert origin.endless.sent < 64 * MIB
     assert "Traceback" not in str(await alice.get(f"/image/{image}/events"))
+    # Each failure is a line in the log with its reason, not a stack trace
+    # through pxed.  (Twisted's TLS verification logs its own, "while
+    # verifying certificate", for the untrusted certificate.)
+    assert not [line for line in logged if "Traceback" in line and "/pxed/" in line]
+    assert sum("failed: sha256 mismatch" in line for line in logged) >= 1
 
 
 @pytest_twisted.ensureDeferred
