@@ -152,6 +152,15 @@ class Config:
     import_allow_networks: tuple[str, ...] = ()
     import_concurrency: Annotated[int, Positive] = 2
     import_queue: Annotated[int, Meta(ge=0)] = 16
+    # Leases (POST /leases): what one user of each role may hold (machines
+    # under lease at once, hours per lease, days ahead a lease may start;
+    # 0: no limit).  Admins have none.
+    lease_user_machines: Annotated[int, Meta(ge=0)] = 4
+    lease_user_hours: Annotated[float, Meta(ge=0)] = 168.0
+    lease_user_ahead_days: Annotated[float, Meta(ge=0)] = 30.0
+    lease_moderator_machines: Annotated[int, Meta(ge=0)] = 0
+    lease_moderator_hours: Annotated[float, Meta(ge=0)] = 720.0
+    lease_moderator_ahead_days: Annotated[float, Meta(ge=0)] = 180.0
     # Clients the boot routes answer (CIDRs); anyone else is told to boot
     # locally and gets no credential.
     boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS

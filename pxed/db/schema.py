@@ -512,3 +512,34 @@ user_ssh_keys = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("user_id", "fingerprint"),
 )
+
+# Who has a machine from when until when (pxed/db/leases.py).  A lease runs
+# over [starts_at, ends_at); ended_at is set once it is over (at its end, or
+# released early), warned_at once its holder was told it is ending.  Both
+# references cascade: a deleted machine or user takes its leases along.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "machine_id",
+        sa.Integer,
+        sa.ForeignKey("machines.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column(
+        "holder_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("starts_at", UTCDateTime, nullable=False),
+    sa.Column("ends_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("warned_at", UTCDateTime, nullable=True),
+    # Several machines reserved in one request share it.
+    sa.Column("reservation", sa.String(36), nullable=False, index=True),
+)

@@ -22,7 +22,8 @@ from pxed.errors import BadRequest, Forbidden, NotFound
 from pxed.power.service import PowerService
 from pxed.web import render
 from pxed.web.auth import actor, identity
-from pxed.web.body import INT_MAX, read_json
+from pxed.web.body import INT_MAX, parse_time, query_arg, read_json
+from pxed.web.leases import check_lease
 from pxed.web.lookup import machine_or_404
 from pxed.web.origin import Origin
 from pxed.web.router import route
@@ -208,6 +209,7 @@ class AgentResource:
     @route("/machine/<mac>/logs", ["GET"], access="signed-in")
     async def machine_logs(self, request: IRequest, mac: str) -> list:
         machine = await machine_or_404(self._db, mac)
+        await check_lease(self._db, request, machine)
         return [render.log_line(line) for line in await self._db.run(queue.thd_logs, machine.id)]
 
     @route("/machine/<mac>/events", ["GET"], access="signed-in")
@@ -224,14 +226,8 @@ EVENTS_VIEW = dt.timedelta(days=7)
 
 def _since(request: IRequest) -> dt.datetime:
     """``?since=`` (ISO 8601; without a zone, UTC), else a week ago."""
-    raw = request.args.get(b"since")
-    if not raw:
-        return utcnow() - EVENTS_VIEW
-    try:
-        since = dt.datetime.fromisoformat(raw[0].decode("ascii").replace("Z", "+00:00"))
-    except ValueError:  # UnicodeDecodeError included
-        raise BadRequest("since: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
-    return since if since.tzinfo is not None else since.replace(tzinfo=dt.UTC)
+    raw = query_arg(request, "since")
+    return utcnow() - EVENTS_VIEW if not raw else parse_time(raw, "since")
 
 
 def _wants_seed(work: queue.Work) -> bool:

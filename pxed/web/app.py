@@ -39,6 +39,7 @@ from pxed.web.health import HealthResource
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.images import ImagesResource, max_image_size
 from pxed.web.imports import ImportsResource
+from pxed.web.leases import LeasesResource
 from pxed.web.machines import MachinesResource
 from pxed.web.metrics import MetricsResource
 from pxed.web.openapi import OpenAPIResource
@@ -80,6 +81,7 @@ RESOURCES: tuple[type, ...] = (
     QueueResource,
     AgentResource,
     PowerResource,
+    LeasesResource,
     BuildsResource,
     StaticResource,
     OpenAPIResource,
@@ -137,6 +139,7 @@ class PxedApp:
             QueueResource(db, power, boot.credentials),
             AgentResource(db, origin, power, boot.credentials, io, store.storage.staging),
             PowerResource(db, power),
+            LeasesResource(db, config),
             BuildsResource(db, io, builder, access, origin, reactor),
             StaticResource(str(config.static_path)),
             OpenAPIResource(RESOURCES),

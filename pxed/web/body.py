@@ -4,6 +4,7 @@ whose errors name the field."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -176,6 +177,15 @@ def query_arg(request: IRequest, name: str) -> str | None:
         return _text(values[0].decode("utf-8"), name)
     except UnicodeDecodeError:
         raise BadRequest(f"{name}: not valid UTF-8") from None
+
+
+def parse_time(text: str, name: str) -> dt.datetime:
+    """An ISO 8601 time (``Z`` or an offset; without one, UTC), aware."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name}: expected an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def query_args(request: IRequest) -> dict[str, str]:

@@ -16,6 +16,7 @@ from pxed.power.service import PowerService
 from pxed.web import render
 from pxed.web.auth import actor, check_owner, identity, user
 from pxed.web.body import Fields, read_json
+from pxed.web.leases import check_lease
 from pxed.web.lookup import machine_or_404
 from pxed.web.power import choice
 from pxed.web.router import route
@@ -76,6 +77,7 @@ class QueueResource:
     async def enqueue(self, request: IRequest, mac: str) -> dict:
         body = read_json(request)
         machine = await machine_or_404(self._db, mac)
+        await check_lease(self._db, request, machine)
         caller = user(request)
         setup_uuid = setup_uuid_of(body)
         if setup_uuid is not None:

@@ -9,6 +9,7 @@ from pxed.agent.wire import DiskHints
 from pxed.db.events import Event
 from pxed.db.hardware import Hardware
 from pxed.db.images import Image, Version
+from pxed.db.leases import Lease
 from pxed.db.machines import Machine
 from pxed.db.power import PowerSettings
 from pxed.db.progress import Progress
@@ -130,6 +131,20 @@ def token(t: Token, secret: str | None = None) -> dict[str, Any]:
     if secret is not None:
         out["Token"] = secret
     return out
+
+
+def lease(x: Lease, now: dt.datetime | None = None) -> dict[str, Any]:
+    return {
+        "ID": x.id,
+        "Machine": x.machine,
+        "User": x.holder,
+        "Start": iso(x.starts_at),
+        "End": iso(x.ends_at),
+        "State": x.state(now or dt.datetime.now(dt.UTC)),
+        "Reservation": x.reservation,
+        "CreatedAt": iso(x.created_at),
+        "EndedAt": iso(x.ended_at),
+    }
 
 
 def ssh_key(k: SSHKey) -> dict[str, Any]:

@@ -6,6 +6,7 @@ for, fails here."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 
@@ -102,6 +103,10 @@ async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
     image = await new_image(alice, "disk")
     setup = await new_setup(alice, "alice", [{"UUID": image}])
     work = (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": setup["UUID"]})).json()
+    # Ten days ahead: the lease does not hold the machine while routes run.
+    ahead = (dt.datetime.now(dt.UTC) + dt.timedelta(days=10)).isoformat()
+    lease = await alice.post("/leases", {"Machines": [MAC], "Start": ahead, "Hours": 1})
+    assert lease.code == 201, lease.text
     build = await server.db.run(
         builds.thd_create, image, "alice", "disk", "FROM scratch\n", False, "alice"
     )
@@ -113,6 +118,7 @@ async def seed(server) -> tuple[dict[str, str], dict[str, str]]:
         "name": "alice",
         "token_id": str(alice_token),
         "key_id": str(alice_key),
+        "lease_id": str(lease.json()[0]["ID"]),
         "uuid": image,
         "image_name": "disk",
         "version": "0",
