@@ -226,6 +226,28 @@ async def test_a_machine_credential_minted_by_one_is_accepted_by_the_other(pair)
     assert r.code == 401, r.text
 
 
+@pytest_twisted.ensureDeferred
+async def test_reservations_of_the_same_hours_through_both_servers_give_one_lease(pair):
+    a, b = pair
+    names = []
+    for i in range(3):
+        await add_machine(a, f"52:54:00:00:03:{i:02x}", name=f"leased{i}")
+        names.append(f"leased{i}")
+    for user in ("lessee-a", "lessee-b"):
+        r = await a.admin.post("/user", {"Username": user, "Email": f"{user}@example.org"})
+        assert r.code == 201, r.text
+    # Eight requests at once, half on each server, alternating the holder.
+    calls = [
+        node.admin.post("/leases", {"Machines": names, "Hours": 1, "User": user})
+        for node, user in [(a, "lessee-a"), (b, "lessee-b")] * 4
+    ]
+    answers = await gather(calls)
+    assert sorted(r.code for r in answers) == [201] + [409] * 7, [r.text for r in answers]
+    for node in (a, b):
+        r = await node.admin.get("/leases?machine=leased0")
+        assert len(r.json()) == 1, r.text
+
+
 # -- builds: needs Docker ------------------------------------------------------
 
 
