@@ -5,7 +5,11 @@ really writes the VM's disk files.  The ``qemu`` and ``mgmtos`` fixtures and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,9 +54,14 @@ def _image_dir(config) -> Path:
     tests/debianimage.py, so that a changed recipe builds anew."""
     recipe = hashlib.sha256(Path(debianimage.__file__).read_bytes()).hexdigest()[:12]
     name = f"pxed-debian-image-{recipe}"
-    if getattr(config, "cache", None) is not None:
-        return Path(config.cache.mkdir(name))
-    return Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    if getattr(config, "cache", None) is None:
+        return Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    out = Path(config.cache.mkdir(name))
+    # An older recipe's build (some 150 MB) is of no use any more.
+    for stale in out.parent.glob("pxed-debian-image-*"):
+        if stale != out:
+            shutil.rmtree(stale, ignore_errors=True)
+    return out
 
 
 def pytest_collection_finish(session):
@@ -70,6 +79,8 @@ def pytest_collection_finish(session):
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        # Its own process group: stopping it stops debootstrap's dpkg too.
+        start_new_session=True,
     )
     log.close()
     session.config.stash[_BUILD] = (proc, out, time.monotonic())
@@ -83,8 +94,13 @@ def pytest_unconfigure(config):
     interrupted) is stopped; the next run starts it over."""
     started = config.stash.get(_BUILD, None)
     if started is not None and started[0].poll() is None:
-        started[0].kill()
-        started[0].wait()
+        _stop(started[0])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -99,8 +115,7 @@ def debian_image(request) -> tuple[Path, dict]:
     try:
         proc.wait(timeout=max(1.0, DEBIAN_IMAGE_TIMEOUT - (time.monotonic() - since)))
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        _stop(proc)
     figures = debianimage.finished(out)
     if proc.returncode != 0 or figures is None:
         log = (

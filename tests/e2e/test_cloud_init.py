@@ -205,10 +205,12 @@ async def test_cloud_init_debian_deploy_boots_configured_grown_and_clean(
             time.monotonic() + 540,
             vm,
         )
-        boot_seconds = time.monotonic() - started
-    finally:
+    except AssertionError as e:
         stop[0] = True
-        booted = await vm
+        raise AssertionError(f"{e}\n{(await vm).serial[-4000:]}") from None
+    boot_seconds = time.monotonic() - started
+    stop[0] = True
+    booted = await vm
     lines = out.splitlines()
     assert lines[0] == HOSTNAME, (out, booted.serial[-4000:])
     root_size = int(lines[1])
