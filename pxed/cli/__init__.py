@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pxed.cli import account, builds, demo, images, machines, setups
+from pxed.cli import account, builds, demo, images, leases, machines, setups
 from pxed.cli.client import EXIT_CODES
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -30,6 +30,7 @@ main.add_command(machines.queue)
 main.add_command(machines.events)
 main.add_command(machines.logs)
 main.add_command(machines.deploy)
+main.add_command(leases.leases)
 main.add_command(images.images)
 main.add_command(setups.setups)
 main.add_command(builds.build)
