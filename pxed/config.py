@@ -161,6 +161,10 @@ class Config:
     lease_moderator_machines: Annotated[int, Meta(ge=0)] = 0
     lease_moderator_hours: Annotated[float, Meta(ge=0)] = 720.0
     lease_moderator_ahead_days: Annotated[float, Meta(ge=0)] = 180.0
+    # Seconds between the lease keeper's looks (ends, warnings, holding
+    # other users' work off), and minutes before its end a holder is told.
+    lease_check_interval: Annotated[float, Positive] = 30.0
+    lease_warning_minutes: Annotated[float, Meta(ge=0)] = 15.0
     # Clients the boot routes answer (CIDRs); anyone else is told to boot
     # locally and gets no credential.
     boot_networks: tuple[str, ...] = DEFAULT_BOOT_NETWORKS

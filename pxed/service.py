@@ -6,11 +6,14 @@
 2. DB pool service (its thread pool).
 3. IO pool (file work: hashing, fsync, mkfs).
 4. Docker engine pool, then the build worker (fails builds a stopped
-   daemon left unfinished, then starts queued ones).
+   daemon left unfinished, then starts queued ones), then the importer
+   (POST /image/{uuid}/import: its pool, then the service).
 5. Boot view (pxed/boot/: every machine and its current work in memory;
    the boot answers come from it), the PostgreSQL listener that tells it of
    other servers' changes, and the boot answers' event log.
-6. Power service (machines' BMCs; its IPMI thread pool).
+6. Power service (machines' BMCs; its IPMI thread pool), then the lease
+   keeper (pxed/leasekeeper.py: ends leases, powering their machines off or
+   re-imaging them through it; looks once at start).
 7. The management OS: a missing one is built in the background
    (pxed/mgmtosbuild.py); the boot routes ask it whether it is building.
 8. Web service (the listening port: Twisted's StreamServerEndpointService).
@@ -61,6 +64,7 @@ from pxed.eventfeed import TABLES as FEED_TABLES
 from pxed.eventfeed import EventFeed
 from pxed.imagestore import ImageStore
 from pxed.imports import service as imports_service
+from pxed.leasekeeper import LeaseKeeper
 from pxed.metrics import Metrics
 from pxed.mgmtosbuild import ManagementOS
 from pxed.power.service import PowerService
@@ -287,6 +291,17 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
         db, power_key(config.data_dir), reactor, config.power_timeout, config.power_retries
     )
     power.setServiceParent(top)
+    # Ends leases and powers or re-images their machines: after the power
+    # service and the pool it goes through, before the web port.
+    keeper = LeaseKeeper(
+        db,
+        credentials,
+        power,
+        reactor,
+        config.lease_check_interval,
+        dt.timedelta(minutes=config.lease_warning_minutes),
+    )
+    keeper.setServiceParent(top)
     mgmtos = ManagementOS(config, reactor)
     mgmtos.setServiceParent(top)
     boot = BootAnswers(

@@ -14,7 +14,7 @@ __all__ = ["deploy", "events", "logs", "machines", "queue"]
 
 MACHINE_FIELDS = (
     "Name", "MacAddresses", "Architecture", "Managed", "State", "ImageUUID",
-    "LastSeen", "CreatedAt", "Power", "Progress", "Erase", "LastUser",
+    "LastSeen", "CreatedAt", "Power", "Progress", "Erase", "LastUser", "LeaseEnd",
 )  # fmt: skip
 # What a machine's disks get when its next work is another user's
 # (pxed/erase.py); an erase on demand takes all but none.
@@ -65,9 +65,21 @@ def machines_show(mac: str, as_json: bool) -> None:
 
 
 def _body(
-    name: str | None, arch: str | None, managed: bool | None, erase: str | None = None
+    name: str | None,
+    arch: str | None,
+    managed: bool | None,
+    erase: str | None = None,
+    lease_end: str | None = None,
+    lease_setup: str | None = None,
 ) -> dict:
-    given = {"Name": name, "Architecture": arch, "Managed": managed, "Erase": erase}
+    given = {
+        "Name": name,
+        "Architecture": arch,
+        "Managed": managed,
+        "Erase": erase,
+        "LeaseEnd": lease_end,
+        "LeaseSetupUUID": lease_setup,
+    }
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -93,13 +105,23 @@ def machines_add(
 @click.option("--arch")
 @click.option("--managed/--unmanaged", default=None)
 @click.option("--erase", type=click.Choice(ERASE_POLICIES), help=ERASE_HELP)
+@click.option(
+    "--lease-end",
+    type=click.Choice(["poweroff", "reimage", "none"]),
+    help="When a lease of it ends: power off, re-image with --lease-setup, or nothing.",
+)
+@click.option("--lease-setup", metavar="SETUP", help="The setup a lease's end re-images with.")
 @json_option
-def machines_edit(mac: str, name, arch, managed, erase, as_json: bool) -> None:
-    """Change a machine's name, architecture, managed flag or erase policy (admins)."""
-    body = _body(name, arch, managed, erase)
+def machines_edit(
+    mac: str, name, arch, managed, erase, lease_end, lease_setup, as_json: bool
+) -> None:
+    """Change a machine's name, architecture, managed flag, erase policy or
+    what a lease's end does (admins)."""
+    body = _body(name, arch, managed, erase, lease_end, lease_setup)
     if not body:
         raise click.UsageError(
-            "nothing to change: give --name, --arch, --managed/--unmanaged or --erase"
+            "nothing to change: give --name, --arch, --managed/--unmanaged, --erase,"
+            " --lease-end or --lease-setup"
         )
     changed = api().put(f"/machine/{mac}", body)
     show(changed, as_json, lambda m: fields(m, MACHINE_FIELDS))

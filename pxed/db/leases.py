@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from pxed.db import events
+from pxed.db import events, queue
 from pxed.db.errors import ConflictError, InvalidError, NotFoundError, NotPermittedError
-from pxed.db.schema import leases, machine_macs, machines, users, utcnow
+from pxed.db.schema import boot_setups, leases, machine_macs, machines, users, utcnow
 
 
 @dataclass(frozen=True)
@@ -310,3 +310,99 @@ def thd_holding(
         ).limit(1)
     ).first()
     return Lease(**row._mapping) if row is not None else None
+
+
+# ---------------------------------------------------------------------------
+# The keeper's side (pxed/leasekeeper.py): each transition happens once,
+# whichever server looks first: the row is changed only where it still
+# is as it was seen.
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the keeper has to do now: leases to warn, to end, and running
+    ones (whose machines other users' queued work is cancelled from)."""
+
+    warn: list[tuple[int, int]]
+    end: list[tuple[int, int]]
+    running: list[tuple[int, int]]
+
+
+def thd_due(conn: sa.Connection, now: dt.datetime, warn_before: dt.timedelta) -> Due:
+    """(lease id, machine id) of each."""
+    live = sa.select(leases.c.id, leases.c.machine_id).where(_live())
+    pairs = lambda q: [(r.id, r.machine_id) for r in conn.execute(q)]  # noqa: E731
+    return Due(
+        warn=pairs(
+            live.where(
+                leases.c.warned_at.is_(None),
+                leases.c.ends_at > now,
+                leases.c.ends_at <= now + warn_before,
+            )
+        ),
+        end=pairs(live.where(leases.c.ends_at <= now)),
+        running=pairs(live.where(leases.c.starts_at <= now, leases.c.ends_at > now)),
+    )
+
+
+def thd_warn(conn: sa.Connection, lease_id: int, now: dt.datetime, actor: str) -> Lease | None:
+    """Mark the lease warned and record lease.ending; None if another
+    server did, or it ended meanwhile."""
+    changed = conn.execute(
+        leases.update()
+        .where(leases.c.id == lease_id, leases.c.warned_at.is_(None), _live())
+        .values(warned_at=now)
+    ).rowcount
+    if not changed:
+        return None
+    lease = thd_get(conn, lease_id)
+    machine_id, _ = _ids(conn, lease_id)
+    events.thd_record(
+        conn, actor, "lease.ending", "machine", str(machine_id),
+        f"lease={lease_id} of {lease.holder} ends at {lease.ends_at.isoformat()}",
+    )  # fmt: skip
+    return lease
+
+
+def thd_end(conn: sa.Connection, lease_id: int, now: dt.datetime, actor: str) -> Lease | None:
+    """End a lease whose time is up and cancel its holder's work still
+    queued on the machine; None if another server did."""
+    changed = conn.execute(
+        leases.update()
+        .where(leases.c.id == lease_id, _live(), leases.c.ends_at <= now)
+        .values(ended_at=now)
+    ).rowcount
+    if not changed:
+        return None
+    lease = thd_get(conn, lease_id)
+    machine_id, holder_id = _ids(conn, lease_id)
+    events.thd_record(
+        conn, actor, "lease.end", "machine", str(machine_id), f"lease={lease_id} of {lease.holder}"
+    )
+    _cancel_queued(conn, machine_id, boot_setups.c.owner_id == holder_id, actor)
+    return lease
+
+
+def thd_hold_off(conn: sa.Connection, lease_id: int, actor: str) -> int:
+    """Cancel work queued on a leased machine by anyone but its holder and
+    staff; how many."""
+    machine_id, holder_id = _ids(conn, lease_id)
+    staff = sa.select(users.c.id).where(users.c.role.in_(("moderator", "admin")))
+    others = sa.and_(boot_setups.c.owner_id != holder_id, boot_setups.c.owner_id.not_in(staff))
+    return _cancel_queued(conn, machine_id, others, actor)
+
+
+def _cancel_queued(conn: sa.Connection, machine_id: int, whose, actor: str) -> int:
+    queued = conn.execute(
+        sa.select(boot_setups.c.id).where(
+            boot_setups.c.machine_id == machine_id, boot_setups.c.state == queue.QUEUED, whose
+        )
+    ).scalars()
+    count = 0
+    for work_id in list(queued):
+        try:
+            queue.thd_cancel(conn, machine_id, work_id, actor)
+        except ConflictError:
+            continue  # taken meanwhile: it runs
+        count += 1
+    return count

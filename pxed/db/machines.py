@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from pxed.db import events, users
 from pxed.db import images as images_db
 from pxed.db import power as power_db
-from pxed.db.errors import ConflictError, NotFoundError
+from pxed.db.errors import ConflictError, InvalidError, NotFoundError
 from pxed.db.power import NO_POWER, PowerSettings
-from pxed.db.schema import images, machine_macs, machines, utcnow
+from pxed.db.schema import image_setups, images, machine_macs, machines, utcnow
 
 MACHINE_IMAGE_SIZE = 64 * 1024 * 1024
 
@@ -36,6 +36,8 @@ class Machine:
     # How pxed reaches its BMC (driver "none": it does not).
     power: PowerSettings = NO_POWER
     erase: str = "metadata"
+    lease_end: str = "poweroff"
+    lease_setup_uuid: str | None = None
     # Whose data its disks may hold (None: nobody's known, as a new machine).
     last_user: str | None = None
 
@@ -53,6 +55,9 @@ class MachineFields:
     power: PowerSettings | None = None
     power_keep_password: bool = True
     erase: str | None = None
+    lease_end: str | None = None
+    # "" clears it.
+    lease_setup_uuid: str | None = None
 
 
 def _load(conn: sa.Connection, where: sa.ColumnElement[bool] | None = None) -> list[Machine]:
@@ -98,6 +103,13 @@ def thd_list(conn: sa.Connection) -> list[Machine]:
     return _load(conn)
 
 
+def thd_by_id(conn: sa.Connection, machine_id: int) -> Machine:
+    found = _load(conn, machines.c.id == machine_id)
+    if not found:
+        raise NotFoundError(f"no machine {machine_id}")
+    return found[0]
+
+
 def thd_get(conn: sa.Connection, mac: str) -> Machine | None:
     found = _load(
         conn,
@@ -136,6 +148,7 @@ def thd_create(
     """A new machine; *disk* (a formatted disk already in place as version 0
     of the image it names) becomes its machine image."""
     assert fields.macs, "a machine needs at least one MAC"
+    _check_lease_end(conn, fields, None)
     name = fields.name or fields.macs[0]
     fields = dataclasses.replace(fields, name=name)
     _check_free(conn, fields, None)
@@ -160,6 +173,8 @@ def thd_create(
             architecture=fields.architecture or "x86_64",
             managed=True if fields.managed is None else fields.managed,
             erase=fields.erase or "metadata",
+            lease_end=fields.lease_end or "poweroff",
+            lease_setup_uuid=fields.lease_setup_uuid or None,
             state="new",
             image_uuid=image_uuid,
             created_at=now,
@@ -179,8 +194,27 @@ def thd_create(
     return _load(conn, machines.c.id == machine_id)[0]
 
 
+def _check_lease_end(conn: sa.Connection, fields: MachineFields, current: Machine | None) -> None:
+    """A setup named exists, and a machine re-imaged at a lease's end has one."""
+    if fields.lease_setup_uuid:
+        found = conn.execute(
+            sa.select(image_setups.c.uuid).where(image_setups.c.uuid == fields.lease_setup_uuid)
+        ).scalar()
+        if found is None:
+            raise InvalidError(f"LeaseSetupUUID: no image setup {fields.lease_setup_uuid}")
+    end = fields.lease_end or (current.lease_end if current else "poweroff")
+    setup = (
+        fields.lease_setup_uuid
+        if fields.lease_setup_uuid is not None
+        else (current.lease_setup_uuid if current else None)
+    )
+    if end == "reimage" and not setup:
+        raise InvalidError("LeaseEnd: reimage needs LeaseSetupUUID, the setup it queues")
+
+
 def _update(conn: sa.Connection, machine_id: int, fields: MachineFields, actor: str) -> Machine:
     _check_free(conn, fields, machine_id)
+    _check_lease_end(conn, fields, thd_by_id(conn, machine_id))
     values = {
         k: v
         for k, v in (
@@ -188,9 +222,13 @@ def _update(conn: sa.Connection, machine_id: int, fields: MachineFields, actor: 
             ("architecture", fields.architecture),
             ("managed", fields.managed),
             ("erase", fields.erase),
+            ("lease_end", fields.lease_end),
+            ("lease_setup_uuid", fields.lease_setup_uuid),
         )
         if v is not None
     }
+    if values.get("lease_setup_uuid") == "":
+        values["lease_setup_uuid"] = None
     if values:
         conn.execute(machines.update().where(machines.c.id == machine_id).values(**values))
     if fields.macs is not None:

@@ -100,6 +100,12 @@ machines = sa.Table(
     # a deleted user), which counts as another user's.  No ON DELETE (as
     # _owner_fk): pxed.db.users.thd_delete clears it.
     sa.Column("last_user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=True),
+    # What pxed does when a lease of the machine ends (pxed.leasekeeper):
+    # poweroff, reimage (queue lease_setup_uuid, erasing as the policy
+    # says) or none.  No ON DELETE (SQLite does not reflect one added in
+    # place): deleting a setup clears it (pxed.db.setups.clear_lease_setup).
+    sa.Column("lease_end", sa.String(8), nullable=False, server_default="poweroff"),
+    sa.Column("lease_setup_uuid", sa.String(36), sa.ForeignKey("image_setups.uuid"), nullable=True),
 )
 
 # How pxed reaches a machine's BMC (one row per machine that has one).  The

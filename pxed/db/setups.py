@@ -281,5 +281,6 @@ def thd_remove_entry(
 
 def thd_delete(conn: sa.Connection, owner: str, setup_uuid: str, actor: str) -> None:
     get_owned(conn, owner, setup_uuid)
+    users_db.clear_lease_setup(conn, image_setups.c.uuid == setup_uuid)
     conn.execute(image_setups.delete().where(image_setups.c.uuid == setup_uuid))
     events.thd_record(conn, actor, "setup.delete", "setup", setup_uuid)

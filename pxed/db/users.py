@@ -186,6 +186,17 @@ class Deleted:
     heir: str | None = None
 
 
+def clear_lease_setup(conn: sa.Connection, which: sa.ColumnElement[bool]) -> None:
+    """Machines re-imaged at a lease's end with a setup about to be deleted
+    power off instead (a machine's LeaseSetupUUID goes with the setup)."""
+    chosen = sa.select(image_setups.c.uuid).where(which)
+    conn.execute(
+        machines.update()
+        .where(machines.c.lease_setup_uuid.in_(chosen))
+        .values(lease_setup_uuid=None, lease_end="poweroff")
+    )
+
+
 def thd_delete(conn: sa.Connection, username: str, actor: str, on_delete: str = "admin") -> Deleted:
     """Delete the user, in one transaction with what he owned: his queued
     and running work ends (never boots, credentials revoked), then his
@@ -238,6 +249,7 @@ def thd_delete(conn: sa.Connection, username: str, actor: str, on_delete: str = 
     heir = None
     if on_delete == "remove":
         removed = tuple(conn.execute(his_images).scalars())
+        clear_lease_setup(conn, owned[1])
         for table, where in zip(
             (builds, boot_setups, image_setups, images), owned[::-1], strict=True
         ):

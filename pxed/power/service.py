@@ -99,6 +99,13 @@ class PowerService(MultiService):
             return
         self._spawn(self._after(machine, after, work_id))
 
+    def power_off(self, machine: Machine, tag: str) -> None:
+        """Power the machine off in the background (a lease's end), where
+        pxed has its power; the outcome is an event."""
+        if not machine.power.enabled:
+            return
+        self._spawn(self._step(machine, "pxed", "off", tag, "power_off"))
+
     async def _start(self, machine: Machine, mode: str, work_id: int, who: str) -> None:
         tag = f"work={work_id}"
         if not await self._step(machine, who, "bootdev", f"{tag} pxe once", "boot_once", "pxe"):

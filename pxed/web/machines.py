@@ -20,6 +20,8 @@ from pxed.web.lookup import machine_or_404
 from pxed.web.power import choice, power_settings
 from pxed.web.router import route
 
+# What pxed does with a machine when a lease of it ends (pxed.leasekeeper).
+LEASE_ENDS = ("poweroff", "reimage", "none")
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 
 
@@ -63,6 +65,8 @@ def machine_fields(body: Fields, seal: Callable[[str], str]) -> machines.Machine
     power = power_settings(body, seal)
     return machines.MachineFields(
         erase=choice(body, "Erase", erase.POLICIES),
+        lease_end=choice(body, "LeaseEnd", LEASE_ENDS),
+        lease_setup_uuid=body.str("LeaseSetupUUID", max_length=36),
         name=name.strip() if name else None,
         architecture=arch,
         managed=body.bool("Managed"),

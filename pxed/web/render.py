@@ -45,6 +45,9 @@ def machine(m: Machine) -> dict[str, Any]:
         # the disks may hold (null: nobody's known).
         "Erase": m.erase,
         "LastUser": m.last_user,
+        # When a lease of it ends: power off, re-image with the setup, or nothing.
+        "LeaseEnd": m.lease_end,
+        "LeaseSetupUUID": m.lease_setup_uuid,
     }
 
 

@@ -27,6 +27,10 @@ async def test_reserve_list_extend_and_release(server, pxectl):
     assert r.code == 1 and "Error: 409" in r.err and "leased to admin" in r.err, r.err
     assert (await pxectl("leases", "reserve", "node1")).code == 2
 
+    r = await pxectl.ok("machines", "edit", MAC, "--lease-end", "none", "--json")
+    assert r.json()["LeaseEnd"] == "none"
+    assert (await pxectl("machines", "edit", MAC, "--lease-end", "reimage")).code == 1
+
     released = await pxectl.ok("leases", "release", str(lease["ID"]))
     assert released.out.strip() == f"Released lease {lease['ID']} of node1"
     r = await pxectl.ok("leases", "reserve", "node1", "--hours", "1", PXED_TOKEN=token_of(alice))

@@ -176,3 +176,24 @@ async def test_bad_reservations_are_refused_and_change_nothing(server):
     assert (await alice.get("/leases?since=soon")).code == 400
     assert (await alice.get("/lease/999")).code == 404
     assert await leases(server, f"?since={at(-100)}") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_machine_does_when_its_lease_ends(server):
+    made = await add_machine(server, name="node1")
+    assert (made["LeaseEnd"], made["LeaseSetupUUID"]) == ("poweroff", None)
+    for body in (
+        {"LeaseEnd": "reimage"},
+        {"LeaseEnd": "explode"},
+        {"LeaseSetupUUID": "0" * 32},
+    ):
+        r = await server.admin.put(f"/machine/{MAC}", body)
+        assert r.code == 400, (body, r.text)
+    setup = await new_setup(server.admin, "admin", [{"UUID": await new_image(server.admin)}])
+    body = {"LeaseEnd": "reimage", "LeaseSetupUUID": setup["UUID"]}
+    assert (await server.admin.put(f"/machine/{MAC}", body)).code == 200
+
+    # The setup deleted, the machine powers off at a lease's end instead.
+    assert (await server.admin.delete(f"/user/admin/image_setup/{setup['UUID']}")).code == 200
+    machine = (await server.admin.get(f"/machine/{MAC}")).json()
+    assert (machine["LeaseEnd"], machine["LeaseSetupUUID"]) == ("poweroff", None)

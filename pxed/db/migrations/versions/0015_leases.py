@@ -1,4 +1,5 @@
-"""leases: who has which machine from when until when
+"""leases: who has which machine from when until when, and what each
+machine does when a lease of it ends
 
 Revision ID: 0015
 Revises: 0014
@@ -40,7 +41,30 @@ def upgrade() -> None:
     op.create_index("ix_leases_machine_id", "leases", ["machine_id"])
     op.create_index("ix_leases_holder_id", "leases", ["holder_id"])
     op.create_index("ix_leases_reservation", "leases", ["reservation"])
+    op.add_column(
+        "machines",
+        sa.Column("lease_end", sa.String(8), server_default="poweroff", nullable=False),
+    )
+    if op.get_bind().dialect.name == "sqlite":
+        # In place, as 0014's last_user_id: a rebuilt machines table would
+        # not survive the rows referring to it.
+        op.execute(
+            "ALTER TABLE machines ADD COLUMN lease_setup_uuid VARCHAR(36)"
+            " REFERENCES image_setups (uuid)"
+        )
+    else:
+        op.add_column(
+            "machines",
+            sa.Column(
+                "lease_setup_uuid",
+                sa.String(36),
+                sa.ForeignKey("image_setups.uuid"),
+                nullable=True,
+            ),
+        )
 
 
 def downgrade() -> None:
+    op.drop_column("machines", "lease_setup_uuid")
+    op.drop_column("machines", "lease_end")
     op.drop_table("leases")
