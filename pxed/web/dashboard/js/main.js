@@ -6,6 +6,7 @@ import { ApiError, get, onSignedOut, signIn, signOut } from "./api.js";
 import { $, announce, fail, html, onSubmit, show } from "./dom.js";
 import * as machines from "./machines.js";
 import * as images from "./images.js";
+import * as leases from "./leases.js";
 import * as setups from "./setups.js";
 import * as users from "./users.js";
 
@@ -15,6 +16,7 @@ const ROUTES = [
   [/^images$/, images.list],
   [/^image\/([^/]+)$/, images.page],
   [/^build\/(\d+)$/, images.buildPage],
+  [/^leases$/, leases.list],
   [/^setups$/, setups.list],
   [/^setup\/([^/]+)$/, setups.page],
   [/^users$/, users.list],
