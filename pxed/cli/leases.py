@@ -42,15 +42,39 @@ def leases_list(machine, user, since, until, as_json: bool) -> None:
 
 
 @leases.command("reserve")
-@click.argument("machine", nargs=-1, required=True)
+@click.argument("machine", nargs=-1)
 @click.option("--start", metavar="TIME", help="ISO 8601 (default now).")
 @click.option("--end", metavar="TIME", help="ISO 8601.")
 @click.option("--hours", type=float, help="Hours from the start.")
 @click.option("--user", help="Reserve for this user (moderators and admins).")
+@click.option("--count", type=int, help="Without MACHINE: how many machines the filters admit.")
+@click.option("--arch", help="Without MACHINE: x86_64 or arm64.")
+@click.option("--min-memory", metavar="SIZE", help="Without MACHINE: e.g. 64G.")
+@click.option("--min-cpus", type=int, help="Without MACHINE.")
+@click.option("--disk-min-size", metavar="SIZE", help="Without MACHINE: a disk at least this big.")
 @json_option
-def leases_reserve(machine, start, end, hours, user, as_json: bool) -> None:
-    """Reserve the MACHINE(s) (names or MACs), all or none."""
-    body = {"Machines": list(machine), **_window(end, hours)}
+def leases_reserve(
+    machine, start, end, hours, user, count, arch, min_memory, min_cpus, disk_min_size, as_json
+) -> None:
+    """Reserve the MACHINE(s) (names or MACs), all or none; or, without
+    MACHINE, --count machines (1) that the hardware filters admit."""
+    wanted = {
+        "arch": arch,
+        "min_memory": min_memory,
+        "min_cpus": min_cpus,
+        "disk_min_size": disk_min_size,
+    }
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    if machine and (wanted or count is not None):
+        raise click.UsageError("give MACHINE names or hardware filters, not both")
+    if not machine and not wanted:
+        raise click.UsageError("give MACHINE names, or filters (--arch, --min-memory, ...)")
+    body: dict = {**_window(end, hours)}
+    if machine:
+        body["Machines"] = list(machine)
+    else:
+        body["Filter"] = wanted
+        body["Count"] = count if count is not None else 1
     if start is not None:
         body["Start"] = start
     if user is not None:

@@ -208,6 +208,41 @@ def thd_reserve(
     return [thd_get(conn, i) for i in ids]
 
 
+def thd_reserve_any(
+    conn: sa.Connection,
+    candidates: Sequence[int],
+    count: int,
+    holder_id: int,
+    starts: dt.datetime,
+    ends: dt.datetime,
+    limits: Limits,
+    actor: str,
+    now: dt.datetime | None = None,
+) -> list[Lease]:
+    """*count* of the *candidates* (machine ids, in the order to try) that
+    are free over the window, leased as one reservation; ConflictError if
+    fewer are."""
+    if count < 1:
+        raise InvalidError("Count: at least 1")
+    if not candidates:
+        raise ConflictError("no machine matches the filter")
+    now = now or utcnow()
+    starts = max(starts, now)
+    _check_window(starts, ends, limits, now)
+    _lock(conn, candidates)
+    free = [
+        m
+        for m in candidates
+        if conn.execute(_overlapping(m, starts, ends).limit(1)).first() is None
+    ]
+    if len(free) < count:
+        raise ConflictError(
+            f"{len(free)} of the {len(candidates)} machine(s) matching the filter are free "
+            f"then; {count} asked for"
+        )
+    return thd_reserve(conn, free[:count], holder_id, starts, ends, limits, actor, now)
+
+
 def thd_get(conn: sa.Connection, lease_id: int) -> Lease:
     row = conn.execute(_SELECT.where(leases.c.id == lease_id)).first()
     if row is None:

@@ -7,12 +7,13 @@ and staff may queue work on its machine, power it or read its logs
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from twisted.web.iweb import IRequest
 
 from pxed import macaddr
 from pxed.config import Config
-from pxed.db import leases, users
+from pxed.db import hardware, leases, machines, users
 from pxed.db.errors import NotFoundError
 from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
@@ -21,7 +22,8 @@ from pxed.db.users import User
 from pxed.errors import BadRequest, Forbidden
 from pxed.web import render
 from pxed.web.auth import actor, user
-from pxed.web.body import parse_time, query_arg, read_json
+from pxed.web.body import Fields, parse_time, query_arg, read_json
+from pxed.web.machines import hardware_filters
 from pxed.web.router import route
 
 # The most machines one request reserves, and leases one listing returns.
@@ -66,11 +68,7 @@ class LeasesResource:
         """Reserve ``Machines`` (names or MACs) from ``Start`` (default now)
         until ``End`` (or for ``Hours``); staff may reserve for ``User``."""
         body = read_json(request)
-        names = body.list("Machines", required=True) or []
-        if not names or len(names) > MAX_MACHINES:
-            raise BadRequest(f"Machines: between 1 and {MAX_MACHINES} names or MACs")
-        if not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names):
-            raise BadRequest("Machines: each a machine's name or MAC")
+        wanted = _wanted(body)
         start_text = body.str("Start", max_length=64)
         starts = parse_time(start_text, "Start") if start_text else utcnow()
         ends = _end(body, starts)
@@ -82,7 +80,7 @@ class LeasesResource:
                 raise Forbidden("User: only moderators and admins reserve for someone else")
             holder = await self._db.read(_thd_user, on_behalf)
         made = await self._db.run(
-            _thd_reserve, names, holder.id, starts, ends, self._limits(holder), actor(request)
+            _thd_reserve, wanted, holder.id, starts, ends, self._limits(holder), actor(request)
         )
         request.setResponseCode(201)
         return [render.lease(lease) for lease in made]
@@ -144,6 +142,42 @@ def _end(body, starts: dt.datetime) -> dt.datetime:
     return starts + dt.timedelta(hours=hours)
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """``Machines`` by name or MAC, or ``Count`` machines that ``Filter``
+    admits (GET /machines's filters: arch, min_memory, min_cpus,
+    disk_min_size)."""
+
+    names: tuple[str, ...] = ()
+    filters: hardware.Filters | None = None
+    count: int = 1
+
+
+def _wanted(body: Fields) -> _Wanted:
+    names = body.list("Machines")
+    given = body.object("Filter")
+    if (names is None) == (given is None):
+        raise BadRequest("Machines or Filter: give one (names or MACs, or hardware to match)")
+    if given is None:
+        assert names is not None
+        if not names or len(names) > MAX_MACHINES:
+            raise BadRequest(f"Machines: between 1 and {MAX_MACHINES} names or MACs")
+        if not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names):
+            raise BadRequest("Machines: each a machine's name or MAC")
+        return _Wanted(names=tuple(names))
+    raw = body.raw("Filter")
+    args = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise BadRequest(f"Filter.{str(key)[:40]}: a string or a number")
+        args[str(key).lower()] = str(value)
+    count = body.int("Count")
+    count = 1 if count is None else count
+    if not 1 <= count <= MAX_MACHINES:
+        raise BadRequest(f"Count: between 1 and {MAX_MACHINES}")
+    return _Wanted(filters=hardware_filters(args), count=count)
+
+
 def _as_mac(text: str) -> str | None:
     try:
         return macaddr.normalise(text)
@@ -151,9 +185,17 @@ def _as_mac(text: str) -> str | None:
         return None
 
 
-def _thd_reserve(conn, names, holder_id, starts, ends, limits, actor_name):
-    machine_ids = [leases.thd_machine_id(conn, name, _as_mac(name)) for name in names]
-    return leases.thd_reserve(conn, machine_ids, holder_id, starts, ends, limits, actor_name)
+def _thd_reserve(conn, wanted: _Wanted, holder_id, starts, ends, limits, actor_name):
+    if wanted.filters is None:
+        ids = [leases.thd_machine_id(conn, name, _as_mac(name)) for name in wanted.names]
+        return leases.thd_reserve(conn, ids, holder_id, starts, ends, limits, actor_name)
+    # By name, so that a filter's choice is the same whoever asks.
+    admitted = hardware.thd_matching(conn, wanted.filters)
+    ordered = [m.id for m in sorted(machines.thd_list(conn), key=lambda m: m.name)]
+    candidates = [i for i in ordered if i in admitted]
+    return leases.thd_reserve_any(
+        conn, candidates, wanted.count, holder_id, starts, ends, limits, actor_name
+    )
 
 
 def _thd_calendar(conn, machine, holder, since, until):

@@ -84,6 +84,24 @@ def _size(name: str, value: str | None) -> int | None:
     return None if value is None else inventory.size(name, value)
 
 
+def hardware_filters(args: dict[str, str]) -> hardware.Filters:
+    """``arch``, ``min_memory`` and ``disk_min_size`` (bytes, or with K, M,
+    G, T: ``8G``), ``min_cpus``: GET /machines's query, POST /leases's
+    Filter."""
+    unknown = sorted(set(args) - FILTERS)
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown filter (known: {', '.join(sorted(FILTERS))})")
+    arch = args.get("arch")
+    if arch is not None and arch.lower() not in ARCHITECTURES:
+        raise BadRequest(f"arch: one of x86_64, arm64 (got {arch[:20]!r})")
+    return hardware.Filters(
+        arch=ARCHITECTURES[arch.lower()] if arch is not None else None,
+        min_memory=_size("min_memory", args.get("min_memory")),
+        min_cpus=int_arg(args, "min_cpus", None),
+        disk_min_size=_size("disk_min_size", args.get("disk_min_size")),
+    )
+
+
 class MachinesResource:
     def __init__(self, db: DBPool, store: ImageStore, power: PowerService) -> None:
         self._db = db
@@ -95,19 +113,7 @@ class MachinesResource:
         """Every machine, or those whose inventory passes the filters:
         ``arch``, ``min_memory`` and ``disk_min_size`` (bytes, or with K,
         M, G, T: ``8G``), ``min_cpus``."""
-        args = query_args(request)
-        unknown = sorted(set(args) - FILTERS)
-        if unknown:
-            raise BadRequest(f"{unknown[0]}: unknown filter (known: {', '.join(sorted(FILTERS))})")
-        arch = args.get("arch")
-        if arch is not None and arch.lower() not in ARCHITECTURES:
-            raise BadRequest(f"arch: one of x86_64, arm64 (got {arch[:20]!r})")
-        filters = hardware.Filters(
-            arch=ARCHITECTURES[arch.lower()] if arch is not None else None,
-            min_memory=_size("min_memory", args.get("min_memory")),
-            min_cpus=int_arg(args, "min_cpus", None),
-            disk_min_size=_size("disk_min_size", args.get("disk_min_size")),
-        )
+        filters = hardware_filters(query_args(request))
         found = await self._db.read(machines.thd_list)
         if filters != hardware.Filters():
             admitted = await self._db.read(hardware.thd_matching, filters)

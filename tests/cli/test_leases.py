@@ -26,6 +26,9 @@ async def test_reserve_list_extend_and_release(server, pxectl):
     r = await pxectl("leases", "reserve", "node1", "--hours", "1", PXED_TOKEN=token_of(alice))
     assert r.code == 1 and "Error: 409" in r.err and "leased to admin" in r.err, r.err
     assert (await pxectl("leases", "reserve", "node1")).code == 2
+    assert (await pxectl("leases", "reserve", "--hours", "1")).code == 2
+    r = await pxectl("leases", "reserve", "--arch", "arm64", "--hours", "1")
+    assert r.code == 1 and "no machine matches the filter" in r.err, r.err
 
     r = await pxectl.ok("machines", "edit", MAC, "--lease-end", "none", "--json")
     assert r.json()["LeaseEnd"] == "none"

@@ -10,6 +10,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.helpers import MAC, add_machine, new_image, new_setup
+from tests.web.test_hardware import inventory
 
 OTHER = "52:54:00:00:00:0c"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -197,3 +198,35 @@ async def test_what_a_machine_does_when_its_lease_ends(server):
     assert (await server.admin.delete(f"/user/admin/image_setup/{setup['UUID']}")).code == 200
     machine = (await server.admin.get(f"/machine/{MAC}")).json()
     assert (machine["LeaseEnd"], machine["LeaseSetupUUID"]) == ("poweroff", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_machines_are_reserved_by_their_hardware(server):
+    gib = 1 << 30
+    for i, memory in enumerate((2, 64, 64, 128)):
+        mac = f"52:54:00:00:06:{i:02x}"
+        await add_machine(server, mac, f"n{i}")
+        body = inventory(Memory=memory * gib)
+        r = await server.admin.put(f"/machine/{mac}/hardware", body)
+        assert r.code == 200, r.text
+    alice, bob = await server.user("alice"), await server.user("bob")
+    big = {"Filter": {"min_memory": "64G"}, "Count": 2, "Hours": 2}
+
+    r = await alice.post("/leases", big)
+
+    assert r.code == 201, r.text
+    assert [x["Machine"] for x in r.json()] == ["n1", "n2"], "the first matching, by name"
+    r = await bob.post("/leases", big)
+    assert r.code == 409 and "1 of the 3 machine(s) matching the filter are free" in r.text
+    r = await bob.post("/leases", {**big, "Count": 1})
+    assert r.code == 201 and r.json()[0]["Machine"] == "n3", r.text
+    for body in (
+        {"Filter": {"min_memory": "lots"}, "Hours": 1},
+        {"Filter": {"colour": "red"}, "Hours": 1},
+        {"Filter": {"min_memory": "1G"}, "Count": 0, "Hours": 1},
+        {"Filter": {}, "Machines": ["n0"], "Hours": 1},
+    ):
+        r = await bob.post("/leases", body)
+        assert r.code == 400, (body, r.text)
+    r = await bob.post("/leases", {"Filter": {"arch": "arm64"}, "Hours": 1})
+    assert r.code == 409 and "no machine matches" in r.text
