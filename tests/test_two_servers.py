@@ -5,6 +5,7 @@ that accepted it being killed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import signal
@@ -109,7 +110,10 @@ def shared_database(postgres_cluster):
 
 @pytest.fixture(scope="module")
 def pair(shared_database, tmp_path_factory):
-    yield from start_pair(tmp_path_factory.mktemp("two"), shared_database)
+    # Both lease keepers look five times a second: they race on every lease.
+    yield from start_pair(
+        tmp_path_factory.mktemp("two"), shared_database, "lease_check_interval = 0.2\n"
+    )
 
 
 def gather(calls) -> defer.Deferred:
@@ -246,6 +250,33 @@ async def test_reservations_of_the_same_hours_through_both_servers_give_one_leas
     for node in (a, b):
         r = await node.admin.get("/leases?machine=leased0")
         assert len(r.json()) == 1, r.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_ends_once_with_both_keepers_looking(pair):
+    a, b = pair
+    mac = "52:54:00:00:04:01"
+    await add_machine(a, mac, name="ending")
+    image = await new_image(a.admin, "lease-end")
+    r = await a.admin.post(
+        "/user/admin/image_setup", {"Name": "base", "Images": [{"UUID": image, "Version": 0}]}
+    )
+    body = {"LeaseEnd": "reimage", "LeaseSetupUUID": r.json()["UUID"]}
+    assert (await a.admin.put(f"/machine/{mac}", body)).code == 200
+    end = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).isoformat()
+    r = await b.admin.post("/leases", {"Machines": ["ending"], "End": end, "User": "admin"})
+    assert r.code == 201, r.text
+
+    async def ended() -> bool:
+        events = (await a.admin.get(f"/machine/{mac}/events")).json()
+        return any(e["Action"] == "lease.end" for e in events)
+
+    await eventually(ended, timeout=15)
+    await task.deferLater(reactor, 1.0, lambda: None)  # more looks by both
+    actions = [e["Action"] for e in (await b.admin.get(f"/machine/{mac}/events")).json()]
+    assert actions.count("lease.ending") == 1 and actions.count("lease.end") == 1, actions
+    queue = (await a.admin.get(f"/machine/{mac}/boot/queue")).json()
+    assert [w["SetupUUID"] for w in queue] == [body["LeaseSetupUUID"]], "re-imaged once"
 
 
 # -- builds: needs Docker ------------------------------------------------------
