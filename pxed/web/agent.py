@@ -23,7 +23,7 @@ from pxed.power.service import PowerService
 from pxed.web import render
 from pxed.web.auth import actor, identity
 from pxed.web.body import INT_MAX, parse_time, query_arg, read_json
-from pxed.web.leases import check_lease
+from pxed.web.leasehold import check_lease
 from pxed.web.lookup import machine_or_404
 from pxed.web.origin import Origin
 from pxed.web.router import route

@@ -2,7 +2,7 @@
 /leases`` is the calendar, ``GET``/``PUT``/``DELETE /lease/{id}`` shows,
 extends or shortens, and releases one.  While a lease runs only its holder
 and staff may queue work on its machine, power it or read its logs
-(``check_lease``, used by those routes)."""
+(``pxed.web.leasehold.check_lease``, used by those routes)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pxed import macaddr
 from pxed.config import Config
 from pxed.db import hardware, leases, machines, users
 from pxed.db.errors import NotFoundError
-from pxed.db.machines import Machine
 from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.db.users import User
@@ -40,19 +39,6 @@ def limits_for(config: Config, role: str) -> leases.Limits:
         getattr(config, f"{prefix}_{name}") for name in ("machines", "hours", "ahead_days")
     )
     return leases.Limits(machines or None, hours or None, ahead or None)
-
-
-async def check_lease(db: DBPool, request: IRequest, machine: Machine) -> None:
-    """Forbidden unless the machine is under no lease now, or the caller
-    holds it, or is staff."""
-    caller = user(request)
-    if caller.is_staff:
-        return
-    held = await db.read(leases.thd_holding, machine.id)
-    if held is not None and held.holder != caller.username:
-        raise Forbidden(
-            f"machine {machine.name!r} is leased to {held.holder} until {render.iso(held.ends_at)}"
-        )
 
 
 class LeasesResource:

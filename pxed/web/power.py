@@ -17,6 +17,7 @@ from pxed.power.redfish import base_url
 from pxed.power.service import PowerService
 from pxed.web.auth import actor
 from pxed.web.body import Fields, read_json
+from pxed.web.leasehold import check_lease
 from pxed.web.lookup import machine_or_404
 from pxed.web.router import route
 
@@ -106,6 +107,7 @@ class PowerResource:
     @route("/machine/<mac>/power", ["GET"], access="admin-or-worker")
     async def get_power(self, request: IRequest, mac: str) -> dict:
         machine = await machine_or_404(self._db, mac)
+        await check_lease(self._db, request, machine)
         state = await self._power.state(machine)
         return {"Mac": machine.macs[0], "Driver": machine.power.driver, "State": state}
 
@@ -115,6 +117,7 @@ class PowerResource:
         action = choice(body, "Action", ACTIONS, required=True)
         assert action is not None
         machine = await machine_or_404(self._db, mac)
+        await check_lease(self._db, request, machine)
         state = await self._power.act(machine, action, actor(request))  # type: ignore[arg-type]
         return {
             "Mac": machine.macs[0],

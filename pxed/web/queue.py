@@ -16,7 +16,7 @@ from pxed.power.service import PowerService
 from pxed.web import render
 from pxed.web.auth import actor, check_owner, identity, user
 from pxed.web.body import Fields, read_json
-from pxed.web.leases import check_lease
+from pxed.web.leasehold import check_lease
 from pxed.web.lookup import machine_or_404
 from pxed.web.power import choice
 from pxed.web.router import route

@@ -79,16 +79,25 @@ async def test_of_two_users_asking_for_the_same_hours_at_once_one_gets_them(serv
 async def test_a_running_lease_keeps_other_users_off_its_machine(server):
     await add_machine(server, name="node1")
     alice, bob = await server.user("alice"), await server.user("bob")
+    bobs = await new_setup(bob, "bob", [{"UUID": await new_image(bob)}])
+    # Bob's work from before the lease (the keeper cancels it at its next
+    # look) would let him use the machine's power: not while alice holds it.
+    assert (await bob.post(f"/machine/{MAC}/boot", {"SetupUUID": bobs["UUID"]})).code == 200
+    assert (await bob.get(f"/machine/{MAC}/power")).code == 409, "no driver: served"
     r = await alice.post("/leases", {"Machines": ["node1"], "Hours": 2})
     assert r.code == 201 and r.json()[0]["State"] == "active", r.text
-    bobs = await new_setup(bob, "bob", [{"UUID": await new_image(bob)}])
+    for method, body in (("GET", None), ("POST", {"Action": "on"})):
+        r = await bob.request(method, f"/machine/{MAC}/power", json_body=body)
+        assert r.code == 403 and "leased to alice" in r.text, (method, r.text)
     alices = await new_setup(alice, "alice", [{"UUID": await new_image(alice)}])
 
     r = await bob.post(f"/machine/{MAC}/boot", {"SetupUUID": bobs["UUID"]})
     assert r.code == 403, r.text
     assert "'node1' is leased to alice until" in r.json()["error"]
     assert (await bob.get(f"/machine/{MAC}/logs")).code == 403
-    assert (await server.admin.get(f"/machine/{MAC}/boot/queue")).json() == []
+    queued = (await server.admin.get(f"/machine/{MAC}/boot/queue")).json()
+    assert [w["Username"] for w in queued] == ["bob"], "only his from before"
+    assert (await bob.delete(f"/machine/{MAC}/boot/queue/{queued[0]['ID']}")).code == 200
 
     assert (await alice.post(f"/machine/{MAC}/boot", {"SetupUUID": alices["UUID"]})).code == 200
     assert (await alice.get(f"/machine/{MAC}/logs")).code == 200
