@@ -377,7 +377,10 @@ def make(config: Config, db: DBPool, store: ImageStore, reactor) -> Importer:
     return Importer(
         db,
         store,
-        ImportPool(reactor, config.import_concurrency),
+        # A thread per running import (a conversion holds one throughout)
+        # and one more, so an upload's conversion, a name lookup or a
+        # download's writes never wait for a conversion to end.
+        ImportPool(reactor, config.import_concurrency + 1),
         reactor,
         concurrency=config.import_concurrency,
         queue=config.import_queue,
