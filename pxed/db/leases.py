@@ -88,16 +88,17 @@ def _live():
     return leases.c.ended_at.is_(None)
 
 
-def _overlapping(machine_id: int, starts: dt.datetime, ends: dt.datetime, but: int | None = None):
-    where = [
-        leases.c.machine_id == machine_id,
-        _live(),
-        leases.c.starts_at < ends,
-        leases.c.ends_at > starts,
-    ]
+def _in_window(starts: dt.datetime, ends: dt.datetime, but: int | None = None) -> list:
+    """Live leases overlapping [starts, ends), lease *but* left out."""
+    where = [_live(), leases.c.starts_at < ends, leases.c.ends_at > starts]
     if but is not None:
         where.append(leases.c.id != but)
-    return _SELECT.where(*where).order_by(leases.c.starts_at)
+    return where
+
+
+def _overlapping(machine_id: int, starts: dt.datetime, ends: dt.datetime, but: int | None = None):
+    where = _in_window(starts, ends, but)
+    return _SELECT.where(leases.c.machine_id == machine_id, *where).order_by(leases.c.starts_at)
 
 
 def _lock(conn: sa.Connection, machine_ids: Sequence[int]) -> None:
@@ -137,16 +138,10 @@ def _check_count(
     window: a conservative bound, never more than the limit at once)."""
     if limits.machines is None:
         return
-    where = [
-        leases.c.holder_id == holder_id,
-        _live(),
-        leases.c.starts_at < ends,
-        leases.c.ends_at > starts,
-    ]
-    if but is not None:
-        where.append(leases.c.id != but)
     held = conn.execute(
-        sa.select(sa.func.count(sa.distinct(leases.c.machine_id))).where(*where)
+        sa.select(sa.func.count(sa.distinct(leases.c.machine_id))).where(
+            leases.c.holder_id == holder_id, *_in_window(starts, ends, but)
+        )
     ).scalar_one()
     if held + adding > limits.machines:
         raise NotPermittedError(

@@ -99,6 +99,14 @@ def id_of(conn: sa.Connection, username: str) -> int | None:
     return conn.execute(sa.select(users.c.id).where(users.c.username == username)).scalar()
 
 
+def thd_get_or_404(conn: sa.Connection, username: str) -> User:
+    """thd_get, or NotFoundError."""
+    found = thd_get(conn, username)
+    if found is None:
+        raise NotFoundError(f"no user {username!r}")
+    return found
+
+
 def thd_id(conn: sa.Connection, username: str) -> int:
     """id_of, or NotFoundError."""
     found = id_of(conn, username)

@@ -14,7 +14,6 @@ from twisted.web.iweb import IRequest
 from pxed import macaddr
 from pxed.config import Config
 from pxed.db import hardware, leases, machines, users
-from pxed.db.errors import NotFoundError
 from pxed.db.pool import DBPool
 from pxed.db.schema import utcnow
 from pxed.db.users import User
@@ -64,7 +63,7 @@ class LeasesResource:
         if on_behalf is not None and on_behalf != caller.username:
             if not caller.is_staff:
                 raise Forbidden("User: only moderators and admins reserve for someone else")
-            holder = await self._db.read(_thd_user, on_behalf)
+            holder = await self._db.read(users.thd_get_or_404, on_behalf)
         made = await self._db.run(
             _thd_reserve, wanted, holder.id, starts, ends, self._limits(holder), actor(request)
         )
@@ -113,7 +112,7 @@ class LeasesResource:
             return caller
         if not caller.is_staff:
             raise Forbidden("only the lease's holder, moderators and admins")
-        return await self._db.read(_thd_user, lease.holder)
+        return await self._db.read(users.thd_get_or_404, lease.holder)
 
 
 def _end(body, starts: dt.datetime) -> dt.datetime:
@@ -188,10 +187,3 @@ def _thd_calendar(conn, machine, holder, since, until):
     machine_id = leases.thd_machine_id(conn, machine, _as_mac(machine)) if machine else None
     holder_id = users.thd_id(conn, holder) if holder else None
     return leases.thd_list(conn, machine_id, holder_id, since, until, MAX_LISTED)
-
-
-def _thd_user(conn, username: str) -> User:
-    found = users.thd_get(conn, username)
-    if found is None:
-        raise NotFoundError(f"no user {username!r}")
-    return found

@@ -84,9 +84,7 @@ class UsersResource:
         return {**render.user(caller(request)), "CSRF": csrf_token(session_id)}
 
     async def _target(self, request: IRequest, name: str) -> users.User:
-        target = await self._db.run(users.thd_get, name)
-        if target is None:
-            raise NotFound(f"no user {name!r}")
+        target = await self._db.run(users.thd_get_or_404, name)
         who = caller(request)
         # Moderators manage users, not other moderators or admins.
         if who.username != name and not who.is_admin and target.is_staff:
@@ -95,10 +93,7 @@ class UsersResource:
 
     @route("/user/<name>", ["GET"], access="self-or-staff")
     async def get_user(self, request: IRequest, name: str) -> dict:
-        user = await self._db.run(users.thd_get, name)
-        if user is None:
-            raise NotFound(f"no user {name!r}")
-        return render.user(user)
+        return render.user(await self._db.run(users.thd_get_or_404, name))
 
     @route("/user/<name>", ["PUT"], access="self-or-staff")
     async def update_user(self, request: IRequest, name: str) -> dict:
