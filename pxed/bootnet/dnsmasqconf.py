@@ -14,7 +14,8 @@ checked with tests/bootnet/dhcpclient.py:
   get the file there, by TFTP from this dnsmasq.
 - A client no ``pxe-service`` matches gets the ``dhcp-boot`` file in the
   offer itself (discovery control 8: no menu): iPXE (tag ``ipxe``) the
-  chain URL, UEFI HTTP boot the EFI binary's URL.
+  chain URL, with pxed's address as next server (siaddr: iPXE ignores a
+  proxy's file without one), UEFI HTTP boot the EFI binary's URL.
 - With ``HTTPClient`` among the ``dhcp-pxe-vendor`` strings, an HTTP boot
   client is a PXE client too, and the offer carries ``HTTPClient`` back in
   option 60, which UEFI HTTP boot requires of an offer: so proxy mode does
@@ -93,7 +94,11 @@ def render(b: BootNet) -> str:
         "dhcp-vendorclass=set:httpclient,HTTPClient",
         "dhcp-match=set:ipxe,175",
         "dhcp-userclass=set:ipxe,iPXE",
-        f"dhcp-boot=tag:ipxe,{b.chain_url}",
+        # The server address puts pxed's in siaddr: iPXE takes a proxy's
+        # offer or ACK as boot information only with siaddr *and* a file
+        # (dhcp_has_pxeopts); without it a BIOS iPXE ROM asked port 4011
+        # again and again, dropped each ACK, and never fetched the URL.
+        f"dhcp-boot=tag:ipxe,{b.chain_url},,{b.address.ip}",
         f"dhcp-boot=tag:!ipxe,tag:httpclient,{b.efi_url}",
         f'pxe-service=tag:!ipxe,tag:!httpclient,x86PC,"pxed: iPXE",{BIOS_FILE}',
         f'pxe-service=tag:!ipxe,tag:!httpclient,x86-64_EFI,"pxed: iPXE",{b.efi}',

@@ -71,14 +71,16 @@ async def test_each_firmware_gets_its_boot_file(start_server, bootlink, dnsmasq,
     # iPXE, whichever firmware it runs on: the chain URL.
     for arch in ("0", "7"):
         ipxe = await offer("--arch", arch, "--ipxe")
-        assert ipxe["file"] == f"{url}/ipxe"
+        # With pxed as next server: iPXE takes a proxy's file only beside
+        # a siaddr (without one a BIOS iPXE ROM never chained).
+        assert (ipxe["file"], ipxe["siaddr"]) == (f"{url}/ipxe", bootlink.address)
         # iPXE then asks the proxy's port 4011 (its ProxyDHCPREQUEST), and
         # takes the file from that answer: the chain URL again, no menu.
         (ack,) = await bootlink.ask(
             MAC, "--arch", arch, "--ipxe", "--boot-server", bootlink.address, "--client", client,
             count=1,
         )  # fmt: skip
-        assert (ack["file"], ack["menu"]) == (f"{url}/ipxe", [])
+        assert (ack["file"], ack["siaddr"], ack["menu"]) == (f"{url}/ipxe", bootlink.address, [])
     # UEFI HTTP boot: the EFI binary's URL, with HTTPClient said back.
     http = await offer("--arch", "16", "--http")
     assert (http["file"], http["vendor_class"]) == (f"{url}/boot/snponly.efi", "HTTPClient")
