@@ -25,12 +25,13 @@ from tests.vmfixtures import OVMF
 # The lab's pxed without a boot network of its own: the lab's DHCP server
 # (standalone) points the machines at it.
 STANDALONE_PORT = 4849
-# The lab's pxed with its own proxyDHCP.
+# The lab's pxed with its own proxyDHCP, for its wire and the rack a relay
+# forwards (not the other rack behind that relay).
 PROXY_PORT = 4848
 PROXY_SETTINGS = f"""
 boot_dhcp = "proxy"
 boot_dhcp_interface = "{lab.LAB_INTERFACE}"
-boot_networks = ["{lab.SUBNET}"]
+boot_networks = ["{lab.SUBNET}", "{lab.RELAYED_RACK.network}"]
 boot_dhcp_options = ["log-dhcp"]
 """
 
@@ -110,7 +111,7 @@ def proxy_pxed(lab_network, mgmtos: Path, lab_dir: Path) -> Iterator[LabPxed]:
 def standalone_lab(lab_dhcp: LabDHCP, standalone_pxed: LabPxed, lab_dir: Path) -> LabPxed:
     """The lab's DHCP server doing all of netbooting (addresses, TFTP,
     the chain to pxed), pxed answering HTTP only; that pxed."""
-    lab_dhcp.serve(labdhcp.standalone(lab_dir / "leases", standalone_pxed.lab_url))
+    lab_dhcp.serve(labdhcp.standalone(lab_dir / "leases-standalone", standalone_pxed.lab_url))
     return standalone_pxed
 
 
@@ -118,5 +119,5 @@ def standalone_lab(lab_dhcp: LabDHCP, standalone_pxed: LabPxed, lab_dir: Path) -
 def proxy_lab(lab_dhcp: LabDHCP, proxy_pxed: LabPxed, lab_dir: Path) -> LabPxed:
     """The lab's DHCP server handing out addresses only, pxed's proxyDHCP
     and TFTP doing the netbooting; that pxed."""
-    lab_dhcp.serve(labdhcp.plain(lab_dir / "leases"))
+    lab_dhcp.serve(labdhcp.plain(lab_dir / labdhcp.PROXY_LEASES))
     return proxy_pxed

@@ -89,13 +89,13 @@ def record(tmp_path: Path, boots: list[Boot]) -> Path:
     return out
 
 
-async def deploy_at_once(
-    px: LabPxed, qemu: str, tmp_path: Path, vms: list[tuple[Firmware, str]]
+async def boot_at_once(
+    px: LabPxed, qemu: str, tmp_path: Path, vms: list[tuple[Firmware, Deploy]]
 ) -> list[Boot]:
-    """Each (firmware, MAC) of *vms* a machine with an image of its own
-    queued, their VMs powered on together (a tap each), each checked
-    deployed; their timings recorded."""
-    deploys = [await queue_deploy(px, mac, seed, tmp_path) for seed, (_, mac) in enumerate(vms)]
+    """Each (firmware, deploy) of *vms* a VM powered on together with the
+    others (a tap each) and run until it powers off; their timings
+    recorded.  Whether each deployed is the caller's to check."""
+    assert len(vms) <= len(lab.TAPS), f"the lab has {len(lab.TAPS)} taps"
     boots = await defer.gatherResults(
         [
             defer.ensureDeferred(
@@ -103,17 +103,28 @@ async def deploy_at_once(
                     qemu,
                     firmware,
                     tap=tap,
-                    mac=mac,
+                    mac=deploy.mac,
                     disk=deploy.disk,
                     serial=tmp_path / f"serial-{firmware.name}.log",
-                    at_pxed=px.asked(mac),
+                    at_pxed=px.asked(deploy.mac),
                 )
             )
-            for (firmware, mac), deploy, tap in zip(vms, deploys, lab.TAPS, strict=False)
+            for (firmware, deploy), tap in zip(vms, lab.TAPS, strict=False)
         ],
         consumeErrors=True,
     )
     record(tmp_path, boots)
+    return boots
+
+
+async def deploy_at_once(
+    px: LabPxed, qemu: str, tmp_path: Path, vms: list[tuple[Firmware, str]]
+) -> list[Boot]:
+    """Each (firmware, MAC) of *vms* a machine with an image of its own
+    queued, their VMs powered on together, each checked deployed."""
+    deploys = [await queue_deploy(px, mac, seed, tmp_path) for seed, (_, mac) in enumerate(vms)]
+    pairs = [(firmware, deploy) for (firmware, _), deploy in zip(vms, deploys, strict=True)]
+    boots = await boot_at_once(px, qemu, tmp_path, pairs)
     for deploy, boot in zip(deploys, boots, strict=True):
         await assert_deployed(px, deploy, boot)
     return boots

@@ -3,13 +3,17 @@ tap devices on it for QEMU VMs, all named ``pxedt-…``.
 
     pxedt-lan   the bridge (br0) and the VMs' taps (tap0…); QEMU runs here;
                 and probe, a veth on the bridge from which the tests' DHCP
-                client (tests/bootnet/dhcpclient.py) asks what firmware asks
+                client (tests/bootnet/dhcpclient.py) asks what firmware asks,
+                and which holds a relay agent's addresses (tests/realnet/
+                relay.py): RELAY on the boot wire, and its legs on two
+                racks behind it, RELAYED_RACK and OTHER_RACK
     pxedt-dhcp  the lab's own DHCP server, lan0 = DHCP_ADDRESS
     pxedt-pxed  pxed (and its dnsmasq), lan0 = PXED_ADDRESS, and api0, the
                 far end of the veth pxedt-api through which the tests (in
                 the host's namespace) reach pxed's API
 
-No namespace has a default route and the host forwards nothing into the
+No namespace has a default route (pxed's has routes to the two racks via
+the relay, so it can answer one) and the host forwards nothing into the
 lab's subnet (it has no route there): what the VMs send stays on the
 bridge, and the test process reaches only pxed's API address."""
 
@@ -45,6 +49,11 @@ LAB_INTERFACE = "lan0"
 BRIDGE = "br0"
 TAPS = tuple(f"tap{i}" for i in range(4))
 PROBE = "probe"
+# A relay agent on the boot wire, for two racks pxed's wire does not reach:
+# one on boot_networks, one not (its leg on each is the rack's giaddr).
+RELAY = "10.213.0.250"
+RELAYED_RACK = ipaddress.IPv4Interface("10.213.1.1/24")
+OTHER_RACK = ipaddress.IPv4Interface("10.214.0.1/24")
 
 
 def ip_tool() -> str:
@@ -114,6 +123,10 @@ def build() -> None:
     ip("-n", LAN, "link", "add", PROBE, "type", "veth", "peer", "probe0")
     ip("-n", LAN, "link", "set", "probe0", "master", BRIDGE, "up")
     ip("-n", LAN, "link", "set", PROBE, "up")
+    ip("-n", LAN, "addr", "add", f"{RELAY}/{prefix}", "dev", PROBE)
+    for rack in (RELAYED_RACK, OTHER_RACK):
+        ip("-n", LAN, "addr", "add", str(rack), "dev", PROBE)
+        ip("-n", PXED, "route", "add", str(rack.network), "via", RELAY)
     ip("link", "add", API_LINK, "type", "veth", "peer", "api0", "netns", PXED)
     ip("addr", "add", f"{API_HOST}/30", "dev", API_LINK)
     ip("link", "set", API_LINK, "up")
@@ -126,25 +139,11 @@ def routes(namespace: str) -> str:
     return ip("-n", namespace, "route", "show")
 
 
-def ask(mac: str, *args: str, timeout: float = 2.0) -> list[dict]:
-    """The offers a machine *mac* gets to a DHCPDISCOVER on the lab's wire
-    (tests/bootnet/dhcpclient.py's, *args* say which firmware it is): the
-    probe veth takes *mac*, as a server may answer the MAC (unicast)."""
-    ip("-n", LAN, "link", "set", PROBE, "address", mac)
+def _module(module: str, *args: str, timeout: float) -> list[dict]:
+    """The JSON lines ``python -m module args`` prints, run in the LAN
+    namespace (where the probe is)."""
     done = subprocess.run(
-        netns_exec(
-            LAN,
-            sys.executable,
-            "-m",
-            "tests.bootnet.dhcpclient",
-            "--interface",
-            PROBE,
-            "--mac",
-            mac,
-            "--timeout",
-            str(timeout),
-            *args,
-        ),
+        netns_exec(LAN, sys.executable, "-m", module, *args),
         capture_output=True,
         text=True,
         timeout=timeout + 30,
@@ -152,3 +151,42 @@ def ask(mac: str, *args: str, timeout: float = 2.0) -> list[dict]:
     )
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def ask(mac: str, *args: str, timeout: float = 2.0) -> list[dict]:
+    """The offers a machine *mac* gets to a DHCPDISCOVER on the lab's wire
+    (tests/bootnet/dhcpclient.py's, *args* say which firmware it is): the
+    probe veth takes *mac*, as a server may answer the MAC (unicast)."""
+    ip("-n", LAN, "link", "set", PROBE, "address", mac)
+    return _module(
+        "tests.bootnet.dhcpclient",
+        "--interface",
+        PROBE,
+        "--mac",
+        mac,
+        "--timeout",
+        str(timeout),
+        *args,
+        timeout=timeout,
+    )
+
+
+def ask_relayed(
+    rack: ipaddress.IPv4Interface, mac: str, *args: str, timeout: float = 2.0
+) -> list[dict]:
+    """What pxed answers a DHCPDISCOVER of *mac*'s that the relay forwards
+    from *rack* (giaddr its address there; tests/realnet/relay.py's *args*
+    say which firmware it is)."""
+    return _module(
+        "tests.realnet.relay",
+        "--server",
+        PXED_ADDRESS,
+        "--giaddr",
+        str(rack.ip),
+        "--mac",
+        mac,
+        "--timeout",
+        str(timeout),
+        *args,
+        timeout=timeout,
+    )

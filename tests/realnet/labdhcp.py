@@ -26,6 +26,14 @@ from tests.realnet import lab
 
 IPXE_DIR = Path("/usr/lib/ipxe")  # Debian's ipxe package
 
+# Each configuration is a lab of its own, with leases of its own.  With
+# one file for both, the proxy scenarios' leases moved the standalone
+# VMs' addresses (dnsmasq picks by the MAC's hash, skipping leased ones)
+# until two VMs booting together were offered the same one: the second
+# REQUEST got a NAK, "address in use", and OVMF's HTTP boot does not
+# start over after a NAK, it gives up ("Could not retrieve NBP file size").
+PROXY_LEASES = "leases-proxy"
+
 
 def plain(leases: Path) -> str:
     """Addresses from the lab's pool, nothing else."""

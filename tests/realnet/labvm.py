@@ -126,7 +126,12 @@ async def boot(
         "-drive",
         f"file={disk},if=virtio,format=raw",
         "-netdev",
-        f"tap,id=n0,ifname={tap},script=no,downscript=no",
+        # vnet_hdr off: the kernel completes each frame's checksums before
+        # the tap hands it to QEMU, as a real wire carries them (a capture
+        # on the tap shows the proxy's port-4011 answers whole).  With it
+        # on, QEMU may get a veth's partial UDP checksums, which it fills
+        # in only for port 67.
+        f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=off",
         "-device",
         f"{nic},netdev=n0,mac={mac},bootindex=1{options}",
     )
