@@ -6,6 +6,7 @@ the view loads again only for writes an answer depends on (counted in
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task, threads
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
+from pxed.boot import view
 from pxed.boot.snapshot import DEPENDS
 from pxed.db.pool import CHANNEL
 from pxed.db.schema import boot_setups
@@ -365,4 +367,7 @@ async def test_work_queued_for_a_rack_in_a_burst_reloads_the_view_a_few_times(
     assert len(tokens) == len(macs), scripts[:3]
     after = await settled(server)
     print(f"\n[{database}] 100 works queued in {took:.2f} s: {after - before:.0f} view loads")
-    assert after - before <= 3
+    # A burst loads once it is quiet, or every MAX_WAIT seconds while it
+    # lasts: 3 for a rack queued within MAX_WAIT, one more for each MAX_WAIT
+    # a slow machine (CPU steal) takes; one load per queueing would be 100.
+    assert after - before <= 2 + math.ceil(took / view.MAX_WAIT)
