@@ -21,6 +21,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 COOKIE = b"\x63\x82\x53\x63"
@@ -196,15 +197,27 @@ def _udp_to_client(frame: bytes) -> tuple[str, bytes] | None:
     return socket.inet_ntoa(ip[12:16]), udp[8 : struct.unpack("!H", udp[4:6])[0]]
 
 
-def _collect(s: socket.socket, xid: int, timeout: float, count: int | None) -> list[Offer]:
-    """The offers to *xid* within *timeout* seconds, or the first *count*."""
+def _frame_to_client(s: socket.socket) -> tuple[str, bytes] | None:
+    return _udp_to_client(s.recv(65535))
+
+
+def collect(
+    s: socket.socket,
+    xid: int,
+    timeout: float,
+    count: int | None = None,
+    receive: Callable[[socket.socket], tuple[str, bytes] | None] = _frame_to_client,
+) -> list[Offer]:
+    """The offers to *xid* within *timeout* seconds, or the first *count*;
+    *receive* reads one (sender, DHCP message) from *s* (default: a frame
+    of a raw socket, as a client without an address reads them)."""
     offers: list[Offer] = []
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0 and len(offers) != count:
         ready, _, _ = select.select([s], [], [], left)
         if not ready:
             break
-        found = _udp_to_client(s.recv(65535))
+        found = receive(s)
         if found is None:
             continue
         host, data = found
@@ -230,7 +243,7 @@ def discover(
     with _listener(interface) as frames, _socket(interface, 68) as s:
         message = packet(DISCOVER, mac, xid, arch=arch, vendor_class=vendor_class, ipxe=ipxe)
         s.sendto(message, ("255.255.255.255", 67))
-        return _collect(frames, xid, timeout, count)
+        return collect(frames, xid, timeout, count)
 
 
 def boot_server(
@@ -267,7 +280,7 @@ def boot_server(
             ipxe=ipxe,
         )
         s.sendto(message, (server, 4011))
-        return _collect(frames, xid, timeout, count)
+        return collect(frames, xid, timeout, count)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,16 +108,16 @@ def proxy_pxed(lab_network, mgmtos: Path, lab_dir: Path) -> Iterator[LabPxed]:
 
 
 @pytest.fixture
-def standalone_lab(lab_dhcp: LabDHCP, standalone_pxed: LabPxed, lab_dir: Path) -> LabPxed:
+def standalone_lab(lab_dhcp: LabDHCP, standalone_pxed: LabPxed) -> LabPxed:
     """The lab's DHCP server doing all of netbooting (addresses, TFTP,
     the chain to pxed), pxed answering HTTP only; that pxed."""
-    lab_dhcp.serve(labdhcp.standalone(lab_dir / "leases-standalone", standalone_pxed.lab_url))
+    lab_dhcp.serve_standalone(standalone_pxed.lab_url)
     return standalone_pxed
 
 
 @pytest.fixture
-def proxy_lab(lab_dhcp: LabDHCP, proxy_pxed: LabPxed, lab_dir: Path) -> LabPxed:
+def proxy_lab(lab_dhcp: LabDHCP, proxy_pxed: LabPxed) -> LabPxed:
     """The lab's DHCP server handing out addresses only, pxed's proxyDHCP
     and TFTP doing the netbooting; that pxed."""
-    lab_dhcp.serve(labdhcp.plain(lab_dir / labdhcp.PROXY_LEASES))
+    lab_dhcp.serve_plain()
     return proxy_pxed

@@ -26,14 +26,6 @@ from tests.realnet import lab
 
 IPXE_DIR = Path("/usr/lib/ipxe")  # Debian's ipxe package
 
-# Each configuration is a lab of its own, with leases of its own.  With
-# one file for both, the proxy scenarios' leases moved the standalone
-# VMs' addresses (dnsmasq picks by the MAC's hash, skipping leased ones)
-# until two VMs booting together were offered the same one: the second
-# REQUEST got a NAK, "address in use", and OVMF's HTTP boot does not
-# start over after a NAK, it gives up ("Could not retrieve NBP file size").
-PROXY_LEASES = "leases-proxy"
-
 
 def plain(leases: Path) -> str:
     """Addresses from the lab's pool, nothing else."""
@@ -79,6 +71,18 @@ class LabDHCP:
         self.log = workdir / "lab-dhcp.log"
         self.config = ""
         self._proc: subprocess.Popen | None = None
+
+    # Each configuration is a lab of its own, with leases of its own.  With
+    # one file for both, the proxy scenarios' leases moved the standalone
+    # VMs' addresses (dnsmasq picks by the MAC's hash, skipping leased ones)
+    # until two VMs booting together were offered the same one: the second
+    # REQUEST got a NAK, "address in use", and OVMF's HTTP boot does not
+    # start over after a NAK, it gives up ("Could not retrieve NBP file size").
+    def serve_plain(self) -> None:
+        self.serve(plain(self.workdir / "leases-plain"))
+
+    def serve_standalone(self, pxed_url: str) -> None:
+        self.serve(standalone(self.workdir / "leases-standalone", pxed_url))
 
     def serve(self, config: str) -> None:
         """Answer with *config* from now on (restarting the server only if

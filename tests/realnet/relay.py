@@ -13,39 +13,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import socket
-import struct
 import sys
-import time
 from dataclasses import asdict
 
-from tests.bootnet.dhcpclient import DISCOVER, Offer, packet, parse
+from tests.bootnet.dhcpclient import DISCOVER, Offer, collect, packet
 
 SERVER_PORT = 67  # servers and relays both listen here
 
 
-def relayed(server: str, giaddr: str, mac: str, *, arch: int | None, ipxe: bool, timeout: float):
+def relayed(
+    server: str, giaddr: str, mac: str, *, arch: int | None, ipxe: bool, timeout: float
+) -> list[Offer]:
     """The answers to a DHCPDISCOVER from *mac* relayed by *giaddr* to *server*."""
     xid = int.from_bytes(os.urandom(4), "big")
     message = bytearray(packet(DISCOVER, mac, xid, arch=arch, ipxe=ipxe))
     message[3] = 1  # hops: one relay
     message[24:28] = socket.inet_aton(giaddr)
-    offers: list[Offer] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("", SERVER_PORT))
         s.sendto(bytes(message), (server, SERVER_PORT))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([s], [], [], left)
-            if not ready:
-                break
-            data, (host, _) = s.recvfrom(65535)
-            offer = parse(data, host)
-            if offer is not None and struct.unpack("!I", data[4:8])[0] == xid:
-                offers.append(offer)
-    return offers
+        return collect(s, xid, timeout, receive=_datagram)
+
+
+def _datagram(s: socket.socket) -> tuple[str, bytes]:
+    """The relay has its address: the server's answers are datagrams to it."""
+    data, (host, _) = s.recvfrom(65535)
+    return host, data
 
 
 def main(argv: list[str] | None = None) -> int:

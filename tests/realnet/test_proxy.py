@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from tests.bootnet.dhcpclient import NO_ADDRESS
 from tests.helpers import add_machine
-from tests.realnet import lab, labdhcp, labpxed, labvm
+from tests.realnet import lab, labpxed, labvm
 from tests.realnet.deploys import Deploy, assert_deployed, boot_at_once, queue_deploy
 from tests.realnet.labdhcp import LabDHCP
 from tests.realnet.labpxed import LabPxed
@@ -44,10 +42,10 @@ def proxy_offers(mac: str, *args: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def module_proxy_lab(lab_dhcp: LabDHCP, proxy_pxed: LabPxed, lab_dir: Path) -> Iterator[LabPxed]:
+def module_proxy_lab(lab_dhcp: LabDHCP, proxy_pxed: LabPxed) -> LabPxed:
     """conftest's proxy_lab, for the module's shared boot."""
-    lab_dhcp.serve(labdhcp.plain(lab_dir / labdhcp.PROXY_LEASES))
-    yield proxy_pxed
+    lab_dhcp.serve_plain()
+    return proxy_pxed
 
 
 @dataclass
