@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from pxed.db import events
 from pxed.db.pool import DBPool
+from pxed.db.schema import utcnow
 
 log = Logger()
 
@@ -64,40 +65,102 @@ class Answers:
 Write = Answers | Served
 
 
+@dataclass(frozen=True)
+class _New:
+    """A row this write adds: its index among the inserted ones."""
+
+    index: int
+
+
 def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
     """Each of *writes* in order, in one transaction: for each, the event
-    ids of its machines' answers (as ``thd_record``; none for ``Served``)."""
-    found = []
+    ids of its machines' answers (as ``thd_record``; none for ``Served``).
+
+    A rack's first answers are a change for every machine: what they
+    change is looked up in one statement, and the rows they add are
+    inserted in one and their counts added in another, rather than two
+    statements a machine (the database thread holds the GIL against the
+    reactor answering the rack while it builds each)."""
+    asked = {
+        a.machine_id
+        for w in writes
+        if isinstance(w, Answers)
+        for a in w.answers
+        if a.machine_id not in w.rows
+    }
+    # machine id -> the event its last answer is in: a row id, or a new row
+    last: dict[int, int | _New] = {}
+    details: dict[int | _New, str] = {}
+    for row, machine_id, detail in _thd_last_answers(conn, asked):
+        last[machine_id], details[row] = row, detail
+    served = _thd_served(conn, [w for w in writes if isinstance(w, Served)])
+    new: list[dict] = []
+    repeats: dict[int, dict] = {}  # row id -> what its count gets
+
+    def add(row: int | _New, a: Answer) -> None:
+        details[row] = a.detail
+        if isinstance(row, _New):
+            values = new[row.index]
+            values.update(count=values["count"] + a.times, actor=a.actor, detail=a.detail)
+            values["last_at"] = values["at"]
+            return
+        held = repeats.get(row)
+        times = a.times + (held["times"] if held else 0)
+        repeats[row] = {"row": row, "times": times, "actor": a.actor, "detail": a.detail}
+
+    def insert(actor: str, action: str, machine_id: int, detail: str, count: int) -> _New:
+        now = utcnow()
+        new.append(
+            {
+                "at": now,
+                "count": count,
+                "last_at": now if count > 1 else None,
+                "actor": actor,
+                "action": action,
+                "target_type": "machine",
+                "target": str(machine_id),
+                "detail": detail,
+            }
+        )
+        return _New(len(new) - 1)
+
+    found: list[dict[int, int | _New]] = []
     for w in writes:
+        rows: dict[int, int | _New] = {}
+        found.append(rows)
         if isinstance(w, Served):
-            events.thd_record_once(
-                conn, "system", "work.netboot", "machine", str(w.machine_id), f"work={w.work_id}"
-            )
-            found.append({})
-        else:
-            found.append(thd_record(conn, w.answers, w.rows))
-    return found
+            if (w.machine_id, w.work_id) not in served:
+                served.add((w.machine_id, w.work_id))
+                insert("system", "work.netboot", w.machine_id, f"work={w.work_id}", 1)
+            continue
+        for a in w.answers:
+            row = w.rows.get(a.machine_id, last.get(a.machine_id))
+            if row is not None and (a.machine_id in w.rows or events.says(details[row], a.key)):
+                add(row, a)
+            else:
+                row = insert(a.actor, "boot.answer", a.machine_id, a.detail, a.times)
+                details[row] = a.detail
+            last[a.machine_id] = rows[a.machine_id] = row
+    ids = events.thd_insert_many(conn, new)
+    events.thd_add_repeats(conn, list(repeats.values()))
+    return [
+        {m: ids[row.index] if isinstance(row, _New) else row for m, row in rows.items()}
+        for rows in found
+    ]
 
 
-def thd_record(conn: sa.Connection, answers: list[Answer], rows: dict[int, int]) -> dict[int, int]:
-    """Write *answers*: those whose machine's last answer is in the event
-    of *rows* (machine id -> event id) as repeats of it, in one statement;
-    the others as changes.  The machines' event ids now."""
-    known = [a for a in answers if a.machine_id in rows]
-    events.thd_add_repeats(
-        conn,
-        [
-            {"row": rows[a.machine_id], "times": a.times, "actor": a.actor, "detail": a.detail}
-            for a in known
-        ],
+def _thd_last_answers(conn: sa.Connection, machines: set[int]) -> list[tuple[int, int, str]]:
+    """(event id, machine id, detail) of each machine's last answer."""
+    found = events.thd_last_of(conn, "boot.answer", "machine", [str(m) for m in machines])
+    return [(row, int(target), detail) for row, target, detail in found]
+
+
+def _thd_served(conn: sa.Connection, served: list[Served]) -> set[tuple[int, int]]:
+    """Those of *served* (machine id, work id) on record already."""
+    found = events.thd_details_of(
+        conn, "work.netboot", "machine", {(str(s.machine_id), f"work={s.work_id}") for s in served}
     )
-    found = {a.machine_id: rows[a.machine_id] for a in known}
-    for a in answers:
-        if a.machine_id not in rows:
-            found[a.machine_id] = events.thd_record_change(
-                conn, a.actor, "boot.answer", "machine", str(a.machine_id), a.key, a.more, a.times
-            )
-    return found
+    return {(int(target), int(detail.removeprefix("work="))) for target, detail in found}
 
 
 class AnswerLog(Service):

@@ -50,25 +50,56 @@ def thd_record(
     ).inserted_primary_key[0]
 
 
-def thd_record_once(
-    conn: sa.Connection, actor: str, action: str, target_type: str, target: str, detail: str
-) -> bool:
-    """Add the event unless the target has one of that action and detail
-    already (a work's ``work.netboot``); whether it was added."""
-    found = conn.execute(
-        sa.select(events.c.id)
+def thd_insert_many(conn: sa.Connection, rows: list[dict]) -> list[int]:
+    """Add events, each of *rows* a full row but its id; their ids, in
+    order.  One statement for them all (a rack's first boot answers)."""
+    if not rows:
+        return []
+    return list(
+        conn.execute(
+            events.insert().returning(events.c.id, sort_by_parameter_order=True), rows
+        ).scalars()
+    )
+
+
+def thd_last_of(
+    conn: sa.Connection, action: str, target_type: str, targets: list[str]
+) -> list[tuple[int, str, str]]:
+    """(id, target, detail) of the last *action* event about each of
+    *targets* that has one, in one statement."""
+    if not targets:
+        return []
+    last = (
+        sa.select(sa.func.max(events.c.id))
         .where(
             events.c.target_type == target_type,
-            events.c.target == target,
+            events.c.target.in_(targets),
             events.c.action == action,
-            events.c.detail == detail,
         )
-        .limit(1)
-    ).first()
-    if found is not None:
-        return False
-    thd_record(conn, actor, action, target_type, target, detail)
-    return True
+        .group_by(events.c.target)
+    )
+    q = sa.select(events.c.id, events.c.target, events.c.detail).where(events.c.id.in_(last))
+    return [tuple(r) for r in conn.execute(q)]
+
+
+def thd_details_of(
+    conn: sa.Connection, action: str, target_type: str, wanted: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Those of *wanted* (target, detail) that have an *action* event."""
+    if not wanted:
+        return set()
+    q = sa.select(events.c.target, events.c.detail).where(
+        events.c.target_type == target_type,
+        events.c.target.in_(sorted({t for t, _ in wanted})),
+        events.c.action == action,
+        events.c.detail.in_(sorted({d for _, d in wanted})),
+    )
+    return {tuple(r) for r in conn.execute(q)} & wanted
+
+
+def says(detail: str, key: str) -> bool:
+    """Whether an event of *detail* says *key* (a repeat of it adds to it)."""
+    return detail == key or detail.startswith(key + "; ")
 
 
 def thd_record_change(
@@ -98,7 +129,7 @@ def thd_record_change(
         .order_by(events.c.id.desc())
         .limit(1)
     ).first()
-    if last is not None and (last.detail == key or last.detail.startswith(key + "; ")):
+    if last is not None and says(last.detail, key):
         conn.execute(
             events.update()
             .where(events.c.id == last.id)
