@@ -10,10 +10,11 @@ the VM, chassis bootdev sets its next boot.
 from __future__ import annotations
 
 import argparse
+import traceback
 from pathlib import Path
 
 from pyghmi.ipmi import bmc
-from pyghmi.ipmi.private import serversession
+from pyghmi.ipmi.private import serversession, session
 
 from pxed.testing.vm import QemuMachine
 
@@ -79,6 +80,16 @@ class QemuBmc(bmc.Bmc):
     def is_active(self) -> bool:
         return self.vm.is_on()
 
+    def serve(self) -> None:
+        """pyghmi's own loop (``Bmc.listen``) ends the process on the first
+        packet its server fails on; a real BMC answers the next one, and
+        the test's log says what failed."""
+        while True:
+            try:
+                session.Session.wait_for_rsp(30)
+            except Exception:
+                traceback.print_exc()
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     password = args.password_file.read_text().strip()
     server = QemuBmc({args.username: password}, args.port, QemuMachine(args.vm))
     print(f"IPMI BMC listening on 127.0.0.1:{args.port}", flush=True)
-    server.listen()
+    server.serve()
 
 
 if __name__ == "__main__":

@@ -72,12 +72,21 @@ async def deploy(server, bmc, disk, after: str, **power) -> tuple[dict, bytes]:
                 return e
             if e["Action"] == "queue.failed":
                 raise AssertionError(f"the deploy failed: {e['Detail']}\n{serial(bmc)}")
+            if e["Action"].startswith("power.") and "failed" in e["Detail"]:
+                raise AssertionError(f"{e['Action']} by {e['Actor']}: {e['Detail']}")
         return None
 
     try:
         await eventually(done, timeout=300)
-    except AssertionError:
-        raise AssertionError(f"{bmc.power_log()}\n{serial(bmc)}") from None
+    except AssertionError as failure:
+        happened = [
+            (v["Action"], v["Actor"], v["Detail"]) for v in await machine_events(server.admin)
+        ]
+        raise AssertionError(
+            f"{failure}\nevents: {happened}\npower: {bmc.power_log()}\n"
+            f"BMC (exit {bmc.process.poll()}): {bmc.log.read_text(errors='replace')[-2000:]}\n"
+            f"{serial(bmc)}"
+        ) from None
     events = await machine_events(server.admin)
     actions = [(e["Action"], e["Actor"]) for e in events if e["Action"].startswith("power.")]
     # Asked by who queued it, then pxed's after the work.
