@@ -81,7 +81,8 @@ class Metrics:
         self.boot_view_loads = Counter(
             "pxed_boot_view_loads",
             "Loads of the boot view completed (at start, after a write a boot answer "
-            "depends on, here or on another server, and every boot_view_refresh seconds).",
+            "depends on, here or on another server, and every boot_view_refresh seconds;"
+            " of the machines a write concerns when it says which).",
             registry=r,
         )
         self.uploaded_bytes = Counter(

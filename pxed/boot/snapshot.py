@@ -11,6 +11,7 @@ there would leave the view stale after a write to it."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -105,24 +106,42 @@ class Snapshot:
     # (max_enlisting reached): answered "local disk" without asking again.
     refused: set[str] = field(default_factory=set)
 
+    def updated(self, part: Snapshot, machine_ids: Collection[int]) -> Snapshot:
+        """This snapshot with the entries and credentials of *machine_ids*
+        as *part* (``thd_load`` of them) has them.  A change that concerns
+        some machines only moves no MAC between machines (pxed.boot.view),
+        so the other machines' entries stand."""
+        ids = set(machine_ids)
+        return Snapshot(
+            {m: e for m, e in self.by_mac.items() if e.machine.id not in ids} | part.by_mac,
+            {k: t for k, t in self.tokens.items() if k[0] not in ids} | part.tokens,
+            part.enlisting,
+            part.waiting,
+            self.refused,
+        )
 
-def thd_load(conn: sa.Connection, key: bytes) -> Snapshot:
+
+def thd_load(
+    conn: sa.Connection, key: bytes, machine_ids: Collection[int] | None = None
+) -> Snapshot:
     """Everything a boot answer reads, in one read transaction (one
-    snapshot); *key* derives the credentials' tokens."""
-    current = queue.thd_current_all(conn)
+    snapshot); *key* derives the credentials' tokens.  With *machine_ids*,
+    only those machines' entries and credentials (``Snapshot.updated``
+    puts them in a whole one): what work queued for a rack changes."""
+    current = queue.thd_current_all(conn, machine_ids)
+    machines_q = sa.select(*MACHINE_COLUMNS)
+    macs_q = sa.select(machine_macs.c.mac, machine_macs.c.machine_id)
+    if machine_ids is not None:
+        machines_q = machines_q.where(machines.c.id.in_(sorted(machine_ids)))
+        macs_q = macs_q.where(machine_macs.c.machine_id.in_(sorted(machine_ids)))
     entries = {
         row.id: BootEntry(BootMachine(**row._mapping), current.get(row.id))
-        for row in conn.execute(sa.select(*MACHINE_COLUMNS))
+        for row in conn.execute(machines_q)
     }
-    by_mac = {
-        mac: entries[machine_id]
-        for mac, machine_id in conn.execute(
-            sa.select(machine_macs.c.mac, machine_macs.c.machine_id)
-        )
-    }
+    by_mac = {mac: entries[machine_id] for mac, machine_id in conn.execute(macs_q)}
     return Snapshot(
         by_mac,
-        credentials.thd_live_tokens(conn, key),
+        credentials.thd_live_tokens(conn, key, machine_ids),
         enlist.thd_live_tokens(conn, key),
         enlist.thd_waiting(conn),
     )

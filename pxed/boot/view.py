@@ -23,7 +23,9 @@ load rather than answer from what may be old.  A change says which
 machines it concerns when its writer did (pxed.db.written.concerning:
 queueing and cancelling work); any other concerns every machine.  So
 while work queued for a hundred machines is loaded, the other machines'
-answers go on from memory.
+answers go on from memory; and when no change since the last load
+concerns every machine, only the machines concerned are loaded
+(``thd_load`` of them, put in the view with ``Snapshot.updated``).
 
 Loads are coalesced: one at a time; a change that comes alone loads at
 once, and changes coming in a burst (a rack's work queued by a script)
@@ -84,6 +86,10 @@ class BootView(Service):
         self._global = 1
         self._concerning: dict[int, int] = {}
         self._loading: int | None = None  # the change count its load began at
+        # The periodic refresh asks for a whole load (what changed outside
+        # pxed concerns any machine); other loads are of the machines
+        # concerned when no change since the last concerns every machine.
+        self._whole = False
         self._last_change = float("-inf")
         self._burst = False  # the last change came within ISOLATED of the one before
         self._unseen_since: float | None = None  # the first change no load has seen
@@ -100,7 +106,7 @@ class BootView(Service):
     def startService(self) -> None:
         super().startService()
         self._db.watch(DEPENDS, self.changed)
-        self._loop = LoopingCall(self._load)
+        self._loop = LoopingCall(self._refresh_whole)
         self._loop.clock = self._reactor
         # Its first call is now: the initial load.  The later ones load in
         # the background: no change is known, answers need not wait (and
@@ -256,6 +262,10 @@ class BootView(Service):
         self._timer = None
         self._load()
 
+    def _refresh_whole(self) -> None:
+        self._whole = True
+        self._load()
+
     def _load(self) -> None:
         if self._loading is not None or not self.running:
             return
@@ -263,15 +273,24 @@ class BootView(Service):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+        # Work queued for a rack concerns its machines: loading those alone
+        # keeps their first answers' wait (and the GIL the load holds while
+        # the rack asks) to a few rows, not every machine of the site.
+        machines = None
+        if not self._whole and self._global <= self._seen:
+            machines = {m for m, n in self._concerning.items() if n > self._seen}
+        self._whole = False
         self._loading = self._changes
         self._unseen_since = None
-        d = self._db.read(thd_load, self.key)
-        d.addCallbacks(self._loaded, self._failed)
+        d = self._db.read(thd_load, self.key, machines)
+        d.addCallbacks(self._loaded, self._failed, callbackArgs=(machines,))
 
-    def _loaded(self, snapshot: Snapshot) -> None:
+    def _loaded(self, snapshot: Snapshot, machines: set[int] | None = None) -> None:
         began, self._loading = self._loading, None
         assert began is not None
         self._metrics.boot_view_loads.inc()
+        if machines is not None:
+            snapshot = self._snapshot.updated(snapshot, machines)
         for apply in self._minted_meanwhile:
             apply(snapshot)
         self._minted_meanwhile.clear()

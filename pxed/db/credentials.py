@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -139,15 +140,17 @@ def _token_of(key: bytes, row: sa.Row) -> str | None:
 
 
 def thd_live_tokens(
-    conn: sa.Connection, key: bytes
+    conn: sa.Connection, key: bytes, machine_ids: Collection[int] | None = None
 ) -> dict[tuple[int, int | None], tuple[str, dt.datetime]]:
     """(machine id, work id) -> (token, expiry) of every live credential
-    (for the boot answers' view: no query per answer)."""
+    (of the machines of *machine_ids*): for the boot answers' view, no
+    query per answer."""
     mc = machine_credentials.c
     found = {}
-    rows = conn.execute(
-        sa.select(machine_credentials).where(mc.revoked_at.is_(None), mc.expires_at > utcnow())
-    )
+    q = sa.select(machine_credentials).where(mc.revoked_at.is_(None), mc.expires_at > utcnow())
+    if machine_ids is not None:
+        q = q.where(mc.machine_id.in_(sorted(machine_ids)))
+    rows = conn.execute(q)
     for row in rows:
         token = _token_of(key, row)
         if token is not None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -221,15 +221,19 @@ class CurrentWork:
     image_uuids: tuple[str, ...]
 
 
-def thd_current_all(conn: sa.Connection) -> dict[int, CurrentWork]:
+def thd_current_all(
+    conn: sa.Connection, machine_ids: Collection[int] | None = None
+) -> dict[int, CurrentWork]:
     """Every machine's current work (as ``thd_current``), by machine id, in
-    two queries: the boot answers' view of a whole site."""
+    two queries: the boot answers' view of a whole site (or of the
+    machines of *machine_ids*)."""
     current: dict[int, tuple[int, str]] = {}
-    rows = conn.execute(
-        sa.select(boot_setups.c.id, boot_setups.c.machine_id, boot_setups.c.state)
-        .where(boot_setups.c.state.in_((QUEUED, IN_PROGRESS)))
-        .order_by(boot_setups.c.id)
+    q = sa.select(boot_setups.c.id, boot_setups.c.machine_id, boot_setups.c.state).where(
+        boot_setups.c.state.in_((QUEUED, IN_PROGRESS))
     )
+    if machine_ids is not None:
+        q = q.where(boot_setups.c.machine_id.in_(sorted(machine_ids)))
+    rows = conn.execute(q.order_by(boot_setups.c.id))
     for work_id, machine_id, state in rows:
         held = current.get(machine_id)
         # The oldest queued entry stays unless one is in progress.
