@@ -25,7 +25,6 @@ from twisted.logger import Logger
 
 from pxed.db import events
 from pxed.db.pool import DBPool
-from pxed.db.schema import utcnow
 
 log = Logger()
 
@@ -109,19 +108,7 @@ def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
         repeats[row] = {"row": row, "times": times, "actor": a.actor, "detail": a.detail}
 
     def insert(actor: str, action: str, machine_id: int, detail: str, count: int) -> _New:
-        now = utcnow()
-        new.append(
-            {
-                "at": now,
-                "count": count,
-                "last_at": now if count > 1 else None,
-                "actor": actor,
-                "action": action,
-                "target_type": "machine",
-                "target": str(machine_id),
-                "detail": detail,
-            }
-        )
+        new.append(events.new_row(actor, action, "machine", str(machine_id), detail, count))
         return _New(len(new) - 1)
 
     found: list[dict[int, int | _New]] = []

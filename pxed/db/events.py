@@ -24,6 +24,24 @@ class Event:
     last_at: dt.datetime | None = None
 
 
+def new_row(
+    actor: str, action: str, target_type: str, target: str, detail: str = "", count: int = 1
+) -> dict:
+    """The columns of a new event (all but its id)."""
+    now = utcnow()
+    return {
+        "at": now,
+        "count": count,
+        # A row standing for several has its last one now.
+        "last_at": now if count > 1 else None,
+        "actor": actor,
+        "action": action,
+        "target_type": target_type,
+        "target": target,
+        "detail": detail,
+    }
+
+
 def thd_record(
     conn: sa.Connection,
     actor: str,
@@ -34,24 +52,12 @@ def thd_record(
     count: int = 1,
 ) -> int:
     """Add an event; its id."""
-    now = utcnow()
-    return conn.execute(
-        events.insert().values(
-            at=now,
-            count=count,
-            # A row standing for several has its last one now.
-            last_at=now if count > 1 else None,
-            actor=actor,
-            action=action,
-            target_type=target_type,
-            target=target,
-            detail=detail,
-        )
-    ).inserted_primary_key[0]
+    row = new_row(actor, action, target_type, target, detail, count)
+    return conn.execute(events.insert().values(row)).inserted_primary_key[0]
 
 
 def thd_insert_many(conn: sa.Connection, rows: list[dict]) -> list[int]:
-    """Add events, each of *rows* a full row but its id; their ids, in
+    """Add events, each of *rows* a ``new_row``; their ids, in
     order.  One statement for them all (a rack's first boot answers)."""
     if not rows:
         return []
