@@ -52,6 +52,11 @@ class Served:
     machine_id: int
     work_id: int
 
+    @property
+    def event(self) -> tuple[str, str]:
+        """The target and detail of its ``work.netboot`` event."""
+        return str(self.machine_id), f"work={self.work_id}"
+
 
 @dataclass(frozen=True)
 class Answers:
@@ -73,7 +78,7 @@ class _New:
 
 def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
     """Each of *writes* in order, in one transaction: for each, the event
-    ids of its machines' answers (as ``thd_record``; none for ``Served``).
+    ids of its machines' answers (machine id -> event id; none for ``Served``).
 
     A rack's first answers are a change for every machine: what they
     change is looked up in one statement, and the rows they add are
@@ -92,7 +97,9 @@ def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
     details: dict[int | _New, str] = {}
     for row, machine_id, detail in _thd_last_answers(conn, asked):
         last[machine_id], details[row] = row, detail
-    served = _thd_served(conn, [w for w in writes if isinstance(w, Served)])
+    served = events.thd_details_of(
+        conn, "work.netboot", "machine", {w.event for w in writes if isinstance(w, Served)}
+    )
     new: list[dict] = []
     repeats: dict[int, dict] = {}  # row id -> what its count gets
 
@@ -107,8 +114,8 @@ def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
         times = a.times + (held["times"] if held else 0)
         repeats[row] = {"row": row, "times": times, "actor": a.actor, "detail": a.detail}
 
-    def insert(actor: str, action: str, machine_id: int, detail: str, count: int) -> _New:
-        new.append(events.new_row(actor, action, "machine", str(machine_id), detail, count))
+    def insert(actor: str, action: str, target: str, detail: str, count: int) -> _New:
+        new.append(events.new_row(actor, action, "machine", target, detail, count))
         return _New(len(new) - 1)
 
     found: list[dict[int, int | _New]] = []
@@ -116,16 +123,16 @@ def thd_write(conn: sa.Connection, writes: list[Write]) -> list[dict[int, int]]:
         rows: dict[int, int | _New] = {}
         found.append(rows)
         if isinstance(w, Served):
-            if (w.machine_id, w.work_id) not in served:
-                served.add((w.machine_id, w.work_id))
-                insert("system", "work.netboot", w.machine_id, f"work={w.work_id}", 1)
+            if w.event not in served:
+                served.add(w.event)
+                insert("system", "work.netboot", *w.event, 1)
             continue
         for a in w.answers:
             row = w.rows.get(a.machine_id, last.get(a.machine_id))
             if row is not None and (a.machine_id in w.rows or events.says(details[row], a.key)):
                 add(row, a)
             else:
-                row = insert(a.actor, "boot.answer", a.machine_id, a.detail, a.times)
+                row = insert(a.actor, "boot.answer", str(a.machine_id), a.detail, a.times)
                 details[row] = a.detail
             last[a.machine_id] = rows[a.machine_id] = row
     ids = events.thd_insert_many(conn, new)
@@ -140,14 +147,6 @@ def _thd_last_answers(conn: sa.Connection, machines: set[int]) -> list[tuple[int
     """(event id, machine id, detail) of each machine's last answer."""
     found = events.thd_last_of(conn, "boot.answer", "machine", [str(m) for m in machines])
     return [(row, int(target), detail) for row, target, detail in found]
-
-
-def _thd_served(conn: sa.Connection, served: list[Served]) -> set[tuple[int, int]]:
-    """Those of *served* (machine id, work id) on record already."""
-    found = events.thd_details_of(
-        conn, "work.netboot", "machine", {(str(s.machine_id), f"work={s.work_id}") for s in served}
-    )
-    return {(int(target), int(detail.removeprefix("work="))) for target, detail in found}
 
 
 class AnswerLog(Service):
