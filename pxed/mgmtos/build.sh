@@ -43,8 +43,13 @@ die() { say "error: $*"; exit 1; }
 t_start=$(date +%s.%N)
 
 # Several builds may run at once (a test run and a person): every build
-# works in its own temporary dirs and publishes with rename.
+# works in its own temporary dirs and publishes with rename.  They take
+# turns all the same: apt-get fails at once on another apt-get's lock
+# instead of waiting, and the second build finds the first one's cache.
 mkdir -p "$CACHE/debs" "$CACHE/kernel" "$CACHE/userland"
+command -v flock >/dev/null || die "flock not found: apt-get install util-linux"
+exec 9>"$CACHE/build.lock"
+flock 9
 tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
 cleanup() { rm -rf --one-file-system "$tmp"; rm -f "${OUT:?}/.initramfs.$$" "${OUT:?}/.vmlinuz.$$"; }
 trap cleanup EXIT
