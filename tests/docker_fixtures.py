@@ -8,21 +8,24 @@ rows the API tests already cover on both databases."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from pxed.testing.dockerd import NoEngine, find_or_start_engine, import_base_image, stop_engine
+from pxed.testing.dockerd import NoEngine, import_base_image, shared_engine
 from tests.helpers import missing, only_on
 
 
 @pytest.fixture(scope="session")
 def docker_host():
-    """The engine the tests use (see find_or_start_engine)."""
-    try:
-        host, proc = find_or_start_engine()
-    except NoEngine as e:
-        missing(str(e))
-    yield host
-    stop_engine(proc)
+    """The engine the tests use (see find_or_start_engine), shared with
+    the run's other xdist workers."""
+    with contextlib.ExitStack() as stack:
+        try:
+            host = stack.enter_context(shared_engine())
+        except NoEngine as e:
+            missing(str(e))
+        yield host
 
 
 @pytest.fixture(scope="session")

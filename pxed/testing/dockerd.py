@@ -5,12 +5,16 @@ on its own socket, which every user shares."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 BASE_IMAGE = "pxed-test-busybox:latest"
@@ -86,6 +90,68 @@ def stop_engine(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def shared_engine() -> Iterator[str]:
+    """find_or_start_engine's engine, for processes that use it at the same
+    time (a test run's xdist workers): one starts it, and a dockerd started
+    so is stopped by the last to leave, whichever process that is."""
+    run = OWN_SOCKET.parent
+    run.mkdir(parents=True, exist_ok=True)
+    started = run / "started-for-sharing"  # holds its pid
+    users = open(run / "users.lock", "a")  # a shared lock per user
+    try:
+        with _flocked(run / "start.lock"):
+            host, proc = find_or_start_engine()
+            if proc is not None:
+                started.write_text(str(proc.pid))
+            fcntl.flock(users, fcntl.LOCK_SH)
+        yield host
+    finally:
+        with _flocked(run / "start.lock"):
+            fcntl.flock(users, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another user is still there
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    _stop_pid(int(started.read_text()))
+                    started.unlink()
+            users.close()
+
+
+def _stop_pid(pid: int) -> None:
+    """Stops a dockerd that may be another process's child (so no wait())."""
+    try:
+        if b"dockerd" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return  # a killed run's pid, since reused
+    except FileNotFoundError:
+        return
+    for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # reaps it if it is ours
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                return
+            if state == "Z":
+                return
+            time.sleep(0.2)
 
 
 def busybox_rootfs_tar(path: Path) -> Path:
