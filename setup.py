@@ -53,6 +53,9 @@ setup(
         "test": [
             "pytest>=8,<10",
             "pytest-twisted>=1.14,<2",
+            # One worker per core; pyproject.toml's addopts (tests/conftest.py
+            # says which tests share one).
+            "pytest-xdist>=3.6,<4",
             "hypothesis>=6.100,<7",
             "schemathesis>=4.30,<5",
             "ruff>=0.6",

@@ -27,6 +27,15 @@ Markers (registered in pyproject.toml; --strict-markers rejects others):
   slow    starts subprocesses such as twistd, pxed-admin or ruff, or
           fuzzes every route (tests/web/test_fuzz.py).
 
+Parallel: pyproject.toml's addopts run the suite on one pytest-xdist
+worker per core (``-n0`` runs it in this process, for a debugger).  What
+shares a worker is ``xdist_group``, set by ``pytest_collection_modifyitems``
+below: a test module's tests stay together (its module fixtures start
+once), tests/bootnet's dnsmasq tests share one worker (they bind port 67
+beside the host's veths), and everything that boots QEMU (tests/e2e,
+tests/realnet) is one group, put first: it is a third of the run's time,
+mostly one TCG core busy while the other worker runs the rest.
+
 The inner loop, about two and a half minutes on two cores (both databases):
     python -m pytest -m "not e2e and not docker and not slow"
 with the subprocesses and the fuzzer (about four):
@@ -61,6 +70,31 @@ pytest_plugins = ["tests.docker_fixtures", "tests.postgres_fixtures", "tests.vmf
 # No pxed a test starts (in this process or a twistd subprocess) builds the
 # management OS at start; tests/e2e/test_firstrun.py turns it on for its own.
 os.environ[pxed_config.MGMTOS_BUILD_ENV] = "off"
+
+
+TESTS = Path(__file__).parent
+# Directories whose tests share one worker (see the docstring above); the
+# first holds what boots QEMU.
+SHARED_WORKER = {
+    "qemu": (TESTS / "e2e", TESTS / "realnet"),
+    "bootnet": (TESTS / "bootnet",),
+}
+
+
+def xdist_group_of(path: Path) -> str:
+    for group, dirs in SHARED_WORKER.items():
+        if any(d in path.parents for d in dirs):
+            return group
+    return str(path.relative_to(TESTS)) if TESTS in path.parents else str(path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (with -n)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.path)))
+    # A stable sort: each group keeps its own order (tests/e2e/conftest.py
+    # puts the Debian image's tests at the end of it).
+    items.sort(key=lambda item: xdist_group_of(item.path) != "qemu")
 
 
 @pytest.fixture(scope="session")

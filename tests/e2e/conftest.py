@@ -24,10 +24,12 @@ from tests.helpers import missing, require_tool
 from tests.vmfixtures import MGMTOS_CMDLINE
 
 # The Debian image build (tests/debianimage.py) takes minutes, mostly
-# waiting on deb.debian.org and dpkg: it starts as soon as the session's
-# tests are known, if one of them takes the ``debian_image`` fixture
+# waiting on deb.debian.org and dpkg: it starts with the first test here,
+# if one of the session's tests takes the ``debian_image`` fixture
 # (tests/e2e/test_cloud_init.py), runs beside the others and is waited for
-# by those, which run last for that.
+# by those, which run last for that.  The first test here, not the
+# collection: each xdist worker collects every test, but only the one that
+# runs the QEMU group (tests/conftest.py) boots the image.
 DEBIAN_IMAGE_TIMEOUT = 1500
 
 
@@ -64,11 +66,14 @@ def _image_dir(config) -> Path:
     return out
 
 
-def pytest_collection_finish(session):
-    """Starts the build when a selected test needs it (after -k and -m)."""
-    if session.config.option.collectonly:
+def pytest_runtest_setup(item):
+    """Starts the build when a selected test needs it (after -k and -m),
+    at the first test here that this process runs."""
+    session = item.session
+    if _BUILD in session.config.stash:
         return
-    if not any(_boots_debian(item) for item in session.items):
+    session.config.stash[_BUILD] = None
+    if not any(_boots_debian(other) for other in session.items):
         return
     out = _image_dir(session.config)
     log = open(out / "subprocess.log", "ab")
@@ -86,14 +91,14 @@ def pytest_collection_finish(session):
     session.config.stash[_BUILD] = (proc, out, time.monotonic())
 
 
-_BUILD = pytest.StashKey[tuple]()
+_BUILD = pytest.StashKey["tuple | None"]()
 
 
 def pytest_unconfigure(config):
     """A build still running when the session ends (the test was
     interrupted) is stopped; the next run starts it over."""
     started = config.stash.get(_BUILD, None)
-    if started is not None and started[0].poll() is None:
+    if started and started[0].poll() is None:
         _stop(started[0])
 
 
@@ -110,7 +115,7 @@ def debian_image(request) -> tuple[Path, dict]:
     require_tool("debootstrap", "debootstrap")
     started = request.config.stash.get(_BUILD, None)
     if started is None:
-        pytest.fail("the Debian image build was not started (pytest_collection_finish)")
+        pytest.fail("the Debian image build was not started (pytest_runtest_setup)")
     proc, out, since = started
     try:
         proc.wait(timeout=max(1.0, DEBIAN_IMAGE_TIMEOUT - (time.monotonic() - since)))
