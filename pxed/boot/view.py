@@ -31,7 +31,11 @@ Loads are coalesced: one at a time; a change that comes alone loads at
 once, and changes coming in a burst (a rack's work queued by a script)
 load once the burst has been quiet for ``QUIET`` seconds, or
 ``MAX_WAIT`` seconds after the first that no load has seen, whichever
-is first.  Each completed load counts in ``pxed_boot_view_loads_total``."""
+is first -- unless an answer is waiting for them: then the load begins
+at once (or when the one under way ends).  The quiet wait saves loads
+no answer waits for; a rack powered on as its work is queued would
+otherwise wait out every burst's tail.  Each completed load counts in
+``pxed_boot_view_loads_total``."""
 
 from __future__ import annotations
 
@@ -242,13 +246,14 @@ class BootView(Service):
         self._schedule()
 
     def _schedule(self) -> None:
-        """Begin a load now, after a change that came alone, or once a
-        burst of changes has been quiet (QUIET, at most MAX_WAIT)."""
+        """Begin a load now, after a change that came alone or one an
+        answer waits for, or once a burst of changes has been quiet (QUIET,
+        at most MAX_WAIT)."""
         if not self.running or self.fresh or self._loading is not None:
             return  # the load under way schedules the next when it ends
         now = self._reactor.seconds()
         due = now
-        if self._burst:
+        if self._burst and not self._waiting:
             since = now if self._unseen_since is None else self._unseen_since
             due = min(self._last_change + QUIET, since + MAX_WAIT)
         if due <= now:

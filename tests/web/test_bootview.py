@@ -371,3 +371,30 @@ async def test_work_queued_for_a_rack_in_a_burst_reloads_the_view_a_few_times(
     # lasts: 3 for a rack queued within MAX_WAIT, one more for each MAX_WAIT
     # a slow machine (CPU steal) takes; one load per queueing would be 100.
     assert after - before <= 2 + math.ceil(took / view.MAX_WAIT)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_waiting_for_a_burst_is_not_held_by_its_quiet_wait(
+    start_server, monkeypatch
+):
+    """A rack powered on while its work is still being queued: each
+    machine's answer waits only for a load of its change, not for the
+    burst to go quiet.  With the quiet wait an hour long, the answers
+    after each queueing still come, each with its work."""
+    monkeypatch.setattr(view, "ISOLATED", 3600.0)  # every change is a burst's
+    monkeypatch.setattr(view, "QUIET", 3600.0)
+    monkeypatch.setattr(view, "MAX_WAIT", 3600.0)
+    server = await start_server(boot_view_refresh=3600)
+    macs = [f"52:54:00:01:01:{i:02x}" for i in range(3)]
+    for i, mac in enumerate(macs):
+        await add_machine(server, mac=mac, name=f"rack{i}")
+    alice = await server.user("alice")
+    setup = await new_setup(alice, "alice", [{"UUID": await new_image(alice)}])
+    await settled(server)
+    for mac in macs:
+        r = await alice.post(f"/machine/{mac}/boot", {"SetupUUID": setup["UUID"]})
+        assert r.code == 200, r.text
+        # Bounded, so that a held answer fails the test instead of hanging it.
+        answer = Deferred.fromCoroutine(server.anonymous.get(f"/ipxe/{mac}"))
+        script = (await answer.addTimeout(30, reactor)).text
+        assert "pxed.token=" in script, script
