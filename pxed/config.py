@@ -140,6 +140,16 @@ class Config:
     # The largest image POST /image creates (bytes); 0: half the total size
     # of the data dir's filesystem, measured at start.
     max_image_size: Annotated[int, Meta(ge=0)] = 0
+    # The chunk store (pxed/chunkstore.py): whether versions are cut into
+    # content-defined chunks stored once each; the average chunk size
+    # (bytes; a quarter of it is the smallest chunk, four times the
+    # largest); whether a version's whole file stays beside its chunks
+    # (twice the space, downloads by sendfile); seconds between
+    # collections of chunks no version names.
+    chunk_store: bool = True
+    chunk_size: Annotated[int, Meta(ge=16384, le=16 * 1024 * 1024)] = 65536
+    keep_whole_files: bool = False
+    chunk_gc_interval: Annotated[float, Positive] = 3600.0
     # POST /image/<uuid>/import: the largest body fetched (bytes; 0: the
     # max_image_size limit), seconds a whole import may take, redirects
     # followed, whether loopback/private/link-local addresses may be

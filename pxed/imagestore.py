@@ -19,6 +19,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from twisted.logger import Logger
@@ -29,8 +30,11 @@ from pxed.db.machines import Machine, MachineFields
 from pxed.db.pool import DBPool
 from pxed.errors import BadRequest, ServiceUnavailable
 from pxed.sparse import Cancelled
-from pxed.storage import FormatError, Staged, Storage
+from pxed.storage import INDEX_SUFFIX, FormatError, Staged, Storage
 from pxed.workers import IOPool, PoolStopped
+
+if TYPE_CHECKING:
+    from pxed.chunker import Chunker
 
 log = Logger()
 
@@ -40,10 +44,23 @@ SWEEP_GRACE = 3600.0
 
 
 class ImageStore:
-    def __init__(self, db: DBPool, io: IOPool, storage: Storage) -> None:
+    def __init__(
+        self, db: DBPool, io: IOPool, storage: Storage, chunker: Chunker | None = None
+    ) -> None:
         self._db = db
-        self._io = io
+        self._io = self.io = io
         self.storage = storage
+        # Indexes new versions into the chunk store and collects chunks;
+        # None without a chunk store (chunk_store = false).
+        self.chunker = chunker
+
+    def _added(self) -> None:
+        if self.chunker is not None:
+            self.chunker.wake()
+
+    def _removed(self) -> None:
+        if self.chunker is not None:
+            self.chunker.collect()
 
     async def add_version(
         self, image_uuid: str, staged: Staged, origin: str, replace_latest: bool, actor: str
@@ -77,6 +94,15 @@ class ImageStore:
                     image=image_uuid,
                     e=e,
                 )
+        self._added()
+        return version
+
+    async def delete_version(self, image_uuid: str, number: int, actor: str) -> Version:
+        """Delete one version: its row, then its files; the chunks only it
+        named go at the collection this starts."""
+        version = await self._db.run(images.thd_delete_version, image_uuid, number, actor)
+        await self._io.run(self.storage.remove_file, image_uuid, version.file)
+        self._removed()
         return version
 
     async def create_image(
@@ -89,10 +115,12 @@ class ImageStore:
         async with self._blank(size, filesystem, fields.compression or "none") as blank:
             disk = await self._place_first(image_uuid, blank)
             try:
-                return await self._db.run(images.thd_create, owner, fields, disk, actor)
+                image = await self._db.run(images.thd_create, owner, fields, disk, actor)
             except BaseException:
                 await self.remove_image(image_uuid)
                 raise
+        self._added()
+        return image
 
     async def create_machine(
         self, fields: MachineFields, actor: str, update_existing: bool = False
@@ -112,10 +140,13 @@ class ImageStore:
             finally:
                 if not created:
                     await self.remove_image(image_uuid)
+        if created:
+            self._added()
         return machine, created
 
     async def remove_image(self, image_uuid: str) -> None:
         await self._io.run(self.storage.remove_image, image_uuid)
+        self._removed()
 
     async def _place_first(self, image_uuid: str, blank: Staged) -> VersionFile:
         number, file = await self._io.run(self.storage.place, blank.path, image_uuid, 0)
@@ -191,8 +222,10 @@ def sweep(engine: sa.Engine, storage: Storage) -> int:
             continue
         for entry in directory.iterdir():
             name = entry.name
-            if name in known or (
-                name.endswith(".Dockerfile") and name[: -len(".Dockerfile")] + ".img" in known
+            if (
+                name in known
+                or (name.endswith(".Dockerfile") and name[: -len(".Dockerfile")] + ".img" in known)
+                or (name.endswith(INDEX_SUFFIX) and name[: -len(INDEX_SUFFIX)] in known)
             ):
                 continue
             if young(entry):

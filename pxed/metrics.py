@@ -37,6 +37,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
 # a known machine, or the same to a MAC pxed does not know.
 BOOT_DECISIONS = ("management-os", "local-disk", "unknown")
 
+CHUNK_KINDS = ("stored", "deduplicated", "compressed", "served", "collected")
+
 # Seconds: boot answers and API calls are milliseconds, uploads and
 # downloads of images minutes.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -103,6 +105,22 @@ class Metrics:
             "pxed_download_throughput_bytes_per_second",
             "Bytes per second of each file download, from its start to its last byte.",
             buckets=THROUGHPUT_BUCKETS,
+            registry=r,
+        )
+        self.chunk_bytes = Counter(
+            "pxed_chunk_bytes",
+            "Chunk store bytes: stored (new chunks, before compression), "
+            "deduplicated (chunks of an indexed version the store had already), "
+            "compressed (new chunks as written), served (assembled into downloads), "
+            "collected (removed as no version names them, as written).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in CHUNK_KINDS:
+            self.chunk_bytes.labels(kind)
+        self.versions_indexed = Counter(
+            "pxed_versions_indexed",
+            "Image versions cut into the chunk store.",
             registry=r,
         )
         self.staging_bytes = Gauge(

@@ -4,7 +4,9 @@
    data dir, database schema (create / upgrade / refuse) — synchronously,
    before anything listens, so a bad start is one clear line.
 2. DB pool service (its thread pool).
-3. IO pool (file work: hashing, fsync, mkfs).
+3. IO pool (file work: hashing, fsync, mkfs), then the chunker (indexes
+   committed versions into the chunk store, collects unused chunks; it
+   works through both pools, so it stops before them).
 4. Docker engine pool, then the build worker (fails builds a stopped
    daemon left unfinished, then starts queued ones), then the importer
    (POST /image/{uuid}/import: its pool, then the service).
@@ -56,6 +58,8 @@ from pxed.bootnet.service import BootNetwork
 from pxed.bootstrap import bootstrap_admin, power_key
 from pxed.builder.engine import DockerEngine
 from pxed.builder.worker import BuildWorker
+from pxed.chunker import Chunker
+from pxed.chunkstore import ChunkStore
 from pxed.config import Config
 from pxed.db import migrate, stats
 from pxed.db.notify import ChangeListener
@@ -148,6 +152,10 @@ def prepare(config: Config) -> sa.Engine:
         removed = Storage(config.data_dir, config.server).prepare()
     except OSError as e:
         raise StartupError(f"data_dir: cannot prepare the images directory: {e.strerror}") from None
+    try:
+        removed += ChunkStore(config.data_dir, config.chunk_size, config.server).prepare()
+    except OSError as e:
+        raise StartupError(f"data_dir: cannot prepare the chunk store: {e.strerror}") from None
     if removed:
         log.info("removed {n} unfinished upload(s) from staging", n=removed)
     try:
@@ -249,11 +257,24 @@ def build(config: Config, reactor, engine: sa.Engine | None = None) -> Pxed:
     io = IOPool(reactor)
     io.setServiceParent(top)
     storage = Storage(config.data_dir, config.server)
+    chunker = None
+    if config.chunk_store:
+        chunker = Chunker(
+            db,
+            io,
+            ChunkStore(config.data_dir, config.chunk_size, config.server),
+            storage,
+            reactor,
+            metrics,
+            config.keep_whole_files,
+            config.chunk_gc_interval,
+        )
+        chunker.setServiceParent(top)
     engine = DockerEngine(
         config.docker_host, reactor, config.build_concurrency, config.build_timeout
     )
     engine.setServiceParent(top)
-    store = ImageStore(db, io, storage)
+    store = ImageStore(db, io, storage, chunker)
     builder = BuildWorker(config, db, engine, io, store, reactor, metrics)
     builder.setServiceParent(top)
     # Stopped before the pools and the store they commit through.

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +29,8 @@ from pxed import sparse, tools
 from pxed.errors import ApiError, InsufficientStorage
 
 READ_SIZE = 1024 * 1024
+# A version's chunk index, beside its file: ``<file>.idx`` (pxed.chunkstore).
+INDEX_SUFFIX = ".idx"
 
 
 class BlankTooLarge(ApiError):
@@ -52,22 +55,22 @@ STALE_STAGING = 24 * 3600.0
 OWNER_MARK = "~"
 
 
-class Storage:
-    def __init__(self, data_dir: Path, server: str = "") -> None:
-        """*server*: the name of the server writing here (config
-        server_name), put in its staging files' names: several servers may
-        share the data dir, and each clears only its own at start."""
-        self.images = Path(data_dir) / "images"
-        self.staging = self.images / ".staging"
+class StagingDir:
+    """A directory of files being written, on the filesystem they are put
+    in place on.  Several servers may share it: each tags its files with
+    its name and clears only its own at start (and others' long stale)."""
+
+    def __init__(self, path: Path, server: str = "") -> None:
+        self.path = Path(path)
         self._tag = re.sub(r"[^A-Za-z0-9_.-]", "_", server)
 
     def prepare(self) -> int:
-        """Create the directories and remove what an earlier run of this
-        server left in staging (uploads cut off by a crash), and what other
-        servers left long ago.  Returns how many were removed."""
-        self.staging.mkdir(parents=True, exist_ok=True)
+        """Create the directory and remove what an earlier run of this
+        server left (work cut off by a crash), and what other servers left
+        long ago.  Returns how many were removed."""
+        self.path.mkdir(parents=True, exist_ok=True)
         removed = 0
-        for leftover in self.staging.iterdir():
+        for leftover in self.path.iterdir():
             if not self._left_over(leftover):
                 continue
             if leftover.is_dir():
@@ -86,6 +89,38 @@ class Storage:
         except FileNotFoundError:
             return False
 
+    def _prefix(self, prefix: str) -> str:
+        return f"{self._tag}{OWNER_MARK}{prefix}" if self._tag else prefix
+
+    def new(self, prefix: str = "upload-") -> tuple[Path, int]:
+        """A new file: its path and an open descriptor."""
+        fd, name = tempfile.mkstemp(dir=self.path, prefix=self._prefix(prefix))
+        return Path(name), fd
+
+    @contextlib.contextmanager
+    def directory(self, prefix: str = "work-") -> Iterator[Path]:
+        """A new directory, removed with whatever is left in it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(dir=self.path, prefix=self._prefix(prefix)))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class Storage:
+    def __init__(self, data_dir: Path, server: str = "") -> None:
+        """*server*: the name of the server writing here (config
+        server_name), put in its staging files' names."""
+        self.images = Path(data_dir) / "images"
+        self._staging = StagingDir(self.images / ".staging", server)
+        self.staging = self._staging.path
+
+    def prepare(self) -> int:
+        """Create the directories and empty this server's staging
+        (StagingDir.prepare).  Returns how many were removed."""
+        return self._staging.prepare()
+
     def path(self, image_uuid: str, file: str) -> Path:
         """Where a version's file is: *file* is the name its row records
         (``Version.file``), not derived from the number, since a replaced
@@ -95,10 +130,7 @@ class Storage:
         return self.images / image_uuid / file
 
     def new_staging(self, prefix: str = "upload-") -> tuple[Path, int]:
-        if self._tag:
-            prefix = f"{self._tag}{OWNER_MARK}{prefix}"
-        fd, name = tempfile.mkstemp(dir=self.staging, prefix=prefix)
-        return Path(name), fd
+        return self._staging.new(prefix)
 
     def place(self, staged: Path, image_uuid: str, first: int) -> tuple[int, str]:
         """Durably put a fully written staging file in place as a new
@@ -110,7 +142,7 @@ class Storage:
         number = first
         while not _link_new(staged, directory / version_file(number)):
             number += 1
-        _fsync_dir(directory)
+        fsync_dir(directory)
         staged.unlink(missing_ok=True)
         return number, version_file(number)
 
@@ -122,7 +154,7 @@ class Storage:
         directory = self._directory(staged, image_uuid)
         while not _link_new(staged, directory / (name := replacement_file(version))):
             pass
-        _fsync_dir(directory)
+        fsync_dir(directory)
         staged.unlink(missing_ok=True)
         return name
 
@@ -136,8 +168,17 @@ class Storage:
         """A version's file that no row names any more (replaced), with the
         Dockerfile kept beside it if a build made it."""
         path = self.path(image_uuid, file)
+        path.with_name(path.name + INDEX_SUFFIX).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         path.with_suffix(".Dockerfile").unlink(missing_ok=True)
+
+    def drop_whole(self, image_uuid: str, file: str) -> None:
+        """A version's whole file, once its chunk index is in place: the
+        version is served from its chunks from now on."""
+        path = self.path(image_uuid, file)
+        if not path.with_name(path.name + INDEX_SUFFIX).is_file():
+            raise FileNotFoundError(f"{path} has no chunk index; keeping it")
+        path.unlink(missing_ok=True)
 
     def remove_version(self, image_uuid: str, file: str) -> None:
         """A version's file put in place whose row could not be recorded."""
@@ -234,7 +275,7 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -174,6 +174,10 @@ async def start_server(
         # Repeated boot answers reach the event log within a fifth of a
         # second, not pxed's five.
         settings.setdefault("boot_answer_log_interval", 0.2)
+        # Background indexing changes versions (Chunks) and files under
+        # images/ while a test compares them; tests/test_chunks.py turns
+        # it on.
+        settings.setdefault("chunk_store", False)
         config_file = None
         if config_text is not None:
             config_file = tmp_path / f"pxed{len(running)}.toml"

@@ -37,6 +37,10 @@ class Version:
     created_at: dt.datetime
     # The name of its file in the image's directory (Storage.path).
     file: str
+    # Chunk store figures (ChunkStore.index_version), None until indexed.
+    chunks: int | None = None
+    chunk_bytes: int | None = None
+    shared_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,17 @@ def _load(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[Image]:
         .order_by(image_versions.c.version)
     ):
         versions[v.image_uuid].append(
-            Version(v.version, v.size, v.sha256, v.origin, v.created_at, v.file)
+            Version(
+                v.version,
+                v.size,
+                v.sha256,
+                v.origin,
+                v.created_at,
+                v.file,
+                v.chunks,
+                v.chunk_bytes,
+                v.shared_bytes,
+            )
         )
     return [Image(**r._mapping, versions=tuple(versions[r.uuid])) for r in rows]
 
@@ -213,7 +227,9 @@ def thd_plan_version(
     return (0 if latest is None else latest + 1), False
 
 
-def _check_mutable(conn: sa.Connection, image_uuid: str, version: int) -> None:
+def _check_mutable(
+    conn: sa.Connection, image_uuid: str, version: int, deleting: bool = False
+) -> None:
     """ConflictError if *version* is frozen: named by a setup or by queued or running
     boot work, which promised those exact bytes."""
     setup = conn.execute(
@@ -226,12 +242,12 @@ def _check_mutable(conn: sa.Connection, image_uuid: str, version: int) -> None:
     if setup is not None:
         raise ConflictError(
             f"version {version} is frozen in setup {setup.name!r} ({setup.uuid}); "
-            "upload a new version instead"
+            + ("it cannot be deleted" if deleting else "upload a new version instead")
         )
     if thd_held(conn, image_uuid, version):
         raise ConflictError(
             f"version {version} is held by queued or running boot work; "
-            "upload a new version instead"
+            + ("cancel it first" if deleting else "upload a new version instead")
         )
 
 
@@ -261,6 +277,9 @@ def thd_record_version(
                 origin=origin,
                 created_at=utcnow(),
                 file=disk.file,
+                chunks=None,
+                chunk_bytes=None,
+                shared_bytes=None,
             )
         )
     else:
@@ -334,3 +353,81 @@ def thd_delete(conn: sa.Connection, image_uuid: str, actor: str) -> Image:
     conn.execute(images.delete().where(images.c.uuid == image_uuid))
     events.thd_record(conn, actor, "image.delete", "image", image_uuid, f"name={image.name}")
     return image
+
+
+@dataclass(frozen=True)
+class Unindexed:
+    """A version whose file the chunk store has not indexed yet."""
+
+    image_uuid: str
+    version: int
+    file: str
+    sha256: str
+    # The file of the version before it, to count what they share.
+    parent_file: str | None
+
+
+def thd_unindexed(conn: sa.Connection, limit: int = 100) -> list[Unindexed]:
+    """Versions not indexed yet, oldest first (a parent before its child,
+    so the child's shared bytes can be counted)."""
+    v = image_versions.alias("v")
+    p = image_versions.alias("p")
+    parent = (
+        sa.select(p.c.file)
+        .where(p.c.image_uuid == v.c.image_uuid, p.c.version < v.c.version)
+        .order_by(p.c.version.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        sa.select(v.c.image_uuid, v.c.version, v.c.file, v.c.sha256, parent.label("parent"))
+        .where(v.c.chunks.is_(None))
+        .order_by(v.c.created_at, v.c.version)
+        .limit(limit)
+    )
+    return [Unindexed(r.image_uuid, r.version, r.file, r.sha256, r.parent) for r in rows]
+
+
+def thd_record_chunks(
+    conn: sa.Connection, job: Unindexed, chunks: int, chunk_bytes: int, shared_bytes: int
+) -> bool:
+    """Record a version's chunk figures, unless it was replaced or deleted
+    meanwhile (its row names another file, or none).  Whether it was."""
+    done = conn.execute(
+        image_versions.update()
+        .where(
+            image_versions.c.image_uuid == job.image_uuid,
+            image_versions.c.version == job.version,
+            image_versions.c.file == job.file,
+        )
+        .values(chunks=chunks, chunk_bytes=chunk_bytes, shared_bytes=shared_bytes)
+    )
+    return done.rowcount == 1
+
+
+def thd_delete_version(conn: sa.Connection, image_uuid: str, version: int, actor: str) -> Version:
+    """Delete one version (not the image's only one, nor one frozen in a
+    setup or held by boot work).  Returns it; its files are the caller's
+    to remove once this has committed."""
+    latest = _lock(conn, image_uuid)
+    image = get_or_404(conn, image_uuid)
+    found = image.version(version)
+    if found is None or latest is None:
+        raise NotFoundError(f"image {image_uuid} has no version {version}")
+    if len(image.versions) == 1:
+        raise ConflictError("an image's only version stays: delete the image instead")
+    _check_mutable(conn, image_uuid, version, deleting=True)
+    conn.execute(
+        image_versions.delete().where(
+            image_versions.c.image_uuid == image_uuid, image_versions.c.version == version
+        )
+    )
+    events.thd_record(
+        conn,
+        actor,
+        "image.version.delete",
+        "image",
+        image_uuid,
+        f"version={version} size={found.size} sha256={found.sha256}",
+    )
+    return found

@@ -272,6 +272,12 @@ image_versions = sa.Table(
     # name each time the version is replaced (the old file is removed only
     # after this names the new one).  The default is only for ALTER TABLE.
     sa.Column("file", sa.String(255), nullable=False, server_default=""),
+    # Set once the file is indexed into the chunk store (pxed.chunker):
+    # its chunks, its distinct chunks' bytes, and the bytes of those its
+    # parent (the version before) has too.  NULL again when replaced.
+    sa.Column("chunks", sa.BigInteger, nullable=True),
+    sa.Column("chunk_bytes", sa.BigInteger, nullable=True),
+    sa.Column("shared_bytes", sa.BigInteger, nullable=True),
 )
 
 image_setups = sa.Table(

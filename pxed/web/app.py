@@ -32,6 +32,7 @@ from pxed.web.auth import Authenticator, Sessions
 from pxed.web.boot import BootResource
 from pxed.web.bootfiles import BootFilesResource
 from pxed.web.builds import BuildsResource
+from pxed.web.chunked import Downloads
 from pxed.web.dashboard import DashboardResource
 from pxed.web.github import GitHubResource
 from pxed.web.hardware import HardwareResource
@@ -132,7 +133,18 @@ class PxedApp:
             BootResource(boot),
             BootFilesResource(config.boot_dhcp_ipxe_dir, config.boot_networks),
             ImagesResource(
-                db, store, access, max_image_size(config.max_image_size, config.data_dir), importer
+                db,
+                store,
+                access,
+                max_image_size(config.max_image_size, config.data_dir),
+                importer,
+                Downloads(
+                    store.storage.path,
+                    store.chunker.chunks if store.chunker is not None else None,
+                    io,
+                    metrics,
+                    config.keep_whole_files,
+                ),
             ),
             ImportsResource(db, importer, access),
             SetupsResource(db),

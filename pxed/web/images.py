@@ -16,11 +16,11 @@ from pxed.imagestore import ImageStore
 from pxed.web import render
 from pxed.web.auth import actor, identity, user
 from pxed.web.body import Fields, header, read_json
+from pxed.web.chunked import Downloads
 from pxed.web.imageaccess import ImageAccess
 from pxed.web.lookup import machine_or_404
 from pxed.web.receive import receive_checked
 from pxed.web.router import route
-from pxed.web.static import StaticFiles
 
 if TYPE_CHECKING:
     from pxed.imports.service import Importer
@@ -29,13 +29,6 @@ DEFAULT_SIZE = 512 * 1024 * 1024
 MIN_SIZE = 1024 * 1024
 # ext4's largest file (with 4 KiB blocks) is just under 16 TiB.
 MAX_SIZE = 16 * 1024**4 - 1024 * 1024
-
-
-class VersionFile(StaticFiles):
-    """A version file; POST reads it too (the original's /latest was POST)."""
-
-    def render_POST(self, request: IRequest):
-        return self.render_GET(request)
 
 
 def _choice(body: Fields, name: str, allowed: tuple[str, ...]) -> str | None:
@@ -100,8 +93,10 @@ class ImagesResource:
         access: ImageAccess,
         max_size: int = MAX_SIZE,
         importer: Importer | None = None,
+        downloads: Downloads | None = None,
     ) -> None:
         self._importer = importer
+        self._downloads = downloads or Downloads(store.storage.path, None, store.io)
         self._db = db
         self._store = store
         self._access = access
@@ -126,13 +121,13 @@ class ImagesResource:
                     await self._importer.discard(path)
         return await self._store.add_version(image.uuid, staged, origin, replace, actor(request))
 
-    def _serve_version(self, request: IRequest, image: Image, version: images.Version):
+    async def _serve_version(self, request: IRequest, image: Image, version: images.Version):
+        resource = await self._downloads.resource(image.uuid, version.file, f'"{version.sha256}"')
         request.setHeader(
             b"content-disposition", f"attachment; filename={image.uuid}-{version.version}.img"
         )
         request.setHeader(b"x-checksum-sha256", version.sha256.encode())
-        path = self._store.storage.path(image.uuid, version.file)
-        return VersionFile(str(path), etag=f'"{version.sha256}"')
+        return resource
 
     async def _create(self, request: IRequest, owner: str) -> dict:
         fields = image_fields(read_json(request), creating=True, max_size=self._max_size)
@@ -206,7 +201,7 @@ class ImagesResource:
         image = await self._access.readable(request, uuid)
         if image.latest is None:
             raise NotFound("the image has no versions")
-        return self._serve_version(request, image, image.latest)
+        return await self._serve_version(request, image, image.latest)
 
     @route("/image/<uuid>/<int:version>", ["GET", "HEAD"], access="owner-or-machine")
     async def download_version(self, request: IRequest, uuid: str, version: int):
@@ -214,7 +209,16 @@ class ImagesResource:
         found = image.version(version)
         if found is None:
             raise NotFound(f"image {uuid} has no version {version}")
-        return self._serve_version(request, image, found)
+        return await self._serve_version(request, image, found)
+
+    @route("/image/<uuid>/<int:version>", ["DELETE"], access="owner")
+    async def delete_version(self, request: IRequest, uuid: str, version: int) -> dict:
+        """Delete one version (not one frozen in a setup or held by boot
+        work, nor an image's only one); the chunks no other version uses
+        are collected."""
+        await self._access.readable(request, uuid)
+        deleted = await self._store.delete_version(uuid, version, actor(request))
+        return render.version(deleted, uuid)
 
     # -- the machine's own image ---------------------------------------------
 
@@ -224,7 +228,7 @@ class ImagesResource:
         image = await self._db.run(images.thd_get, machine.image_uuid)
         if image is None or image.latest is None:
             raise NotFound("the machine image has no versions")
-        return self._serve_version(request, image, image.latest)
+        return await self._serve_version(request, image, image.latest)
 
     @route("/machine/<mac>/disk/<uuid>", ["POST"], access="machine")
     async def upload_machine_disk(self, request: IRequest, mac: str, uuid: str):

@@ -172,6 +172,14 @@ def version(v: Version, image_uuid: str) -> dict[str, Any]:
         "Sha256": v.sha256,
         "CreatedAt": iso(v.created_at),
         "Origin": v.origin,
+        # null until the chunk store has indexed it (pxed.chunker).
+        "Chunks": None
+        if v.chunks is None
+        else {
+            "Count": v.chunks,
+            "UniqueBytes": v.chunk_bytes,
+            "SharedWithParentBytes": v.shared_bytes,
+        },
     }
 
 
