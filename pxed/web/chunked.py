@@ -241,6 +241,15 @@ class Downloads:
                 )
         return WholeVersion(str(path), etag=etag)
 
+    def index(self, image_uuid: str, file: str) -> StaticFiles | None:
+        """The version's index file as it is stored, or None without one."""
+        if self._store is None:
+            return None
+        path = self._store.index_path(image_uuid, file)
+        if not os.path.isfile(path):
+            return None
+        return StaticFiles(str(path), etag=None)
+
     async def _index(self, path: Path) -> Index:
         # A version file's name is never reused, so neither is its index's:
         # a kept index is never stale.

@@ -211,6 +211,20 @@ class ImagesResource:
             raise NotFound(f"image {uuid} has no version {version}")
         return await self._serve_version(request, image, found)
 
+    @route("/image/<uuid>/<int:version>/index", ["GET", "HEAD"], access="owner-or-machine")
+    async def version_index(self, request: IRequest, uuid: str, version: int):
+        """The version's chunk index (binary, pxed/agent/chunkindex.py): the
+        content-defined chunks its bytes are cut into, for a delta deploy;
+        404 until the chunk store has indexed it."""
+        image = await self._access.readable(request, uuid)
+        found = image.version(version)
+        if found is None:
+            raise NotFound(f"image {uuid} has no version {version}")
+        resource = self._downloads.index(uuid, found.file) if found.chunks is not None else None
+        if resource is None:
+            raise NotFound(f"version {version} is not in the chunk store yet")
+        return resource
+
     @route("/image/<uuid>/<int:version>", ["DELETE"], access="owner")
     async def delete_version(self, request: IRequest, uuid: str, version: int) -> dict:
         """Delete one version (not one frozen in a setup or held by boot

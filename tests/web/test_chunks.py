@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest_twisted
 
+from pxed.agent import chunkindex
 from tests.helpers import MIB, new_image, new_setup, upload, upload_version
 
 SIZE = 4 * MIB
@@ -225,3 +226,30 @@ async def test_replaced_version_is_indexed_again(start_server):
     assert (await server.admin.get(f"/image/{image}/1")).body == disk(3)
     left = os.listdir(Path(server.config.data_dir) / "images" / image)
     assert len([n for n in left if n.endswith(".idx")]) == 2, left
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_index_is_served_to_its_owner(start_server):
+    server = await start_server(chunk_store=True)
+    alice = await server.user("alice")
+    image = await new_image(alice, size=SIZE)
+    data = disk()
+    v = await upload_version(alice, image, data)
+    await indexed(server)
+    r = await alice.get(f"/image/{image}/{v}/index")
+    assert r.code == 200, r.text
+    index = chunkindex.parse(r.body)
+    assert (index.size, index.sha256) == (SIZE, hashlib.sha256(data).hexdigest())
+    for offset, length, digest in zip(index.offsets, index.lengths, index.digests, strict=True):
+        assert hashlib.sha256(data[offset : offset + length]).digest() == digest
+    assert (await server.anonymous.get(f"/image/{image}/{v}/index")).code == 401
+    bob = await server.user("bob")
+    assert (await bob.get(f"/image/{image}/{v}/index")).code in (403, 404)
+    assert (await alice.get(f"/image/{image}/9/index")).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_index_without_the_store(server):
+    image = await new_image(server.admin, size=SIZE)
+    r = await server.admin.get(f"/image/{image}/0/index")
+    assert r.code == 404 and "chunk store" in r.json()["error"]
