@@ -145,11 +145,11 @@ class Chunker(Service):
         except InsufficientStorage:
             log.warn(
                 "not enough space to index version {version} of image {image} into the "
-                "chunk store; it stays a whole file until space is freed",
+                "chunk store; it stays a whole file, tried again when a version is next "
+                "committed",
                 version=job.version,
                 image=job.image_uuid,
             )
-            self._failed.add((job.image_uuid, job.version, job.file))
             return False
         except FileNotFoundError:
             # Replaced or deleted since it was read: nothing to index.

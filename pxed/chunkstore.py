@@ -40,7 +40,7 @@ import zstandard
 from pxed.agent import chunkindex
 from pxed.agent.chunkindex import Index
 from pxed.errors import InsufficientStorage
-from pxed.storage import INDEX_SUFFIX, StagingDir, fsync_dir
+from pxed.storage import INDEX_SUFFIX, StagingDir, fsync_dir, index_of
 
 # zstd level 1: about 500 MB/s per core here, so compressing never limits
 # indexing more than hashing does; disks' zeros and text still shrink.
@@ -92,7 +92,7 @@ class ChunkStore:
         return self.root / name[:2] / name
 
     def index_path(self, image_uuid: str, file: str) -> Path:
-        return self.images / image_uuid / (file + INDEX_SUFFIX)
+        return index_of(self.images / image_uuid / file)
 
     def has_index(self, image_uuid: str, file: str) -> bool:
         return self.index_path(image_uuid, file).is_file()
@@ -246,6 +246,8 @@ class ChunkStore:
         return named
 
     def _chunk_files(self) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
         for sub in self.root.iterdir():
             if len(sub.name) == 2 and sub.is_dir():
                 yield from sub.iterdir()

@@ -33,6 +33,11 @@ READ_SIZE = 1024 * 1024
 INDEX_SUFFIX = ".idx"
 
 
+def index_of(path: Path) -> Path:
+    """Where the chunk index of the version file at *path* is."""
+    return path.with_name(path.name + INDEX_SUFFIX)
+
+
 class BlankTooLarge(ApiError):
     """A blank disk larger than the filesystem can hold as one file."""
 
@@ -168,7 +173,7 @@ class Storage:
         """A version's file that no row names any more (replaced), with the
         Dockerfile kept beside it if a build made it."""
         path = self.path(image_uuid, file)
-        path.with_name(path.name + INDEX_SUFFIX).unlink(missing_ok=True)
+        index_of(path).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         path.with_suffix(".Dockerfile").unlink(missing_ok=True)
 
@@ -176,7 +181,7 @@ class Storage:
         """A version's whole file, once its chunk index is in place: the
         version is served from its chunks from now on."""
         path = self.path(image_uuid, file)
-        if not path.with_name(path.name + INDEX_SUFFIX).is_file():
+        if not index_of(path).is_file():
             raise FileNotFoundError(f"{path} has no chunk index; keeping it")
         path.unlink(missing_ok=True)
 

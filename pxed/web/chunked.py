@@ -155,7 +155,14 @@ class ChunkProducer:
         self._done = True
 
 
-class ChunkedVersion(StaticFiles):
+class ReadByPOST:
+    """POST reads a version too (the original's /latest was POST)."""
+
+    def render_POST(self, request: IRequest):
+        return self.render_GET(request)  # type: ignore[attr-defined]
+
+
+class ChunkedVersion(ReadByPOST, StaticFiles):
     """A version served from its chunks.  Its path is the index's (so a
     version deleted meanwhile is 404 as a removed file would be); its size
     and bytes are the version's."""
@@ -197,17 +204,8 @@ class ChunkedVersion(StaticFiles):
         return producer  # several ranges: rare; read on the reactor
 
 
-class WholeVersion(StaticFiles):
-    """A version's whole file; POST reads it too (the original's /latest
-    was POST)."""
-
-    def render_POST(self, request: IRequest):
-        return self.render_GET(request)
-
-
-class ChunkedVersionPOST(ChunkedVersion):
-    def render_POST(self, request: IRequest):
-        return self.render_GET(request)
+class WholeVersion(ReadByPOST, StaticFiles):
+    """A version's whole file."""
 
 
 class Downloads:
@@ -236,19 +234,16 @@ class Downloads:
             # the answer's start unless the index is to be used.
             if os.path.isfile(index_path) and not (self._keep_whole and os.path.isfile(path)):
                 index = await self._index(index_path)
-                return ChunkedVersionPOST(
-                    index_path, index, self._store, self._io, self._metrics, etag
-                )
+                return ChunkedVersion(index_path, index, self._store, self._io, self._metrics, etag)
         return WholeVersion(str(path), etag=etag)
 
     def index(self, image_uuid: str, file: str) -> StaticFiles | None:
         """The version's index file as it is stored, or None without one."""
         if self._store is None:
             return None
-        path = self._store.index_path(image_uuid, file)
-        if not os.path.isfile(path):
+        if not self._store.has_index(image_uuid, file):
             return None
-        return StaticFiles(str(path), etag=None)
+        return StaticFiles(str(self._store.index_path(image_uuid, file)), etag=None)
 
     async def _index(self, path: Path) -> Index:
         # A version file's name is never reused, so neither is its index's:

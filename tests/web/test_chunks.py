@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest_twisted
 
 from pxed.agent import chunkindex
-from tests.helpers import MIB, new_image, new_setup, upload, upload_version
+from tests.helpers import MIB, WriteLock, new_image, new_setup, upload, upload_version
 
 SIZE = 4 * MIB
 
@@ -253,3 +253,26 @@ async def test_no_index_without_the_store(server):
     image = await new_image(server.admin, size=SIZE)
     r = await server.admin.get(f"/image/{image}/0/index")
     assert r.code == 404 and "chunk store" in r.json()["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_version_with_the_database_busy_is_503_and_changes_nothing(
+    start_server,
+):
+    server = await start_server(chunk_store=True, db_busy_timeout=0.2)
+    image = await new_image(server.admin, size=SIZE)
+    await upload_version(server.admin, image, disk())
+    await indexed(server)
+    before = chunk_files(server)
+    holder = WriteLock(server, "images").take()
+    try:
+        r = await server.admin.delete(f"/image/{image}/1")
+    finally:
+        holder.close()
+    assert r.code == 503, r.text
+    assert "error" in r.json()
+    got = (await server.admin.get(f"/image/{image}")).json()
+    assert [v["Version"] for v in got["Versions"]] == [0, 1]
+    assert (await server.admin.get(f"/image/{image}/1")).body == disk()
+    await server.pxed.store.chunker.collect()
+    assert chunk_files(server) == before
